@@ -1,0 +1,245 @@
+//! `fullsend design`: an idea (`--idea` or an `experiment_request` on stdin) →
+//! a validated experiment spec, saved to Redis and announced (unless
+//! `--dry-run`). Prints a JSON report: spec, tool request, keys written,
+//! messages published, work dir. `--parse` validates model output only.
+
+use serde_json::{Map, Value, json};
+
+use crate::cli::GlobalArgs;
+use crate::cmd::Env;
+use crate::design::{self, Designer, Engine, Mode, Request};
+use crate::effects::{self, CommitStatus};
+use crate::exit::{Exit, Fail};
+use crate::spawn::Agent;
+
+/// Examples shown in `--help` and the man page.
+pub const EXAMPLES: &str = "\
+Examples:
+  fullsend design --idea 'Scrape HN Who is Hiring posts and email CTOs' --dry-run
+  echo '{\"type\":\"experiment_request\",\"idea\":\"GitHub stargazers of our competitor\"}' | fullsend design
+  fullsend design --engine api --idea 'Conference attendee outreach'
+  fullsend design --parse < model-output.txt";
+
+/// Arguments of `fullsend design`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// The idea (default: an experiment_request JSON on stdin).
+    #[arg(long)]
+    pub idea: Option<String>,
+    /// Context for the designer (with --idea).
+    #[arg(long, default_value = "")]
+    pub context: String,
+    /// Single-shot or the six-task RALPH design.
+    #[arg(long, value_enum, default_value_t = Mode::Single)]
+    pub mode: Mode,
+    /// Claude Code or one Messages API call.
+    #[arg(long, value_enum, default_value_t = Engine::Claude, env = "FULLSEND_ENGINE")]
+    pub engine: Engine,
+    /// Read model output on stdin and print the extracted, validated spec.
+    #[arg(long)]
+    pub parse: bool,
+    /// Design and validate, but write nothing to Redis and publish nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Coding agent command instead of claude (no shell; the prompt is appended).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Model provider for --engine api [env: FULLSEND_PROVIDER].
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Max RALPH iterations.
+    #[arg(long, default_value_t = 50)]
+    pub max_iterations: u32,
+}
+
+/// `design --parse`: model output on stdin → the validated spec, or exit 1 with the violations.
+pub fn parse(_args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let text = crate::io::read_stdin("model output")?;
+    match design::check(&text) {
+        Ok((spec, tool)) => {
+            crate::io::emit(
+                &json!({"v": 1, "valid": true, "spec": spec, "tool_request": tool}),
+                global.pretty,
+            )?;
+            Ok(Exit::Success)
+        }
+        Err(problems) => {
+            crate::io::emit(
+                &json!({"v": 1, "valid": false, "error": problems.error, "violations": problems.violations}),
+                global.pretty,
+            )?;
+            tracing::error!("invalid spec:\n{}", problems.summary());
+            Ok(Exit::Failed)
+        }
+    }
+}
+
+/// Runs `design`.
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let env = Env::load(global, Vec::new())?;
+    let original: Map<String, Value> = match &args.idea {
+        Some(idea) => {
+            let r = Request::from_idea(idea, &args.context).map_err(Fail::usage)?;
+            r.original
+        }
+        None => crate::io::parse_json_object(
+            &crate::io::read_stdin("an experiment_request")?,
+            "the experiment_request",
+        )?,
+    };
+    let mut conn = if args.dry_run {
+        crate::cmd::optional_redis(&env.config).await
+    } else {
+        Some(crate::store::connect(&env.config.redis_url()).await?)
+    };
+    let channels = env.config.channels();
+    let request = match Request::from_message(&original) {
+        Ok(r) => r,
+        Err(reason) => {
+            if let (false, Some(conn)) = (args.dry_run, conn.as_mut()) {
+                let fx = design::failed_effects(&reason, None, &original, &channels, None);
+                effects::commit(conn, &fx, None, None).await?;
+            }
+            env.emit(&json!({"v": 1, "status": "failed", "reason": reason}))?;
+            return Err(Fail::usage(reason));
+        }
+    };
+    let mode = if request.wants_ralph() {
+        Mode::Ralph
+    } else {
+        args.mode
+    };
+    let designer = designer(
+        &env,
+        mode,
+        args.engine,
+        args.agent.as_deref(),
+        args.provider.as_deref(),
+        args.max_iterations,
+    )?;
+    let ctx = design::load_context(conn.as_mut(), &designer.product_context).await;
+    let cancel = crate::signal::shutdown_channel();
+    let bar = crate::term::spinner(crate::term::progress_enabled(global.quiet), "designing");
+    let designed = designer.design(&request, &ctx, cancel).await?;
+    bar.finish_and_clear();
+    let mut report = json!({
+        "v": 1,
+        "status": designed.status,
+        "dry_run": args.dry_run,
+        "engine": designed.engine,
+        "mode": designed.mode,
+        "spec": designed.spec,
+        "tool_request": designed.tool_request,
+        "reason": designed.reason,
+        "violations": designed.violations,
+        "repaired": designed.repaired,
+        "work_dir": designed.work_dir,
+        "cost_usd": designed.cost_usd,
+        "request_id": request.request_id,
+    });
+    let Some(mut spec) = designed.spec.clone() else {
+        let reason = designed
+            .reason
+            .clone()
+            .unwrap_or_else(|| "design failed".into());
+        if let (false, Some(conn)) = (args.dry_run, conn.as_mut()) {
+            let fx = design::failed_effects(
+                &reason,
+                Some(&request),
+                &original,
+                &channels,
+                Some(&designed.work_dir),
+            );
+            effects::commit(conn, &fx, None, None).await?;
+            report["messages"] = json!(design::messages(&fx));
+        }
+        env.emit(&report)?;
+        tracing::error!("{reason}");
+        return Ok(if reason.starts_with("Timeout") {
+            Exit::Upstream
+        } else {
+            Exit::Failed
+        });
+    };
+    if let (false, Some(conn)) = (args.dry_run, conn.as_mut()) {
+        let id = spec
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let unique = design::unique_id(conn, &id).await?;
+        spec.insert("id".into(), json!(unique));
+        let fx = design::effects(
+            &spec,
+            designed.tool_request.as_ref(),
+            &request,
+            &channels,
+            &original,
+        )?;
+        let commit = effects::commit(conn, &fx, None, None).await?;
+        if commit.status != CommitStatus::Ok {
+            return Err(Fail::upstream(format!(
+                "saving the spec: {:?}",
+                commit.status
+            )));
+        }
+        report["spec"] = json!(spec);
+        report["keys_written"] = json!(design::keys_written(&fx));
+        report["messages"] = json!(design::messages(&fx));
+    }
+    env.emit(&report)?;
+    Ok(Exit::Success)
+}
+
+/// A designer from configuration and flags.
+pub fn designer(
+    env: &Env,
+    mode: Mode,
+    engine: Engine,
+    agent: Option<&str>,
+    provider: Option<&str>,
+    max_iterations: u32,
+) -> anyhow::Result<Designer> {
+    let cfg = &env.config;
+    let work_root = cfg.work_root();
+    let agent = match agent {
+        Some(cmd) => Some(Agent::Raw(crate::spawn::parse_agent_command(cmd)?)),
+        None => None,
+    };
+    let spawn = match (engine, agent) {
+        (Engine::Api, _) => {
+            crate::spawn::SpawnOptions::new(Agent::Raw(vec!["true".into()]), work_root.clone())
+        }
+        (Engine::Claude, agent) => design::spawn_options(cfg, agent, work_root.clone())?,
+    };
+    let mut spawn = spawn;
+    spawn.timeout = cfg.fullsend_timeout()?;
+    let api = match engine {
+        Engine::Api => {
+            let spec = provider
+                .map(str::to_string)
+                .unwrap_or_else(|| cfg.fullsend_provider());
+            Some((
+                crate::llm::Provider::from_spec(
+                    &spec,
+                    cfg.anthropic_api_key(),
+                    &cfg.anthropic_base_url(),
+                )?,
+                cfg.fullsend_api_model(),
+            ))
+        }
+        Engine::Claude => None,
+    };
+    Ok(Designer {
+        prompts: crate::prompt::Prompts::new(cfg.prompts_dir()),
+        mode,
+        engine,
+        spawn,
+        work_root,
+        product_context: cfg.context_path().join("product_context.md"),
+        api,
+        channels: cfg.channels(),
+        max_iterations,
+    })
+}

@@ -1,0 +1,104 @@
+//! `fullsend dispatch`: a decision (as `think` prints it) on stdin → its side
+//! effects → a JSON report of what was published and written.
+
+use serde_json::{Map, Value};
+
+use crate::cli::GlobalArgs;
+use crate::cmd::Env;
+use crate::decision::Decision;
+use crate::dispatch::{self, Target};
+use crate::exit::{Exit, Fail};
+use crate::store::ChannelKeys;
+
+/// Examples shown in `--help` and the man page.
+pub const EXAMPLES: &str = "\
+Examples:
+  fullsend think < msg.json | fullsend dispatch
+  echo '{\"action\":\"record_learning\",\"payload\":{\"learning\":\"CTOs respond, CFOs ignore\"}}' | fullsend dispatch
+  echo '{\"action\":\"kill_experiment\",\"experiment_id\":\"exp_20240115_github_stars\"}' | fullsend dispatch --dry-run";
+
+/// Arguments of `fullsend dispatch`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Print the plan without doing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Runs `dispatch`.
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let env = Env::load(global, Vec::new())?;
+    let text = crate::io::read_stdin("a decision")?;
+    let decision = read_decision(&text)?;
+    let target = target(&env)?;
+    let mut conn = if args.dry_run {
+        crate::cmd::optional_redis(&env.config).await
+    } else {
+        Some(crate::store::connect(&env.config.redis_url()).await?)
+    };
+    let plan = dispatch::plan(&decision, &target, conn.as_mut()).await?;
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    let rejected = plan.rejected.clone();
+    if let Some(r) = &rejected {
+        tracing::error!("{r}");
+    }
+    let report = match (args.dry_run, conn.as_mut()) {
+        (true, _) => dispatch::dry_run(plan, &decision),
+        (false, Some(conn)) => {
+            let msg_id = crate::msg::msg_id_of(&decision.message).map(str::to_string);
+            let seen = msg_id
+                .as_deref()
+                .map(|id| ChannelKeys::new(&target.channels.to_orchestrator).seen("dispatch", id));
+            dispatch::execute(
+                plan,
+                &decision,
+                &target,
+                conn,
+                msg_id.as_deref(),
+                seen.as_deref(),
+                None,
+            )
+            .await?
+        }
+        (false, None) => return Err(Fail::upstream("Redis is required to dispatch")),
+    };
+    env.emit(&report)?;
+    Ok(if rejected.is_some() {
+        Exit::Failed
+    } else {
+        Exit::Success
+    })
+}
+
+/// A decision from JSON: `think`'s output, or a bare `{action, payload, …}`
+/// normalised by the same rules as model output.
+pub fn read_decision(text: &str) -> anyhow::Result<Decision> {
+    let object = crate::io::parse_json_object(text, "the decision")?;
+    if !object.contains_key("action") {
+        return Err(Fail::usage("the decision has no \"action\" field"));
+    }
+    if let Ok(decision) = serde_json::from_value::<Decision>(Value::Object(object.clone())) {
+        return Ok(decision);
+    }
+    let message = match object.get("message") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    Ok(Decision::from_object(object, message))
+}
+
+/// Where effects go, from configuration.
+pub fn target(env: &Env) -> anyhow::Result<Target> {
+    let roundtable = match env.config.roundtable_command() {
+        Some(cmd) => Some((cmd, env.config.roundtable_timeout()?)),
+        None => None,
+    };
+    Ok(Target {
+        channels: env.config.channels(),
+        context_path: env.config.context_path(),
+        roundtable,
+    })
+}

@@ -1,0 +1,3 @@
+//! `fullsend learn …`.
+
+pub mod append;

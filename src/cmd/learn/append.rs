@@ -1,0 +1,145 @@
+//! `fullsend learn append`: text (args or stdin) → a `## <ISO-8601>` entry in
+//! learnings.md, appended under an exclusive lock; or, with `--tactical`, a
+//! `learnings:tactical:*` hash plus its index in Redis.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::cli::GlobalArgs;
+use crate::cmd::Env;
+use crate::effects::{self, CommitStatus, Effect, Guard};
+use crate::exit::{Exit, Fail};
+
+/// Examples shown in `--help` and the man page.
+pub const EXAMPLES: &str = "\
+Examples:
+  fullsend learn append 'CTOs respond, CFOs ignore: 8/50 vs 0/50 replies'
+  echo 'Tuesday 9am PST is the best send time' | fullsend learn append
+  fullsend learn append --tactical --experiment exp_20240115_github_stars 'Template A got 20% replies'";
+
+/// Arguments of `fullsend learn append`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// The learning (default: stdin).
+    pub text: Vec<String>,
+    /// Store as a tactical learning in Redis instead of learnings.md.
+    #[arg(long)]
+    pub tactical: bool,
+    /// The experiment a tactical learning belongs to.
+    #[arg(long, value_name = "ID", requires = "tactical")]
+    pub experiment: Option<String>,
+    /// An idempotency id: appending the same id twice adds one entry.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+}
+
+/// Runs `learn append`.
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let env = Env::load(global, Vec::new())?;
+    let text = if args.text.is_empty() {
+        crate::io::read_stdin("the learning")?
+    } else {
+        args.text.join(" ")
+    };
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        return Err(Fail::usage("the learning is empty"));
+    }
+    if let Some(id) = &args.id {
+        if !crate::msg::is_safe_id(id) {
+            return Err(Fail::usage(format!(
+                "--id {:?} is not a safe id",
+                crate::msg::preview(id, 40)
+            )));
+        }
+    }
+    if !args.tactical {
+        let path = env.config.context_path().join("learnings.md");
+        let done = crate::files::append_learning(&path, &text, args.id.as_deref())?;
+        env.emit(&json!({"v": 1, "kind": "strategic", "path": done.path, "appended": done.appended, "timestamp": done.timestamp, "bytes": done.bytes}))?;
+        return Ok(Exit::Success);
+    }
+    let mut conn = crate::store::connect(&env.config.redis_url()).await?;
+    let record = append_tactical(
+        &mut conn,
+        &text,
+        args.experiment.as_deref(),
+        "fullsend",
+        args.id.as_deref(),
+    )
+    .await?;
+    env.emit(&record)?;
+    Ok(Exit::Success)
+}
+
+/// Writes one tactical learning (`learnings:tactical:<time>_<unique>` + index)
+/// atomically; a repeated `id` writes nothing. Returns a JSON report.
+pub async fn append_tactical(
+    conn: &mut crate::store::Conn,
+    text: &str,
+    experiment: Option<&str>,
+    source: &str,
+    id: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    if let Some(exp) = experiment {
+        if !crate::dispatch::valid_key_id(exp) {
+            return Err(Fail::usage(format!(
+                "invalid experiment id {:?}",
+                crate::msg::preview(exp, 40)
+            )));
+        }
+    }
+    let effects = tactical_effects(text, experiment, source);
+    let key = match &effects[0] {
+        Effect::HashSet { key, .. } => key.clone(),
+        _ => String::new(),
+    };
+    let seen = id.map(|id| format!("fullsend:learn:seen:{id}"));
+    let commit = effects::commit(conn, &effects, seen.as_deref(), None).await?;
+    Ok(json!({
+        "v": 1,
+        "kind": "tactical",
+        "key": key,
+        "experiment_id": experiment,
+        "appended": commit.status == CommitStatus::Ok,
+        "status": commit.status,
+    }))
+}
+
+/// The effects of one tactical learning: the hash (never overwriting) and its index entry.
+pub fn tactical_effects(text: &str, experiment: Option<&str>, source: &str) -> Vec<Effect> {
+    let now = jiff::Timestamp::now();
+    // Second-resolution keys collided in the original; add micros and a unique tail.
+    let uid = crate::msg::new_msg_id();
+    let key = format!(
+        "learnings:tactical:{}_{}",
+        now.strftime("%Y%m%d_%H%M%S_%6f"),
+        &uid[uid.len() - 8..]
+    );
+    let fields = BTreeMap::from([
+        ("text".to_string(), text.to_string()),
+        (
+            "experiment_id".to_string(),
+            experiment.unwrap_or("").to_string(),
+        ),
+        ("source".to_string(), source.to_string()),
+        (
+            "created_at".to_string(),
+            now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        ),
+    ]);
+    vec![
+        Effect::HashSet {
+            key: key.clone(),
+            fields,
+            guard: Guard::MustNotExist,
+        },
+        Effect::SortedAdd {
+            key: "learnings:tactical:index".into(),
+            score: now.as_second() as f64,
+            member: key,
+        },
+    ]
+}

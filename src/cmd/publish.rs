@@ -1,0 +1,50 @@
+//! `fullsend publish CHANNEL`: a durable producer. The JSON message (stdin or
+//! `--message`) is stamped with a `msg_id`, added to the channel's stream and
+//! PUBLISHed, in one atomic step.
+
+use crate::cli::GlobalArgs;
+use crate::cmd::Env;
+use crate::exit::{Exit, Fail};
+
+/// Examples shown in `--help` and the man page.
+pub const EXAMPLES: &str = "\
+Examples:
+  echo '{\"type\":\"escalation\",\"source\":\"watcher\",\"original_message\":{\"content\":\"Scrape HN Who is Hiring posts\"}}' \\
+    | fullsend publish fullsend:to_orchestrator";
+
+/// Arguments of `fullsend publish`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// The channel.
+    pub channel: String,
+    /// The message as JSON (instead of stdin).
+    #[arg(long, value_name = "JSON")]
+    pub message: Option<String>,
+}
+
+/// Runs `publish`.
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let env = Env::load(global, Vec::new())?;
+    if args.channel.is_empty()
+        || args.channel.len() > 200
+        || args
+            .channel
+            .chars()
+            .any(|c| c.is_control() || c == '{' || c == '}' || c == ' ')
+    {
+        return Err(Fail::usage(format!(
+            "invalid channel name {:?}",
+            crate::msg::preview(&args.channel, 60)
+        )));
+    }
+    let text = match args.message {
+        Some(m) => m,
+        None => crate::io::read_stdin("the message")?,
+    };
+    let message = crate::io::parse_json_object(&text, "the message")?;
+    let mut conn = crate::store::connect(&env.config.redis_url()).await?;
+    let published = crate::dispatch::publish_now(&mut conn, &args.channel, message, None).await?;
+    env.emit(&published)?;
+    Ok(Exit::Success)
+}

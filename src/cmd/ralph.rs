@@ -1,0 +1,4 @@
+//! `fullsend ralph …`.
+
+pub mod run;
+pub mod spawn;

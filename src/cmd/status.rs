@@ -1,0 +1,189 @@
+//! `fullsend status`: listeners alive, stream lengths, pending and dead-letter
+//! counts, last errors, and warnings about Redis settings durability needs.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::cli::GlobalArgs;
+use crate::cmd::Env;
+use crate::exit::Exit;
+use crate::store::{ChannelKeys, Conn};
+
+/// Arguments of `fullsend status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs `status`.
+pub async fn run(_args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let env = Env::load(global, Vec::new())?;
+    let url = env.config.redis_url();
+    let mut conn = match crate::store::connect(&url).await {
+        Ok(c) => c,
+        Err(err) => {
+            env.emit(&json!({"v": 1, "redis": {"url": crate::store::redacted_url(&url), "reachable": false, "error": format!("{err:#}")}}))?;
+            return Ok(Exit::Upstream);
+        }
+    };
+    let redis = redis_health(&mut conn).await?;
+    for w in redis["warnings"].as_array().into_iter().flatten() {
+        tracing::warn!("{}", w.as_str().unwrap_or_default());
+    }
+    let channels = env.config.channels();
+    let mut roles = Vec::new();
+    for (group, channel) in [
+        ("orchestrator", channels.to_orchestrator.clone()),
+        ("fullsend", channels.to_fullsend.clone()),
+    ] {
+        roles.push(role_status(&mut conn, group, &channel).await?);
+    }
+    let mut report = json!({"v": 1, "redis": redis, "roles": roles});
+    report["redis"]["url"] = json!(crate::store::redacted_url(&url));
+    env.emit(&report)?;
+    Ok(Exit::Success)
+}
+
+/// Version and the settings durability relies on, with warnings.
+pub async fn redis_health(conn: &mut Conn) -> anyhow::Result<Value> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let mut settings = HashMap::new();
+    let mut warnings = Vec::new();
+    for name in ["appendonly", "appendfsync", "maxmemory-policy"] {
+        let got: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(conn)
+            .await;
+        match got {
+            Ok(v) if v.len() >= 2 => {
+                settings.insert(name, v[1].clone());
+            }
+            _ => warnings.push(format!("cannot read {name} (CONFIG GET not allowed?)")),
+        }
+    }
+    let expect = [
+        ("appendonly", "yes"),
+        ("appendfsync", "everysec"),
+        ("maxmemory-policy", "noeviction"),
+    ];
+    for (name, want) in expect {
+        if let Some(have) = settings.get(name) {
+            let ok = if name == "appendfsync" {
+                have == "everysec" || have == "always"
+            } else {
+                have == want
+            };
+            if !ok {
+                warnings.push(format!("{name} is {have}; durable delivery needs {want}"));
+            }
+        }
+    }
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 7 {
+        warnings.push(format!(
+            "Redis {version} is older than 7.0, which fullsend needs"
+        ));
+    }
+    Ok(json!({"reachable": true, "version": version, "settings": settings, "warnings": warnings}))
+}
+
+async fn role_status(conn: &mut Conn, group: &str, channel: &str) -> anyhow::Result<Value> {
+    let keys = ChannelKeys::new(channel);
+    let stream = keys.stream();
+    let length: u64 = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(conn)
+        .await
+        .unwrap_or(0);
+    let dlq_length: u64 = redis::cmd("XLEN")
+        .arg(keys.dlq())
+        .query_async(conn)
+        .await
+        .unwrap_or(0);
+    let mut pending = 0u64;
+    let mut lag = Value::Null;
+    let groups: Result<redis::Value, _> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&stream)
+        .query_async(conn)
+        .await;
+    if let Ok(redis::Value::Array(list)) = groups {
+        for g in list {
+            let info = flat_map(g);
+            if info.get("name").map(String::as_str) == Some(group) {
+                pending = info
+                    .get("pending")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                lag = info
+                    .get("lag")
+                    .and_then(|l| l.parse::<u64>().ok())
+                    .map(Value::from)
+                    .unwrap_or(Value::Null);
+            }
+        }
+    }
+    let listener_keys =
+        crate::store::scan_keys(conn, &format!("fullsend:listeners:{group}:*")).await?;
+    let mut listeners = Vec::new();
+    let mut last_error = String::new();
+    for key in listener_keys {
+        let mut h: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&key).query_async(conn).await?;
+        h.remove("token");
+        if let Some(e) = h.get("last_error").filter(|e| !e.is_empty()) {
+            last_error = e.clone();
+        }
+        listeners.push(json!(h));
+    }
+    let errors: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!(
+            "{}:errors:{group}",
+            stream.trim_end_matches(":stream")
+        ))
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
+    Ok(json!({
+        "role": group,
+        "channel": channel,
+        "stream": stream,
+        "length": length,
+        "pending": pending,
+        "lag": lag,
+        "dead_letters": dlq_length,
+        "listeners_alive": listeners.len(),
+        "listeners": listeners,
+        "failing_entries": errors.len(),
+        "last_error": if last_error.is_empty() { Value::Null } else { json!(last_error) },
+    }))
+}
+
+fn flat_map(v: redis::Value) -> HashMap<String, String> {
+    let items = match v {
+        redis::Value::Array(a) => a,
+        redis::Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => Vec::new(),
+    };
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    };
+    items
+        .chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (text(&c[0]), text(&c[1])))
+        .collect()
+}

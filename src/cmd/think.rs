@@ -1,0 +1,144 @@
+//! `fullsend think`: one incoming message (JSON on stdin or `--message`) in,
+//! one decision (JSON) out. `--parse` turns a raw model answer into a decision
+//! without any call; `--context-only` prints the loaded context.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use crate::cli::GlobalArgs;
+use crate::cmd::Env;
+use crate::exit::{Exit, Fail};
+use crate::orchestrator::{Orchestrator, Outcome};
+
+/// Examples shown in `--help` and the man page.
+pub const EXAMPLES: &str = "\
+Examples:
+  echo '{\"type\":\"escalation\",\"source\":\"watcher\",\"original_message\":{\"content\":\"Scrape HN Who is Hiring posts\"}}' \\
+    | fullsend think | fullsend dispatch
+  echo 'Thinking... {\"action\":\"no_action\",\"reasoning\":\"nothing to do\"}' | fullsend think --parse
+  fullsend think --context-only | jq '.experiments | length'";
+
+/// Arguments of `fullsend think`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// The incoming message as JSON (instead of stdin).
+    #[arg(long, value_name = "JSON")]
+    pub message: Option<String>,
+    /// Read a raw model answer on stdin and print the decision; no API call.
+    #[arg(long, conflicts_with = "context_only")]
+    pub parse: bool,
+    /// Print the loaded context as JSON; no model call.
+    #[arg(long)]
+    pub context_only: bool,
+    /// Model id [env: ORCHESTRATOR_MODEL].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Model provider: anthropic or replay:FILE [env: ORCHESTRATOR_PROVIDER].
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Seconds the decision may take before the fallback reply [env: ORCHESTRATOR_TIMEOUT].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Decision log path [env: FULLSEND_DECISION_LOG].
+    #[arg(long, value_name = "FILE")]
+    pub decision_log: Option<PathBuf>,
+    /// Don't append to the decision log.
+    #[arg(long)]
+    pub no_log: bool,
+}
+
+/// `think --parse`: no configuration, no runtime, no network.
+pub fn parse(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let text = crate::io::read_stdin("a model answer")?;
+    let message = match &args.message {
+        Some(m) => crate::io::parse_json_object(m, "--message")?,
+        None => Map::new(),
+    };
+    let decision = crate::decision::Decision::from_model_text(&text, message);
+    crate::io::emit(&decision, global.pretty)?;
+    Ok(Exit::Success)
+}
+
+/// `think` and `think --context-only`.
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let mut flags = Vec::new();
+    if let Some(p) = &args.decision_log {
+        flags.push(("decision_log", p.display().to_string()));
+    }
+    if let Some(t) = args.timeout {
+        flags.push(("orchestrator_timeout", t.to_string()));
+    }
+    let env = Env::load(global, flags)?;
+    let mut conn = crate::cmd::optional_redis(&env.config).await;
+    let mut loader = crate::context::Loader::default();
+    let context_path = env.config.context_path();
+    if args.context_only {
+        let ctx = loader.load(&context_path, conn.as_mut()).await;
+        for w in &ctx.warnings {
+            tracing::warn!("{w}");
+        }
+        env.emit(&ctx)?;
+        return Ok(Exit::Success);
+    }
+    let message = read_message(args.message.as_deref())?;
+    let orchestrator =
+        Orchestrator::from_config(&env.config, args.provider.as_deref(), args.model.as_deref())?;
+    let ctx = loader.load(&context_path, conn.as_mut()).await;
+    for w in &ctx.warnings {
+        tracing::warn!("{w}");
+    }
+    let bar = crate::term::spinner(crate::term::progress_enabled(global.quiet), "thinking");
+    let progress_bar = bar.clone();
+    let progress = move |chars: usize| progress_bar.set_position(chars as u64);
+    let outcome = orchestrator.decide(&message, &ctx, Some(&progress)).await?;
+    bar.finish_and_clear();
+    let (decision, exit) = match outcome {
+        Outcome::Decided(d) => (d, Exit::Success),
+        Outcome::Failed { decision, error } => {
+            tracing::error!("{error}");
+            if let crate::llm::LlmError::Config(m) = &error {
+                return Err(Fail::usage(m));
+            }
+            (decision, Exit::Upstream)
+        }
+    };
+    if !args.no_log {
+        if let Err(err) = log_decision(&env.config.decision_log(), &decision) {
+            tracing::warn!("decision log: {err:#}");
+        }
+    }
+    env.emit(&decision)?;
+    Ok(exit)
+}
+
+/// The incoming message from `--message` or stdin: a JSON object, or exit 2.
+fn read_message(flag: Option<&str>) -> anyhow::Result<Map<String, Value>> {
+    let text = match flag {
+        Some(m) => m.to_string(),
+        None => {
+            if std::io::stdin().is_terminal() {
+                return Err(Fail::usage(
+                    "expected the incoming message as JSON on stdin or --message",
+                ));
+            }
+            crate::io::read_stdin("the incoming message")?
+        }
+    };
+    crate::io::parse_json_object(&text, "the incoming message")
+}
+
+/// Appends a decision, with its reasoning and thinking, to the decision log.
+pub fn log_decision(
+    path: &std::path::Path,
+    decision: &crate::decision::Decision,
+) -> anyhow::Result<()> {
+    let record = serde_json::json!({
+        "logged_at": crate::msg::now_iso_micros(),
+        "msg_id": crate::msg::msg_id_of(&decision.message),
+        "decision": decision,
+    });
+    crate::files::append_jsonl(path, &record)
+}

@@ -1,0 +1,3 @@
+//! `fullsend worklist …`.
+
+pub mod set;

@@ -1,0 +1,47 @@
+//! `fullsend worklist set`: new worklist.md content (stdin or `--file`) →
+//! replaced atomically, the previous version kept under `.history/`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::cli::GlobalArgs;
+use crate::cmd::Env;
+use crate::exit::{Exit, Fail};
+
+/// Examples shown in `--help` and the man page.
+pub const EXAMPLES: &str = "\
+Examples:
+  fullsend worklist set < new-worklist.md
+  fullsend worklist set --file context/templates/worklist.md";
+
+/// Arguments of `fullsend worklist set`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Read the new worklist from this file (default: stdin).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// Runs `worklist set`.
+pub fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let env = Env::load(global, Vec::new())?;
+    let content = match &args.file {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => crate::io::read_stdin("the new worklist")?,
+    };
+    if content.trim().is_empty() {
+        return Err(Fail::usage(
+            "the new worklist is empty; refusing to blank worklist.md",
+        ));
+    }
+    let dir = env.config.context_path();
+    let done =
+        crate::files::replace_atomic(&dir.join("worklist.md"), &content, &dir.join(".history"))?;
+    env.emit(&json!({"v": 1, "path": done.path, "bytes": done.bytes, "previous": done.previous, "changed": done.changed}))?;
+    Ok(Exit::Success)
+}

@@ -1,0 +1,576 @@
+//! Effective configuration: flags > environment > `fullsend.toml` > defaults,
+//! resolved in one place, with where each value came from. Secrets come only
+//! from the environment and are never printed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::exit::Fail;
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A command-line flag.
+    Flag,
+    /// An environment variable.
+    Env,
+    /// A configuration file.
+    File,
+    /// The built-in default.
+    Default,
+}
+
+/// One known setting: its file key, environment variable and default.
+struct Setting {
+    key: &'static str,
+    env: &'static str,
+    default: &'static str,
+    secret: bool,
+    help: &'static str,
+}
+
+/// Every setting fullsend knows, in the order `fullsend config` prints them.
+const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "redis_url",
+        env: "REDIS_URL",
+        default: "redis://127.0.0.1:6379/0",
+        secret: true,
+        help: "Redis URL (redis:// or rediss://, with password and db)",
+    },
+    Setting {
+        key: "anthropic_api_key",
+        env: "ANTHROPIC_API_KEY",
+        default: "",
+        secret: true,
+        help: "Anthropic API key (environment only)",
+    },
+    Setting {
+        key: "anthropic_base_url",
+        env: "ANTHROPIC_BASE_URL",
+        default: "https://api.anthropic.com",
+        secret: false,
+        help: "Messages API base URL",
+    },
+    Setting {
+        key: "orchestrator_provider",
+        env: "ORCHESTRATOR_PROVIDER",
+        default: "anthropic",
+        secret: false,
+        help: "model provider for think: anthropic | replay:FILE",
+    },
+    Setting {
+        key: "orchestrator_model",
+        env: "ORCHESTRATOR_MODEL",
+        default: "claude-opus-5-5",
+        secret: false,
+        help: "model for think",
+    },
+    Setting {
+        key: "orchestrator_thinking",
+        env: "ORCHESTRATOR_THINKING",
+        default: "auto",
+        secret: false,
+        help: "thinking mode: auto | adaptive | enabled | disabled",
+    },
+    Setting {
+        key: "orchestrator_thinking_budget",
+        env: "ORCHESTRATOR_THINKING_BUDGET",
+        default: "10000",
+        secret: false,
+        help: "thinking budget (tokens) for models that take one",
+    },
+    Setting {
+        key: "orchestrator_effort",
+        env: "ORCHESTRATOR_EFFORT",
+        default: "",
+        secret: false,
+        help: "effort for adaptive thinking (default: derived from the budget)",
+    },
+    Setting {
+        key: "orchestrator_max_tokens",
+        env: "ORCHESTRATOR_MAX_TOKENS",
+        default: "16000",
+        secret: false,
+        help: "max_tokens of a decision (thinking included)",
+    },
+    Setting {
+        key: "orchestrator_timeout",
+        env: "ORCHESTRATOR_TIMEOUT",
+        default: "60",
+        secret: false,
+        help: "seconds a decision may take before the fallback reply",
+    },
+    Setting {
+        key: "api_max_retries",
+        env: "FULLSEND_API_MAX_RETRIES",
+        default: "2",
+        secret: false,
+        help: "retries of a failed model call (SDK policy)",
+    },
+    Setting {
+        key: "prompt_budget_tokens",
+        env: "FULLSEND_PROMPT_BUDGET",
+        default: "24000",
+        secret: false,
+        help: "upper bound of the rendered prompt, in estimated tokens",
+    },
+    Setting {
+        key: "context_path",
+        env: "CONTEXT_PATH",
+        default: "context",
+        secret: false,
+        help: "directory of product_context.md, worklist.md, learnings.md",
+    },
+    Setting {
+        key: "prompts_dir",
+        env: "FULLSEND_PROMPTS_DIR",
+        default: "",
+        secret: false,
+        help: "directory whose prompt files override the built-in ones",
+    },
+    Setting {
+        key: "decision_log",
+        env: "FULLSEND_DECISION_LOG",
+        default: "",
+        secret: false,
+        help: "decision log path (default: <context_path>/decisions.jsonl)",
+    },
+    Setting {
+        key: "channel_to_orchestrator",
+        env: "CHANNEL_TO_ORCHESTRATOR",
+        default: "fullsend:to_orchestrator",
+        secret: false,
+        help: "channel the Orchestrator listens on",
+    },
+    Setting {
+        key: "channel_from_orchestrator",
+        env: "CHANNEL_FROM_ORCHESTRATOR",
+        default: "fullsend:from_orchestrator",
+        secret: false,
+        help: "channel of replies to Discord",
+    },
+    Setting {
+        key: "channel_to_fullsend",
+        env: "CHANNEL_TO_FULLSEND",
+        default: "fullsend:to_fullsend",
+        secret: false,
+        help: "channel FULLSEND listens on",
+    },
+    Setting {
+        key: "channel_builder_tasks",
+        env: "CHANNEL_BUILDER_TASKS",
+        default: "fullsend:builder_tasks",
+        secret: false,
+        help: "channel the Builder listens on",
+    },
+    Setting {
+        key: "fullsend_model",
+        env: "FULLSEND_MODEL",
+        default: "sonnet",
+        secret: false,
+        help: "model passed to the Claude Code CLI",
+    },
+    Setting {
+        key: "fullsend_provider",
+        env: "FULLSEND_PROVIDER",
+        default: "anthropic",
+        secret: false,
+        help: "model provider for design --engine api",
+    },
+    Setting {
+        key: "fullsend_api_model",
+        env: "FULLSEND_API_MODEL",
+        default: "claude-sonnet-5-5",
+        secret: false,
+        help: "model for design --engine api",
+    },
+    Setting {
+        key: "claude_bin",
+        env: "FULLSEND_CLAUDE_BIN",
+        default: "",
+        secret: false,
+        help: "path of the claude executable (default: found on PATH)",
+    },
+    Setting {
+        key: "fullsend_timeout",
+        env: "FULLSEND_TIMEOUT",
+        default: "300",
+        secret: false,
+        help: "seconds one coding-agent call may take",
+    },
+    Setting {
+        key: "work_dir",
+        env: "FULLSEND_WORK_DIR",
+        default: "",
+        secret: false,
+        help: "where design work dirs are created (default: $TMPDIR/fullsend)",
+    },
+    Setting {
+        key: "roundtable_command",
+        env: "FULLSEND_ROUNDTABLE_CMD",
+        default: "",
+        secret: false,
+        help: "command run for initiate_roundtable (JSON on stdin, JSON on stdout)",
+    },
+    Setting {
+        key: "roundtable_timeout",
+        env: "FULLSEND_ROUNDTABLE_TIMEOUT",
+        default: "120",
+        secret: false,
+        help: "seconds the roundtable command may take",
+    },
+    Setting {
+        key: "skip_permissions",
+        env: "FULLSEND_SKIP_PERMISSIONS",
+        default: "false",
+        secret: false,
+        help: "pass --dangerously-skip-permissions to claude (opt-in)",
+    },
+    Setting {
+        key: "is_sandbox",
+        env: "FULLSEND_IS_SANDBOX",
+        default: "false",
+        secret: false,
+        help: "confirm the host is a sandbox (IS_SANDBOX=1 for claude as root)",
+    },
+];
+
+/// One resolved value and where it came from.
+#[derive(Debug, Clone)]
+struct Resolved {
+    value: String,
+    source: Source,
+}
+
+/// The effective configuration of one invocation.
+#[derive(Clone)]
+pub struct Config {
+    values: BTreeMap<&'static str, Resolved>,
+    /// Files that were read, in precedence order (highest first).
+    pub files: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Overrides given as flags, by setting key.
+pub type FlagValues = Vec<(&'static str, String)>;
+
+impl Config {
+    /// Resolves every setting. `config_file` is an explicit `--config`; `no_config`
+    /// skips the files.
+    pub fn load(
+        flags: &FlagValues,
+        config_file: Option<&Path>,
+        no_config: bool,
+    ) -> anyhow::Result<Self> {
+        let mut files = Vec::new();
+        let mut file_values: BTreeMap<String, String> = BTreeMap::new();
+        if !no_config {
+            let candidates: Vec<PathBuf> = match config_file {
+                Some(path) => vec![path.to_path_buf()],
+                None => {
+                    let mut c = vec![PathBuf::from("fullsend.toml")];
+                    if let Some(dir) = xdg_config_dir() {
+                        c.push(dir.join("fullsend").join("config.toml"));
+                    }
+                    c
+                }
+            };
+            // Lowest precedence first, so higher ones overwrite.
+            for path in candidates.iter().rev() {
+                if !path.exists() {
+                    if config_file.is_some() {
+                        return Err(Fail::usage(format!(
+                            "config file {} does not exist",
+                            path.display()
+                        )));
+                    }
+                    continue;
+                }
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let table: toml::Table = toml::from_str(&text)
+                    .map_err(|e| Fail::usage(format!("config file {}: {e}", path.display())))?;
+                for (key, value) in table {
+                    let Some(setting) = SETTINGS.iter().find(|s| s.key == key) else {
+                        return Err(Fail::usage(format!(
+                            "config file {}: unknown key `{key}`",
+                            path.display()
+                        )));
+                    };
+                    if setting.env == "ANTHROPIC_API_KEY" {
+                        return Err(Fail::usage(format!(
+                            "config file {}: `{key}` is a secret; set it in the environment only",
+                            path.display()
+                        )));
+                    }
+                    let text = match value {
+                        toml::Value::String(s) => s,
+                        toml::Value::Integer(i) => i.to_string(),
+                        toml::Value::Float(f) => f.to_string(),
+                        toml::Value::Boolean(b) => b.to_string(),
+                        _ => {
+                            return Err(Fail::usage(format!(
+                                "config file {}: `{key}` must be a string, number or boolean",
+                                path.display()
+                            )));
+                        }
+                    };
+                    file_values.insert(key, text);
+                }
+                files.insert(0, path.clone());
+            }
+        }
+        let mut values = BTreeMap::new();
+        for setting in SETTINGS {
+            let flag = flags
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == setting.key)
+                .map(|(_, v)| v.clone());
+            let resolved = if let Some(v) = flag {
+                Resolved {
+                    value: v,
+                    source: Source::Flag,
+                }
+            } else if let Some(v) = std::env::var(setting.env).ok().filter(|v| !v.is_empty()) {
+                Resolved {
+                    value: v,
+                    source: Source::Env,
+                }
+            } else if let Some(v) = file_values.get(setting.key) {
+                Resolved {
+                    value: v.clone(),
+                    source: Source::File,
+                }
+            } else {
+                Resolved {
+                    value: setting.default.to_string(),
+                    source: Source::Default,
+                }
+            };
+            values.insert(setting.key, resolved);
+        }
+        Ok(Config { values, files })
+    }
+
+    /// The configuration from the environment and defaults only (tests, library use).
+    pub fn from_env() -> anyhow::Result<Self> {
+        Config::load(&Vec::new(), None, true)
+    }
+
+    fn raw(&self, key: &str) -> &str {
+        self.values.get(key).map(|r| r.value.as_str()).unwrap_or("")
+    }
+
+    fn optional(&self, key: &str) -> Option<String> {
+        let v = self.raw(key).trim();
+        (!v.is_empty()).then(|| v.to_string())
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &str) -> anyhow::Result<T> {
+        let raw = self.raw(key).trim();
+        raw.parse::<T>().map_err(|_| {
+            let env = SETTINGS
+                .iter()
+                .find(|s| s.key == key)
+                .map(|s| s.env)
+                .unwrap_or(key);
+            Fail::usage(format!("{key} ({env}) must be a number, got {raw:?}"))
+        })
+    }
+
+    fn flag(&self, key: &str) -> anyhow::Result<bool> {
+        match self.raw(key).trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "" | "0" | "false" | "no" | "off" => Ok(false),
+            other => Err(Fail::usage(format!(
+                "{key} must be true or false, got {other:?}"
+            ))),
+        }
+    }
+
+    fn seconds(&self, key: &str) -> anyhow::Result<Duration> {
+        let secs: f64 = self.number(key)?;
+        if !(secs > 0.0 && secs.is_finite()) {
+            return Err(Fail::usage(format!(
+                "{key} must be a positive number of seconds"
+            )));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    /// The Redis URL (a secret: log [`crate::store::redacted_url`] instead).
+    pub fn redis_url(&self) -> String {
+        self.raw("redis_url").to_string()
+    }
+    /// The Anthropic API key, if set.
+    pub fn anthropic_api_key(&self) -> Option<String> {
+        self.optional("anthropic_api_key")
+    }
+    /// The Messages API base URL, without a trailing slash.
+    pub fn anthropic_base_url(&self) -> String {
+        self.raw("anthropic_base_url")
+            .trim_end_matches('/')
+            .to_string()
+    }
+    /// The provider behind `think`.
+    pub fn orchestrator_provider(&self) -> String {
+        self.raw("orchestrator_provider").to_string()
+    }
+    /// The provider behind `design --engine api`.
+    pub fn fullsend_provider(&self) -> String {
+        self.raw("fullsend_provider").to_string()
+    }
+    /// The model of `think`.
+    pub fn orchestrator_model(&self) -> String {
+        self.raw("orchestrator_model").to_string()
+    }
+    /// The Messages-API model of `design --engine api`.
+    pub fn fullsend_api_model(&self) -> String {
+        self.raw("fullsend_api_model").to_string()
+    }
+    /// The thinking mode setting (auto | adaptive | enabled | disabled).
+    pub fn thinking_mode(&self) -> anyhow::Result<crate::llm::ThinkingMode> {
+        crate::llm::ThinkingMode::parse(self.raw("orchestrator_thinking"))
+    }
+    /// The thinking budget in tokens.
+    pub fn thinking_budget(&self) -> anyhow::Result<u32> {
+        self.number("orchestrator_thinking_budget")
+    }
+    /// The adaptive-thinking effort, if set explicitly.
+    pub fn effort(&self) -> Option<String> {
+        self.optional("orchestrator_effort")
+    }
+    /// max_tokens of a decision.
+    pub fn max_tokens(&self) -> anyhow::Result<u32> {
+        self.number("orchestrator_max_tokens")
+    }
+    /// How long a decision may take.
+    pub fn thinking_timeout(&self) -> anyhow::Result<Duration> {
+        self.seconds("orchestrator_timeout")
+    }
+    /// Retries of a failed model call.
+    pub fn api_max_retries(&self) -> anyhow::Result<u32> {
+        self.number("api_max_retries")
+    }
+    /// Upper bound of the rendered prompt in estimated tokens.
+    pub fn prompt_budget_tokens(&self) -> anyhow::Result<usize> {
+        self.number("prompt_budget_tokens")
+    }
+    /// The context directory.
+    pub fn context_path(&self) -> PathBuf {
+        PathBuf::from(self.raw("context_path"))
+    }
+    /// The prompt override directory, if any.
+    pub fn prompts_dir(&self) -> Option<PathBuf> {
+        self.optional("prompts_dir").map(PathBuf::from)
+    }
+    /// The decision log path.
+    pub fn decision_log(&self) -> PathBuf {
+        self.optional("decision_log")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.context_path().join("decisions.jsonl"))
+    }
+    /// The channel names.
+    pub fn channels(&self) -> Channels {
+        Channels {
+            to_orchestrator: self.raw("channel_to_orchestrator").to_string(),
+            from_orchestrator: self.raw("channel_from_orchestrator").to_string(),
+            to_fullsend: self.raw("channel_to_fullsend").to_string(),
+            builder_tasks: self.raw("channel_builder_tasks").to_string(),
+        }
+    }
+    /// The model given to the Claude Code CLI.
+    pub fn fullsend_model(&self) -> Option<String> {
+        self.optional("fullsend_model")
+    }
+    /// An explicit claude executable.
+    pub fn claude_bin(&self) -> Option<PathBuf> {
+        self.optional("claude_bin").map(PathBuf::from)
+    }
+    /// Per-call timeout of the coding agent.
+    pub fn fullsend_timeout(&self) -> anyhow::Result<Duration> {
+        self.seconds("fullsend_timeout")
+    }
+    /// Root of design work dirs.
+    pub fn work_root(&self) -> PathBuf {
+        self.optional("work_dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("fullsend"))
+    }
+    /// The roundtable command, if configured.
+    pub fn roundtable_command(&self) -> Option<String> {
+        self.optional("roundtable_command")
+    }
+    /// How long the roundtable command may take.
+    pub fn roundtable_timeout(&self) -> anyhow::Result<Duration> {
+        self.seconds("roundtable_timeout")
+    }
+    /// Whether claude may run with --dangerously-skip-permissions.
+    pub fn skip_permissions(&self) -> anyhow::Result<bool> {
+        self.flag("skip_permissions")
+    }
+    /// Whether the host is confirmed to be a sandbox.
+    pub fn is_sandbox(&self) -> anyhow::Result<bool> {
+        self.flag("is_sandbox")
+    }
+
+    /// Every setting with its value (secrets redacted) and source, for `fullsend config`.
+    pub fn report(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for setting in SETTINGS {
+            let Some(r) = self.values.get(setting.key) else {
+                continue;
+            };
+            let shown = if setting.secret && !r.value.is_empty() {
+                if setting.key == "redis_url" {
+                    serde_json::Value::String(crate::store::redacted_url(&r.value))
+                } else {
+                    serde_json::Value::String("<set>".into())
+                }
+            } else {
+                serde_json::Value::String(r.value.clone())
+            };
+            out.insert(
+                setting.key.to_string(),
+                serde_json::json!({"value": shown, "source": r.source, "env": setting.env, "help": setting.help}),
+            );
+        }
+        serde_json::json!({
+            "files": self.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "settings": out,
+        })
+    }
+}
+
+/// The Redis channels of the Fullsend system.
+#[derive(Debug, Clone)]
+pub struct Channels {
+    /// Where the Orchestrator listens.
+    pub to_orchestrator: String,
+    /// Replies to Discord.
+    pub from_orchestrator: String,
+    /// Where FULLSEND listens.
+    pub to_fullsend: String,
+    /// Where the Builder listens.
+    pub builder_tasks: String,
+}
+
+fn xdg_config_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+}

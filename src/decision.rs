@@ -1,0 +1,288 @@
+//! The Orchestrator's decision: parsing a model's free-form answer into one of
+//! the eight actions, with the original's normalisation rules. Pure, no I/O.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::llm::Usage;
+
+/// What the Orchestrator decided to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Send an experiment request to FULLSEND.
+    DispatchToFullsend,
+    /// Send a tool PRD to the Builder.
+    DispatchToBuilder,
+    /// Reply on Discord.
+    RespondToDiscord,
+    /// Replace worklist.md.
+    UpdateWorklist,
+    /// Append to learnings.md.
+    RecordLearning,
+    /// Archive an experiment.
+    KillExperiment,
+    /// Start a roundtable debate.
+    InitiateRoundtable,
+    /// Do nothing.
+    NoAction,
+}
+
+impl Action {
+    /// Every action, in documentation order.
+    pub const ALL: [Action; 8] = [
+        Action::DispatchToFullsend,
+        Action::DispatchToBuilder,
+        Action::RespondToDiscord,
+        Action::UpdateWorklist,
+        Action::RecordLearning,
+        Action::KillExperiment,
+        Action::InitiateRoundtable,
+        Action::NoAction,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::DispatchToFullsend => "dispatch_to_fullsend",
+            Action::DispatchToBuilder => "dispatch_to_builder",
+            Action::RespondToDiscord => "respond_to_discord",
+            Action::UpdateWorklist => "update_worklist",
+            Action::RecordLearning => "record_learning",
+            Action::KillExperiment => "kill_experiment",
+            Action::InitiateRoundtable => "initiate_roundtable",
+            Action::NoAction => "no_action",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Action> {
+        let t = text.trim().to_ascii_lowercase();
+        Action::ALL.into_iter().find(|a| a.as_str() == t)
+    }
+}
+
+/// How urgent the decision is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Low.
+    Low,
+    /// Medium (also the default for anything unrecognised).
+    Medium,
+    /// High.
+    High,
+    /// Urgent.
+    Urgent,
+}
+
+impl Priority {
+    /// Trimmed, lower-cased; anything else is `medium`.
+    pub fn parse_lenient(value: Option<&Value>) -> Priority {
+        match value
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("low") => Priority::Low,
+            Some("high") => Priority::High,
+            Some("urgent") => Priority::Urgent,
+            _ => Priority::Medium,
+        }
+    }
+}
+
+/// A decision, as `think` prints it and `dispatch` reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decision {
+    /// Envelope version.
+    #[serde(default = "one")]
+    pub v: u32,
+    /// The action.
+    pub action: Action,
+    /// Why.
+    #[serde(default)]
+    pub reasoning: String,
+    /// Action-specific data (always an object).
+    #[serde(default)]
+    pub payload: Map<String, Value>,
+    /// Priority.
+    #[serde(default = "medium")]
+    pub priority: Priority,
+    /// The experiment concerned, if any.
+    #[serde(default)]
+    pub experiment_id: Option<String>,
+    /// What FULLSEND should know.
+    #[serde(default)]
+    pub context_for_fullsend: String,
+    /// The incoming message that caused the decision, whole.
+    #[serde(default)]
+    pub message: Map<String, Value>,
+    /// Why the model's answer was not taken as is (unknown action, no JSON…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parse_note: Option<String>,
+    /// Set when no model answer was used: `timeout`, `model_error`, `status_rule`, `spend_limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// Provider and model that decided.
+    #[serde(default)]
+    pub provider: String,
+    /// The model id.
+    #[serde(default)]
+    pub model: String,
+    /// Token usage.
+    #[serde(default)]
+    pub usage: Usage,
+    /// Cost in USD from the price table, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// The thinking text, when the API returned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    /// Wall time of the decision.
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    /// The model's raw text, when it could not be parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn medium() -> Priority {
+    Priority::Medium
+}
+
+impl Decision {
+    /// A decision that does nothing, with a reason.
+    pub fn no_action(message: Map<String, Value>, reasoning: impl Into<String>) -> Decision {
+        Decision {
+            v: 1,
+            action: Action::NoAction,
+            reasoning: reasoning.into(),
+            payload: Map::new(),
+            priority: Priority::Medium,
+            experiment_id: None,
+            context_for_fullsend: String::new(),
+            message,
+            parse_note: None,
+            fallback: None,
+            provider: String::new(),
+            model: String::new(),
+            usage: Usage::default(),
+            cost_usd: None,
+            thinking: None,
+            elapsed_ms: 0,
+            raw: None,
+        }
+    }
+
+    /// Parses a model's answer (prose, fences and all) into a decision about `message`.
+    pub fn from_model_text(text: &str, message: Map<String, Value>) -> Decision {
+        match crate::extract::decision_object(text) {
+            Some(object) => Decision::from_object(object, message),
+            None => {
+                let mut d =
+                    Decision::no_action(message, "the model's answer contained no JSON decision");
+                d.parse_note = Some("no JSON object found".into());
+                d.raw = Some(crate::msg::preview(text, 2000));
+                d
+            }
+        }
+    }
+
+    /// Normalises a decision object: unknown or null action → `no_action` (the
+    /// reason kept), priority lenient, a non-object payload wrapped as `{"value": …}`.
+    pub fn from_object(mut object: Map<String, Value>, message: Map<String, Value>) -> Decision {
+        let reasoning = match object.remove("reasoning") {
+            Some(Value::String(s)) => s,
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        let payload = match object.remove("payload") {
+            Some(Value::Object(m)) => m,
+            Some(Value::Null) | None => Map::new(),
+            Some(other) => Map::from_iter([("value".to_string(), other)]),
+        };
+        let (action, parse_note) = match object.get("action") {
+            Some(Value::String(s)) => match Action::parse(s) {
+                Some(a) => (a, None),
+                None => (
+                    Action::NoAction,
+                    Some(format!("unknown action {:?}", crate::msg::preview(s, 80))),
+                ),
+            },
+            Some(Value::Null) => (Action::NoAction, Some("action was null".to_string())),
+            Some(other) => (
+                Action::NoAction,
+                Some(format!("action was {}", crate::io::json_kind(other))),
+            ),
+            None => (Action::NoAction, Some("no action given".to_string())),
+        };
+        let text_field = |v: Option<&Value>| {
+            v.and_then(Value::as_str)
+                .map(str::to_string)
+                .filter(|s| !s.trim().is_empty())
+        };
+        let experiment_id = text_field(object.get("experiment_id"))
+            .or_else(|| text_field(payload.get("experiment_id")));
+        let context_for_fullsend = text_field(object.get("context_for_fullsend"))
+            .or_else(|| match payload.get("context") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Null) | None => None,
+                Some(other) => Some(other.to_string()),
+            })
+            .unwrap_or_default();
+        let mut d = Decision::no_action(message, reasoning);
+        d.action = action;
+        d.priority = Priority::parse_lenient(object.get("priority"));
+        d.payload = payload;
+        d.experiment_id = experiment_id;
+        d.context_for_fullsend = context_for_fullsend;
+        d.parse_note = parse_note;
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Decision {
+        Decision::from_model_text(text, Map::new())
+    }
+
+    #[test]
+    fn normalisation_rules() {
+        let d = parse(
+            r#"Sure. {"action":" Dispatch_To_Fullsend ","priority":"URGENT ","payload":{"idea":"a } b","context":"ctx"},"reasoning":"r"}"#,
+        );
+        assert_eq!(d.action, Action::DispatchToFullsend);
+        assert_eq!(d.priority, Priority::Urgent);
+        assert_eq!(d.payload["idea"], "a } b");
+        assert_eq!(d.context_for_fullsend, "ctx");
+
+        let d = parse(r#"{"action": null, "reasoning": "hmm"}"#);
+        assert_eq!(d.action, Action::NoAction);
+        assert_eq!(d.parse_note.as_deref(), Some("action was null"));
+
+        let d = parse(r#"{"action": "launch_rockets"}"#);
+        assert_eq!(d.action, Action::NoAction);
+        assert!(d.parse_note.unwrap_or_default().contains("launch_rockets"));
+
+        let d = parse(
+            r#"{"action": "respond_to_discord", "payload": "hello", "priority": "whenever"}"#,
+        );
+        assert_eq!(d.payload["value"], "hello");
+        assert_eq!(d.priority, Priority::Medium);
+
+        let d = parse(
+            r#"{"action":"kill_experiment","payload":{"experiment_id":"exp_1","reason":"dead"}}"#,
+        );
+        assert_eq!(d.experiment_id.as_deref(), Some("exp_1"));
+
+        let d = parse("I could not decide.");
+        assert_eq!(d.action, Action::NoAction);
+        assert!(d.raw.is_some());
+    }
+}

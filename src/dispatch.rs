@@ -1,0 +1,497 @@
+//! Turning a decision into effects (the contract of fullsend-system.md §4) and
+//! carrying them out. Every emitted message carries a new `msg_id` and the
+//! `msg_id` of the message that caused it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::config::Channels;
+use crate::decision::{Action, Decision};
+use crate::effects::{self, Commit, Effect, Fence, Guard};
+use crate::store::{self, Conn};
+
+/// Where a decision's effects go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Channel names.
+    pub channels: Channels,
+    /// The context directory (worklist.md, learnings.md).
+    pub context_path: PathBuf,
+    /// The roundtable command and its timeout, when configured.
+    pub roundtable: Option<(String, Duration)>,
+}
+
+/// The default reply when the model gave no content.
+pub const DEFAULT_REPLY: &str = "✅ Got it — I will draft a plan and share next steps shortly.";
+/// Discord's message limit.
+pub const DISCORD_MAX_CHARS: usize = 2000;
+/// Where roundtable requests are announced.
+pub const ROUNDTABLE_CHANNEL: &str = "fullsend:roundtable";
+
+/// What a decision will do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The action.
+    pub action: Action,
+    /// Effects, in order.
+    pub effects: Vec<Effect>,
+    /// A roundtable to run before committing (its result is published back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roundtable: Option<Value>,
+    /// Why the action was refused, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// Things the operator should know.
+    pub warnings: Vec<String>,
+}
+
+/// Plans the effects of `decision`. Reads Redis only to check that an
+/// experiment to kill exists.
+pub async fn plan(
+    decision: &Decision,
+    target: &Target,
+    conn: Option<&mut Conn>,
+) -> anyhow::Result<Plan> {
+    let mut plan = Plan {
+        action: decision.action,
+        effects: Vec::new(),
+        roundtable: None,
+        rejected: None,
+        warnings: Vec::new(),
+    };
+    let cause = &decision.message;
+    let payload = &decision.payload;
+    let priority = serde_json::to_value(decision.priority)?;
+    match decision.action {
+        Action::DispatchToFullsend => {
+            let mut msg = object(json!({
+                "type": "experiment_request",
+                "idea": Value::Object(payload.clone()),
+                "context": decision.context_for_fullsend,
+                "priority": priority,
+                "requested_at": crate::msg::now_iso_micros(),
+                "orchestrator_reasoning": decision.reasoning,
+                "source": "orchestrator",
+            }));
+            msg.insert(
+                "request_id".into(),
+                Value::String(format!("req_{}", crate::msg::new_msg_id())),
+            );
+            plan.effects
+                .push(publish(&target.channels.to_fullsend, msg, cause));
+        }
+        Action::DispatchToBuilder => {
+            let mut msg = object(json!({
+                "type": "tool_prd",
+                "requested_by": "orchestrator",
+                "priority": priority,
+                "requested_at": crate::msg::now_iso_micros(),
+                "orchestrator_reasoning": decision.reasoning,
+                "source": "orchestrator",
+            }));
+            match payload.get("prd") {
+                Some(prd) => {
+                    msg.insert("prd".into(), prd.clone());
+                    for field in ["notify_channel", "notify_message"] {
+                        if let Some(v) = payload.get(field).filter(|v| !v.is_null()) {
+                            msg.insert(field.into(), v.clone());
+                        }
+                    }
+                }
+                None => {
+                    msg.insert("prd".into(), Value::Object(payload.clone()));
+                }
+            }
+            msg.insert(
+                "request_id".into(),
+                Value::String(format!("req_{}", crate::msg::new_msg_id())),
+            );
+            plan.effects
+                .push(publish(&target.channels.builder_tasks, msg, cause));
+        }
+        Action::RespondToDiscord => match reply_channel(cause, payload) {
+            None => plan.warnings.push(
+                "respond_to_discord: no channel_id in the message or payload; nothing published"
+                    .into(),
+            ),
+            Some(Err(bad)) => plan.warnings.push(format!(
+                "respond_to_discord: channel_id {bad:?} is not a Discord id; nothing published"
+            )),
+            Some(Ok(channel_id)) => {
+                let content = first_text(&[
+                    payload.get("content"),
+                    payload.get("message"),
+                    cause.get("notify_message"),
+                    payload.get("value"),
+                ])
+                .unwrap_or_else(|| DEFAULT_REPLY.to_string());
+                let content = cap_chars(&content, DISCORD_MAX_CHARS);
+                let reply_to = text_of(original(cause).and_then(|o| o.get("message_id")))
+                    .or_else(|| text_of(cause.get("message_id")));
+                let msg = object(json!({
+                    "type": "orchestrator_response",
+                    "channel_id": channel_id,
+                    "content": content,
+                    "reply_to": reply_to,
+                    "priority": priority,
+                    "source": "orchestrator",
+                }));
+                plan.effects
+                    .push(publish(&target.channels.from_orchestrator, msg, cause));
+            }
+        },
+        Action::UpdateWorklist => match first_text(&[
+            payload.get("content"),
+            payload.get("worklist"),
+            payload.get("value"),
+        ]) {
+            Some(content) => plan.effects.push(Effect::ReplaceFile {
+                path: target.context_path.join("worklist.md"),
+                content: ensure_newline(content),
+                history_dir: target.context_path.join(".history"),
+            }),
+            None => plan
+                .warnings
+                .push("update_worklist: payload.content is empty; worklist left alone".into()),
+        },
+        Action::RecordLearning => match first_text(&[
+            payload.get("learning"),
+            payload.get("content"),
+            payload.get("text"),
+            payload.get("value"),
+        ]) {
+            Some(text) => plan.effects.push(Effect::AppendLearning {
+                path: target.context_path.join("learnings.md"),
+                text,
+            }),
+            None => plan
+                .warnings
+                .push("record_learning: payload.learning is empty; nothing recorded".into()),
+        },
+        Action::KillExperiment => match kill_plan(decision, conn).await? {
+            Ok(effects) => {
+                let id = decision.experiment_id.clone().unwrap_or_default();
+                plan.effects.extend(effects);
+                let msg = object(json!({
+                    "type": "experiment_archived",
+                    "experiment_id": id,
+                    "reason": archive_reason(decision),
+                    "archived_by": "orchestrator",
+                    "source": "orchestrator",
+                }));
+                plan.effects
+                    .push(publish("fullsend:experiments", msg, cause));
+            }
+            Err(reason) => plan.rejected = Some(reason),
+        },
+        Action::InitiateRoundtable => {
+            let prompt = first_text(&[
+                payload.get("prompt"),
+                payload.get("topic"),
+                payload.get("question"),
+                payload.get("value"),
+            ])
+            .unwrap_or_else(|| decision.reasoning.clone());
+            let learnings = recent_learnings(&target.context_path.join("learnings.md"), 10);
+            let request = json!({
+                "prompt": prompt,
+                "context": decision.context_for_fullsend.clone() + &payload.get("context").and_then(Value::as_str).map(|c| format!("\n{c}")).unwrap_or_default(),
+                "learnings": learnings,
+            });
+            let mut msg = object(
+                json!({"type": "roundtable_request", "source": "orchestrator", "priority": priority}),
+            );
+            if let Value::Object(r) = &request {
+                msg.extend(r.clone());
+            }
+            plan.effects.push(publish(ROUNDTABLE_CHANNEL, msg, cause));
+            if target.roundtable.is_some() {
+                plan.roundtable = Some(request);
+            } else {
+                plan.warnings.push("initiate_roundtable: no roundtable command configured (FULLSEND_ROUNDTABLE_CMD); request published only".into());
+            }
+        }
+        Action::NoAction => {}
+    }
+    Ok(plan)
+}
+
+/// What dispatching did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Envelope version.
+    pub v: u32,
+    /// The action.
+    pub action: Action,
+    /// True for `--dry-run` (nothing happened).
+    pub dry_run: bool,
+    /// The planned effects.
+    pub plan: Plan,
+    /// File effects done.
+    pub files: Vec<Value>,
+    /// The roundtable's outcome, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roundtable: Option<Value>,
+    /// The Redis commit, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<Commit>,
+    /// `msg_id` of the message that caused the decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+}
+
+/// Carries out a plan: file effects (idempotent per `marker`), the roundtable,
+/// then one Redis commit (marked `seen`, fenced when given).
+pub async fn execute(
+    mut plan: Plan,
+    decision: &Decision,
+    target: &Target,
+    conn: &mut Conn,
+    marker: Option<&str>,
+    seen: Option<&str>,
+    fence: Option<&Fence>,
+) -> anyhow::Result<Report> {
+    let files = effects::apply_files(&plan.effects, marker)?;
+    let mut roundtable = None;
+    if let (Some(request), Some((command, timeout))) =
+        (plan.roundtable.clone(), target.roundtable.as_ref())
+    {
+        let outcome = crate::roundtable::run(command, &request, *timeout).await;
+        let mut msg = object(
+            json!({"type": "roundtable_result", "source": "orchestrator", "prompt": request["prompt"]}),
+        );
+        match &outcome {
+            Ok(result) => {
+                msg.insert("status".into(), json!("ok"));
+                msg.insert(
+                    "summary".into(),
+                    result.get("summary").cloned().unwrap_or(Value::Null),
+                );
+                msg.insert(
+                    "transcript".into(),
+                    result.get("transcript").cloned().unwrap_or(Value::Null),
+                );
+            }
+            Err(err) => {
+                msg.insert("status".into(), json!("failed"));
+                msg.insert("error".into(), json!(format!("{err:#}")));
+            }
+        }
+        roundtable = Some(Value::Object(msg.clone()));
+        plan.effects.push(publish(
+            &target.channels.to_orchestrator,
+            msg,
+            &decision.message,
+        ));
+    }
+    let needs_commit =
+        plan.effects.iter().any(Effect::is_redis) || seen.is_some() || fence.is_some();
+    let commit = if needs_commit {
+        Some(effects::commit(conn, &plan.effects, seen, fence).await?)
+    } else {
+        None
+    };
+    Ok(Report {
+        v: 1,
+        action: plan.action,
+        dry_run: false,
+        plan,
+        files,
+        roundtable,
+        commit,
+        causation_id: crate::msg::msg_id_of(&decision.message).map(str::to_string),
+    })
+}
+
+/// A report of what a plan would do, doing nothing.
+pub fn dry_run(plan: Plan, decision: &Decision) -> Report {
+    Report {
+        v: 1,
+        action: plan.action,
+        dry_run: true,
+        plan,
+        files: Vec::new(),
+        roundtable: None,
+        commit: None,
+        causation_id: crate::msg::msg_id_of(&decision.message).map(str::to_string),
+    }
+}
+
+/// The effects of archiving, or why it is refused (bad id, unknown experiment).
+async fn kill_plan(
+    decision: &Decision,
+    conn: Option<&mut Conn>,
+) -> anyhow::Result<Result<Vec<Effect>, String>> {
+    let Some(id) = decision.experiment_id.as_deref() else {
+        return Ok(Err("kill_experiment: no experiment_id given".into()));
+    };
+    if !valid_key_id(id) {
+        return Ok(Err(format!(
+            "kill_experiment: invalid experiment id {:?}",
+            crate::msg::preview(id, 80)
+        )));
+    }
+    let Some(conn) = conn else {
+        return Ok(Err(
+            "kill_experiment: Redis is needed to check that the experiment exists".into(),
+        ));
+    };
+    let key = format!("experiments:{id}");
+    let kind: String = redis::cmd("TYPE").arg(&key).query_async(conn).await?;
+    match kind.as_str() {
+        "hash" => {}
+        "none" => {
+            return Ok(Err(format!(
+                "kill_experiment: experiment {id} does not exist"
+            )));
+        }
+        other => {
+            return Ok(Err(format!(
+                "kill_experiment: {key} is a {other}, not a hash; refusing to overwrite it"
+            )));
+        }
+    }
+    let now = crate::msg::now_iso_seconds();
+    let fields = BTreeMap::from([
+        ("state".to_string(), "archived".to_string()),
+        ("archived_at".to_string(), now.clone()),
+        ("archived_reason".to_string(), archive_reason(decision)),
+        ("archived_by".to_string(), "orchestrator".to_string()),
+        ("updated_at".to_string(), now),
+    ]);
+    let mut effects = vec![Effect::HashSet {
+        key,
+        fields,
+        guard: Guard::MustExist,
+    }];
+    // An archived experiment must not keep running on its schedule.
+    let schedule_key = format!("schedules:{id}");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&schedule_key)
+        .query_async(conn)
+        .await?;
+    if exists {
+        effects.push(Effect::Delete { key: schedule_key });
+    }
+    Ok(Ok(effects))
+}
+
+fn archive_reason(decision: &Decision) -> String {
+    first_text(&[decision.payload.get("reason")]).unwrap_or_else(|| decision.reasoning.clone())
+}
+
+/// Experiment ids that may become keys: `[A-Za-z0-9_-]`, 1–64 characters.
+pub fn valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn original(msg: &Map<String, Value>) -> Option<&Map<String, Value>> {
+    msg.get("original_message").and_then(Value::as_object)
+}
+
+/// The reply channel: `original_message.channel_id` → `channel_id` →
+/// `notify_channel` → `payload.channel_id` → `payload.notify_channel`.
+/// Discord ids are numeric; anything else is refused.
+fn reply_channel(
+    msg: &Map<String, Value>,
+    payload: &Map<String, Value>,
+) -> Option<Result<String, String>> {
+    let candidates = [
+        original(msg).and_then(|o| o.get("channel_id")),
+        msg.get("channel_id"),
+        msg.get("notify_channel"),
+        payload.get("channel_id"),
+        payload.get("notify_channel"),
+    ];
+    let id = candidates.into_iter().find_map(text_of)?;
+    if id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit()) {
+        Some(Ok(id))
+    } else {
+        Some(Err(crate::msg::preview(&id, 40)))
+    }
+}
+
+/// A non-empty string (numbers are written out).
+fn text_of(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn first_text(values: &[Option<&Value>]) -> Option<String> {
+    values.iter().find_map(|v| text_of(*v))
+}
+
+fn cap_chars(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut out: String = text.chars().take(max - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+fn ensure_newline(mut text: String) -> String {
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// A publish effect with the message stamped (msg_id, causation_id, timestamp).
+pub fn publish(
+    channel: &str,
+    mut message: Map<String, Value>,
+    cause: &Map<String, Value>,
+) -> Effect {
+    crate::msg::stamp(&mut message, Some(cause));
+    Effect::Publish {
+        channel: channel.to_string(),
+        message,
+    }
+}
+
+/// The last `n` entries of learnings.md, as a list (the Roundtable wants a list).
+fn recent_learnings(path: &std::path::Path, n: usize) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let entries: Vec<String> = text
+        .split("\n## ")
+        .skip(1)
+        .map(|e| format!("## {}", e.trim()))
+        .collect();
+    entries.into_iter().rev().take(n).rev().collect()
+}
+
+/// Publishes one message durably, outside a commit (used by `publish` and notices).
+pub async fn publish_now(
+    conn: &mut Conn,
+    channel: &str,
+    mut message: Map<String, Value>,
+    cause: Option<&Map<String, Value>>,
+) -> anyhow::Result<store::Published> {
+    crate::msg::stamp(&mut message, cause);
+    let msg_id = crate::msg::msg_id_of(&message)
+        .map(str::to_string)
+        .unwrap_or_else(crate::msg::new_msg_id);
+    store::publish(conn, channel, &msg_id, &Value::Object(message).to_string()).await
+}

@@ -1,0 +1,319 @@
+//! Side effects as data. Commands first plan a list of effects (printed by
+//! `--dry-run`), then apply them: file effects locally and idempotently, Redis
+//! effects in one atomic script that can be fenced to a stream entry's lease,
+//! so a redelivered or stale message commits nothing twice.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::store::{ChannelKeys, Conn, INGEST_MARKER_TTL_SECS};
+
+/// A precondition on a hash write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guard {
+    /// Write unconditionally.
+    #[default]
+    None,
+    /// Only if the key exists (never create phantom hashes).
+    MustExist,
+    /// Only if the key does not exist (never overwrite).
+    MustNotExist,
+}
+
+/// One side effect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// PUBLISH on a channel and add to its stream.
+    Publish {
+        /// Channel name.
+        channel: String,
+        /// The message (already stamped with `msg_id`).
+        message: Map<String, Value>,
+    },
+    /// HSET fields of a hash.
+    HashSet {
+        /// Key.
+        key: String,
+        /// Field values.
+        fields: BTreeMap<String, String>,
+        /// Precondition.
+        #[serde(default)]
+        guard: Guard,
+    },
+    /// SET a string.
+    SetString {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// SADD members.
+    SetAdd {
+        /// Key.
+        key: String,
+        /// Members.
+        members: Vec<String>,
+    },
+    /// ZADD one member.
+    SortedAdd {
+        /// Key.
+        key: String,
+        /// Score.
+        score: f64,
+        /// Member.
+        member: String,
+    },
+    /// DEL a key.
+    Delete {
+        /// Key.
+        key: String,
+    },
+    /// Append a learning to learnings.md.
+    AppendLearning {
+        /// The file.
+        path: PathBuf,
+        /// The learning.
+        text: String,
+    },
+    /// Replace a file atomically, keeping the previous version.
+    ReplaceFile {
+        /// The file.
+        path: PathBuf,
+        /// New content.
+        content: String,
+        /// Where previous versions go.
+        history_dir: PathBuf,
+    },
+}
+
+impl Effect {
+    /// Whether this effect touches Redis (and so goes into the commit script).
+    pub fn is_redis(&self) -> bool {
+        !matches!(
+            self,
+            Effect::AppendLearning { .. } | Effect::ReplaceFile { .. }
+        )
+    }
+}
+
+/// Applies the file effects, idempotently per `marker` (a message id).
+pub fn apply_files(effects: &[Effect], marker: Option<&str>) -> anyhow::Result<Vec<Value>> {
+    let mut reports = Vec::new();
+    for (index, effect) in effects.iter().enumerate() {
+        match effect {
+            Effect::AppendLearning { path, text } => {
+                let id = marker.map(|m| format!("{m}#{index}"));
+                let done = crate::files::append_learning(path, text, id.as_deref())?;
+                reports.push(json!({"effect": "append_learning", "path": path, "appended": done.appended, "timestamp": done.timestamp}));
+            }
+            Effect::ReplaceFile {
+                path,
+                content,
+                history_dir,
+            } => {
+                let done = crate::files::replace_atomic(path, content, history_dir)?;
+                reports.push(json!({"effect": "replace_file", "path": path, "bytes": done.bytes, "previous": done.previous, "changed": done.changed}));
+            }
+            _ => {}
+        }
+    }
+    Ok(reports)
+}
+
+/// Binds the commit to a stream entry: it only happens while this consumer
+/// still owns the entry, and it acknowledges the entry.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// The stream.
+    pub stream: String,
+    /// The consumer group.
+    pub group: String,
+    /// This consumer.
+    pub consumer: String,
+    /// The entry.
+    pub entry_id: String,
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "detail")]
+pub enum CommitStatus {
+    /// Everything was written.
+    Ok,
+    /// The message was already handled (seen marker): nothing written.
+    Duplicate,
+    /// The entry is no longer pending (acknowledged elsewhere): nothing written.
+    NotPending,
+    /// Another consumer owns the entry now: nothing written.
+    LostLease,
+    /// A guard failed (e.g. the experiment vanished): nothing written.
+    Precondition(String),
+}
+
+/// The result of a commit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Commit {
+    /// How it ended.
+    pub status: CommitStatus,
+    /// Stream ids of the publishes, in order (None: already in the stream).
+    pub stream_ids: Vec<Option<String>>,
+}
+
+/// Checks guards, then applies every op, marks the message seen and (fenced)
+/// acknowledges the entry: all or nothing.
+const COMMIT_SCRIPT: &str = r"
+local mode = ARGV[1]
+if mode == 'fenced' then
+  local p = redis.call('XPENDING', KEYS[1], ARGV[2], ARGV[4], ARGV[4], 1)
+  if #p == 0 then return {'not_pending'} end
+  if p[1][2] ~= ARGV[3] then return {'lost_lease'} end
+end
+if ARGV[5] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  if mode == 'fenced' then redis.call('XACK', KEYS[1], ARGV[2], ARGV[4]) end
+  return {'duplicate'}
+end
+local ops = cjson.decode(ARGV[7])
+for _, op in ipairs(ops) do
+  if op.op == 'hset' and op.guard == 'must_exist' and redis.call('EXISTS', KEYS[op.k]) == 0 then
+    return {'precondition', KEYS[op.k] .. ' does not exist'}
+  end
+  if op.op == 'hset' and op.guard == 'must_not_exist' and redis.call('EXISTS', KEYS[op.k]) == 1 then
+    return {'precondition', KEYS[op.k] .. ' already exists'}
+  end
+end
+local out = {'ok'}
+for _, op in ipairs(ops) do
+  if op.op == 'publish' then
+    local id = false
+    if redis.call('SET', KEYS[op.m], '1', 'NX', 'EX', op.ttl) then
+      id = redis.call('XADD', KEYS[op.k], '*', 'data', op.payload)
+      if #redis.call('XINFO', 'GROUPS', KEYS[op.k]) == 0 then
+        redis.call('XTRIM', KEYS[op.k], 'MAXLEN', '~', 10000)
+      end
+      redis.call('PUBLISH', op.channel, op.payload)
+    end
+    table.insert(out, id or '')
+  elseif op.op == 'hset' then
+    redis.call('HSET', KEYS[op.k], unpack(op.fields))
+  elseif op.op == 'set' then
+    redis.call('SET', KEYS[op.k], op.value)
+  elseif op.op == 'sadd' then
+    redis.call('SADD', KEYS[op.k], unpack(op.members))
+  elseif op.op == 'del' then
+    redis.call('DEL', KEYS[op.k])
+  elseif op.op == 'zadd' then
+    redis.call('ZADD', KEYS[op.k], op.score, op.member)
+  end
+end
+if ARGV[5] == '1' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[6]) end
+if mode == 'fenced' then redis.call('XACK', KEYS[1], ARGV[2], ARGV[4]) end
+return out
+";
+
+/// How long a handled message's id is remembered.
+pub const SEEN_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Commits the Redis effects in one script. `seen` marks the cause as handled
+/// (and skips everything if it already was); `fence` binds it to a lease.
+pub async fn commit(
+    conn: &mut Conn,
+    effects: &[Effect],
+    seen: Option<&str>,
+    fence: Option<&Fence>,
+) -> anyhow::Result<Commit> {
+    let mut keys: Vec<String> = Vec::new();
+    keys.push(
+        fence
+            .map(|f| f.stream.clone())
+            .unwrap_or_else(|| seen.unwrap_or("fullsend:noop").to_string()),
+    );
+    keys.push(seen.unwrap_or("fullsend:noop").to_string());
+    let mut ops = Vec::new();
+    let key_index = |keys: &mut Vec<String>, key: String| -> usize {
+        keys.push(key);
+        keys.len()
+    };
+    for effect in effects {
+        match effect {
+            Effect::Publish { channel, message } => {
+                let channel_keys = ChannelKeys::new(channel);
+                let msg_id = crate::msg::msg_id_of(message)
+                    .map(str::to_string)
+                    .unwrap_or_else(crate::msg::new_msg_id);
+                let k = key_index(&mut keys, channel_keys.stream());
+                let m = key_index(&mut keys, channel_keys.ingested(&msg_id));
+                ops.push(json!({"op": "publish", "k": k, "m": m, "channel": channel, "payload": Value::Object(message.clone()).to_string(), "ttl": INGEST_MARKER_TTL_SECS}));
+            }
+            Effect::HashSet { key, fields, guard } => {
+                if fields.is_empty() {
+                    continue;
+                }
+                let k = key_index(&mut keys, key.clone());
+                let flat: Vec<&String> = fields.iter().flat_map(|(f, v)| [f, v]).collect();
+                ops.push(json!({"op": "hset", "k": k, "fields": flat, "guard": guard}));
+            }
+            Effect::SetString { key, value } => {
+                let k = key_index(&mut keys, key.clone());
+                ops.push(json!({"op": "set", "k": k, "value": value}));
+            }
+            Effect::SetAdd { key, members } => {
+                if members.is_empty() {
+                    continue;
+                }
+                let k = key_index(&mut keys, key.clone());
+                ops.push(json!({"op": "sadd", "k": k, "members": members}));
+            }
+            Effect::SortedAdd { key, score, member } => {
+                let k = key_index(&mut keys, key.clone());
+                ops.push(
+                    json!({"op": "zadd", "k": k, "score": score.to_string(), "member": member}),
+                );
+            }
+            Effect::Delete { key } => {
+                let k = key_index(&mut keys, key.clone());
+                ops.push(json!({"op": "del", "k": k}));
+            }
+            Effect::AppendLearning { .. } | Effect::ReplaceFile { .. } => {}
+        }
+    }
+    let commit_script = redis::Script::new(COMMIT_SCRIPT);
+    let mut script = commit_script.prepare_invoke();
+    for key in &keys {
+        script.key(key);
+    }
+    match fence {
+        Some(f) => script
+            .arg("fenced")
+            .arg(&f.group)
+            .arg(&f.consumer)
+            .arg(&f.entry_id),
+        None => script.arg("plain").arg("").arg("").arg(""),
+    };
+    script
+        .arg(if seen.is_some() { "1" } else { "0" })
+        .arg(SEEN_TTL_SECS)
+        .arg(Value::Array(ops).to_string());
+    let reply: Vec<Option<String>> = script
+        .invoke_async(conn)
+        .await
+        .context("committing effects to Redis")?;
+    let mut reply = reply.into_iter();
+    let status = match reply.next().flatten().as_deref() {
+        Some("ok") => CommitStatus::Ok,
+        Some("duplicate") => CommitStatus::Duplicate,
+        Some("not_pending") => CommitStatus::NotPending,
+        Some("lost_lease") => CommitStatus::LostLease,
+        Some("precondition") => {
+            CommitStatus::Precondition(reply.next().flatten().unwrap_or_default())
+        }
+        other => anyhow::bail!("unexpected commit reply {other:?}"),
+    };
+    let stream_ids = reply.map(|id| id.filter(|s| !s.is_empty())).collect();
+    Ok(Commit { status, stream_ids })
+}

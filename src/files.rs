@@ -1,0 +1,242 @@
+//! Safe file effects: appends under an exclusive lock with one write per
+//! record (never read-modify-write), idempotent through a marker, and
+//! whole-file replacement by an atomic rename that keeps the previous version.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+/// What an append did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Appended {
+    /// The file.
+    pub path: PathBuf,
+    /// False when a record with the same marker was already there.
+    pub appended: bool,
+    /// The heading timestamp (learnings) or record time.
+    pub timestamp: String,
+    /// Bytes written.
+    pub bytes: usize,
+}
+
+/// Appends `record` to `path` under an exclusive lock, in one write. When
+/// `marker` is given and the file already contains it, nothing is written.
+/// `header` is written first when the file is new or empty.
+pub fn append_locked(
+    path: &Path,
+    record: &str,
+    marker: Option<&str>,
+    header: Option<&str>,
+) -> anyhow::Result<bool> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .with_context(|| format!("opening {} for append", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    let result = append_under_lock(&mut file, record, marker, header);
+    // Unlocking also happens on close; an explicit unlock keeps the window short.
+    let _ = file.unlock();
+    result.with_context(|| format!("appending to {}", path.display()))
+}
+
+fn append_under_lock(
+    file: &mut File,
+    record: &str,
+    marker: Option<&str>,
+    header: Option<&str>,
+) -> anyhow::Result<bool> {
+    let len = file.metadata()?.len();
+    if let Some(marker) = marker {
+        if len > 0 && contains(file, marker)? {
+            return Ok(false);
+        }
+    }
+    let mut buf = String::with_capacity(record.len() + 64);
+    if len == 0 {
+        if let Some(h) = header {
+            buf.push_str(h);
+        }
+    }
+    buf.push_str(record);
+    file.write_all(buf.as_bytes())?;
+    file.sync_data()?;
+    Ok(true)
+}
+
+/// Whether the file contains `needle` (streamed, so large files stay cheap).
+fn contains(file: &mut File, needle: &str) -> anyhow::Result<bool> {
+    file.seek(SeekFrom::Start(0))?;
+    let needle = needle.as_bytes();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        carry.extend_from_slice(&chunk[..n]);
+        if carry.windows(needle.len()).any(|w| w == needle) {
+            return Ok(true);
+        }
+        let keep = needle.len().saturating_sub(1).min(carry.len());
+        carry.drain(..carry.len() - keep);
+    }
+}
+
+/// The heading that starts learnings.md.
+pub const LEARNINGS_HEADER: &str = "# Strategic Learnings\n";
+
+/// Appends a learning as `\n\n## <ISO-8601>\n<text>`. With an `id`, the
+/// heading carries an invisible marker so a redelivered message adds nothing.
+pub fn append_learning(path: &Path, text: &str, id: Option<&str>) -> anyhow::Result<Appended> {
+    let timestamp = crate::msg::now_iso_micros();
+    let marker = id.map(|id| format!("<!-- fullsend:{id} -->"));
+    let heading = match &marker {
+        Some(m) => format!("## {timestamp} {m}"),
+        None => format!("## {timestamp}"),
+    };
+    let record = format!("\n\n{heading}\n{}", text.trim_end());
+    let appended = append_locked(path, &record, marker.as_deref(), Some(LEARNINGS_HEADER))?;
+    Ok(Appended {
+        path: path.to_path_buf(),
+        appended,
+        timestamp,
+        bytes: if appended { record.len() } else { 0 },
+    })
+}
+
+/// Appends one JSON line.
+pub fn append_jsonl(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let mut line = serde_json::to_string(value)?;
+    line.push('\n');
+    append_locked(path, &line, None, None)?;
+    Ok(())
+}
+
+/// What a replacement did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replaced {
+    /// The file.
+    pub path: PathBuf,
+    /// Bytes of the new content.
+    pub bytes: usize,
+    /// Where the previous version was kept, if there was one.
+    pub previous: Option<PathBuf>,
+    /// False when the content was already identical.
+    pub changed: bool,
+}
+
+/// Replaces `path` atomically: writers are serialised on `<path>.lock`, the old
+/// version is copied into `history_dir`, the new one written to a temp file in
+/// the same directory, synced, renamed over, and the directory synced.
+pub fn replace_atomic(path: &Path, content: &str, history_dir: &Path) -> anyhow::Result<Replaced> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let lock_path = dir.join(format!(".{name}.lock"));
+    let lock = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+
+    let old = std::fs::read(path).ok();
+    if old.as_deref() == Some(content.as_bytes()) {
+        return Ok(Replaced {
+            path: path.to_path_buf(),
+            bytes: content.len(),
+            previous: None,
+            changed: false,
+        });
+    }
+    let previous = match &old {
+        Some(bytes) => {
+            std::fs::create_dir_all(history_dir)
+                .with_context(|| format!("creating {}", history_dir.display()))?;
+            let stamp = jiff::Timestamp::now()
+                .strftime("%Y%m%dT%H%M%S%.6fZ")
+                .to_string();
+            let stem = name.trim_end_matches(".md");
+            let keep = history_dir.join(format!("{stem}-{stamp}.md"));
+            std::fs::write(&keep, bytes)
+                .with_context(|| format!("keeping the previous version in {}", keep.display()))?;
+            Some(keep)
+        }
+        None => None,
+    };
+    let mut temp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    temp.write_all(content.as_bytes())?;
+    temp.as_file().sync_all()?;
+    temp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    let _ = lock.unlock();
+    Ok(Replaced {
+        path: path.to_path_buf(),
+        bytes: content.len(),
+        previous,
+        changed: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_format_and_idempotence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("learnings.md");
+        let a = append_learning(&path, "CTOs respond", Some("m1")).expect("append");
+        assert!(a.appended);
+        let b = append_learning(&path, "CTOs respond", Some("m1")).expect("append");
+        assert!(!b.appended);
+        append_learning(&path, "second", None).expect("append");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.starts_with("# Strategic Learnings\n\n\n## "));
+        assert!(text.ends_with("\nsecond"));
+        assert_eq!(text.matches("CTOs respond").count(), 1);
+    }
+
+    #[test]
+    fn replace_keeps_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("worklist.md");
+        let hist = dir.path().join(".history");
+        assert!(
+            replace_atomic(&path, "one", &hist)
+                .expect("replace")
+                .previous
+                .is_none()
+        );
+        let r = replace_atomic(&path, "two", &hist).expect("replace");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "two");
+        assert_eq!(
+            std::fs::read_to_string(r.previous.expect("kept")).expect("read"),
+            "one"
+        );
+        assert!(
+            !replace_atomic(&path, "two", &hist)
+                .expect("replace")
+                .changed
+        );
+    }
+}

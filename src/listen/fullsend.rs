@@ -1,0 +1,351 @@
+//! The FULLSEND role of `listen`: `experiment_request` → design → spec saved
+//! and announced; `tool_feedback`/`tool_built` → waiting experiments released;
+//! `run_direct` → the Executor asked to run an experiment now. Started, ready
+//! and failed are reported back to the Orchestrator.
+
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use super::{Handled, Handler, Job, JobError};
+use crate::design::{self, Designed, Designer, Request};
+use crate::dispatch::publish;
+use crate::effects::{self, CommitStatus, Effect, Fence};
+use crate::store::{ChannelKeys, Conn};
+
+/// How long a finished design is memoised (a redelivery must not pay twice).
+const MEMO_TTL_SECS: u64 = 24 * 3600;
+
+/// FULLSEND's message handler.
+pub struct FullsendRole {
+    /// The designer.
+    pub designer: Designer,
+    /// Keys of the consumed channel.
+    pub keys: ChannelKeys,
+    /// The consumer group.
+    pub group: String,
+}
+
+impl Handler for FullsendRole {
+    async fn handle(
+        &self,
+        job: Job,
+        mut conn: Conn,
+        fence: Fence,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Handled, JobError> {
+        let kind = job
+            .message
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let (effects, mut line) = match kind.as_str() {
+            "experiment_request" => self.experiment_request(&job, &mut conn, cancel).await?,
+            "tool_feedback" | "tool_built" => self.tool_built(&job, &mut conn).await?,
+            "tool_build_failed" => {
+                let mut msg = job.message.clone();
+                msg.remove("msg_id");
+                msg.insert("source".into(), json!("fullsend_listener"));
+                (
+                    vec![publish(
+                        &self.designer.channels.to_orchestrator,
+                        msg,
+                        &job.message,
+                    )],
+                    json!({"forwarded": "tool_build_failed"}),
+                )
+            }
+            "run_direct" => self.run_direct(&job, &mut conn).await?,
+            other => {
+                tracing::info!("{}: ignoring message type {:?}", job.identity, other);
+                (Vec::new(), json!({"ignored": other}))
+            }
+        };
+        let seen = self.keys.seen(&self.group, &job.identity);
+        let commit = effects::commit(&mut conn, &effects, Some(&seen), Some(&fence))
+            .await
+            .map_err(JobError::Transient)?;
+        if let CommitStatus::Precondition(why) = &commit.status {
+            // The id was taken between planning and commit: forget the memo and retry.
+            let _: Result<i64, _> = redis::cmd("DEL")
+                .arg(self.keys.memo(&self.group, &job.identity))
+                .query_async(&mut conn)
+                .await;
+            return Err(JobError::Transient(anyhow::anyhow!(
+                "commit refused: {why}"
+            )));
+        }
+        if let Value::Object(m) = &mut line {
+            m.insert("v".into(), json!(1));
+            m.insert("role".into(), json!("fullsend"));
+            m.insert("msg_id".into(), json!(job.identity));
+            m.insert("type".into(), json!(kind));
+            m.insert("keys_written".into(), json!(design::keys_written(&effects)));
+            m.insert("messages".into(), json!(design::messages(&effects)));
+            m.insert("commit".into(), json!(commit));
+        }
+        Ok(Handled {
+            commit: commit.status,
+            line,
+        })
+    }
+}
+
+impl FullsendRole {
+    async fn experiment_request(
+        &self,
+        job: &Job,
+        conn: &mut Conn,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<(Vec<Effect>, Value), JobError> {
+        let channels = &self.designer.channels;
+        let request = match Request::from_message(&job.message) {
+            Ok(r) => r,
+            Err(reason) => {
+                return Ok((
+                    design::failed_effects(&reason, None, &job.message, channels, None),
+                    json!({"status": "failed", "reason": reason}),
+                ));
+            }
+        };
+        let memo_key = self.keys.memo(&self.group, &job.identity);
+        let memo: Option<String> = redis::cmd("GET")
+            .arg(&memo_key)
+            .query_async(conn)
+            .await
+            .map_err(|e| JobError::Transient(e.into()))?;
+        let designed: Designed =
+            match memo.and_then(|m| serde_json::from_str::<MemoDesign>(&m).ok()) {
+                Some(m) => m.into_designed(),
+                None => {
+                    self.started_once(job, &request, conn).await;
+                    let mut designer = self.designer.clone();
+                    if request.wants_ralph() {
+                        designer.mode = design::Mode::Ralph;
+                    }
+                    let ctx = design::load_context(Some(conn), &designer.product_context).await;
+                    let designed = designer
+                        .design(&request, &ctx, cancel.clone())
+                        .await
+                        .map_err(JobError::Transient)?;
+                    if *cancel.borrow() {
+                        return Err(JobError::Transient(anyhow::anyhow!(
+                            "lease lost during the design"
+                        )));
+                    }
+                    let memo = MemoDesign::from(&designed);
+                    let _: Result<(), _> = redis::cmd("SET")
+                        .arg(&memo_key)
+                        .arg(serde_json::to_string(&memo).unwrap_or_default())
+                        .arg("EX")
+                        .arg(MEMO_TTL_SECS)
+                        .query_async(conn)
+                        .await;
+                    designed
+                }
+            };
+        let report = json!({"status": designed.status, "reason": designed.reason, "work_dir": designed.work_dir, "cost_usd": designed.cost_usd, "repaired": designed.repaired});
+        let Some(mut spec) = designed.spec.clone() else {
+            let reason = designed
+                .reason
+                .clone()
+                .unwrap_or_else(|| "design failed".into());
+            return Ok((
+                design::failed_effects(
+                    &reason,
+                    Some(&request),
+                    &job.message,
+                    channels,
+                    Some(&designed.work_dir),
+                ),
+                report,
+            ));
+        };
+        let id = spec
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let unique = design::unique_id(conn, &id)
+            .await
+            .map_err(JobError::Transient)?;
+        spec.insert("id".into(), json!(unique));
+        let effects = design::effects(
+            &spec,
+            designed.tool_request.as_ref(),
+            &request,
+            channels,
+            &job.message,
+        )
+        .map_err(JobError::Permanent)?;
+        let mut report = report;
+        if let Value::Object(m) = &mut report {
+            m.insert("experiment_id".into(), json!(unique));
+            m.insert("needs_tool".into(), json!(designed.tool_request.is_some()));
+        }
+        Ok((effects, report))
+    }
+
+    /// `fullsend_started`, once per message however often it is redelivered.
+    async fn started_once(&self, job: &Job, request: &Request, conn: &mut Conn) {
+        let mut msg = Map::new();
+        msg.insert("type".into(), json!("fullsend_started"));
+        msg.insert("source".into(), json!("fullsend_listener"));
+        msg.insert("request_id".into(), json!(request.request_id));
+        msg.insert("msg_id".into(), json!(format!("{}-started", job.identity)));
+        let effect = publish(&self.designer.channels.to_orchestrator, msg, &job.message);
+        if let Err(err) = effects::commit(conn, &[effect], None, None).await {
+            tracing::warn!("announcing the start failed: {err:#}");
+        }
+    }
+
+    /// A tool is ready: every experiment waiting for it is released (not one).
+    async fn tool_built(
+        &self,
+        job: &Job,
+        conn: &mut Conn,
+    ) -> Result<(Vec<Effect>, Value), JobError> {
+        let name = ["tool_name", "name", "tool"]
+            .iter()
+            .find_map(|k| job.message.get(*k).and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_string();
+        let status = job
+            .message
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("active");
+        if name.is_empty() || !crate::dispatch::valid_key_id(&name) {
+            return Err(JobError::Permanent(anyhow::anyhow!(
+                "tool message without a valid tool name"
+            )));
+        }
+        if matches!(status, "failed" | "error") {
+            let mut msg = job.message.clone();
+            msg.remove("msg_id");
+            msg.insert("type".into(), json!("tool_build_failed"));
+            msg.insert("source".into(), json!("fullsend_listener"));
+            return Ok((
+                vec![publish(
+                    &self.designer.channels.to_orchestrator,
+                    msg,
+                    &job.message,
+                )],
+                json!({"tool": name, "status": status}),
+            ));
+        }
+        let key = format!("pending_experiments:{name}");
+        let waiting: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .map_err(|e| JobError::Transient(e.into()))?;
+        let mut effects = Vec::new();
+        for exp in waiting.iter().filter(|e| crate::dispatch::valid_key_id(e)) {
+            let now = crate::msg::now_iso_seconds();
+            effects.push(Effect::HashSet {
+                key: format!("experiments:{exp}"),
+                fields: [("state", "ready"), ("status", "ready")]
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                    .chain([("updated_at".to_string(), now)])
+                    .collect(),
+                guard: effects::Guard::MustExist,
+            });
+            effects.push(publish(
+                "fullsend:execute_now",
+                obj(json!({"experiment_id": exp, "triggered_by": "fullsend_listener"})),
+                &job.message,
+            ));
+        }
+        if !waiting.is_empty() {
+            effects.push(Effect::Delete { key });
+        }
+        Ok((effects, json!({"tool": name, "released": waiting})))
+    }
+
+    async fn run_direct(
+        &self,
+        job: &Job,
+        conn: &mut Conn,
+    ) -> Result<(Vec<Effect>, Value), JobError> {
+        let id = job
+            .message
+            .get("experiment_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !crate::dispatch::valid_key_id(id) {
+            return Err(JobError::Permanent(anyhow::anyhow!(
+                "run_direct needs a valid experiment_id"
+            )));
+        }
+        if !design::experiment_exists(conn, id)
+            .await
+            .map_err(JobError::Transient)?
+        {
+            return Err(JobError::Permanent(anyhow::anyhow!(
+                "experiment {id} does not exist"
+            )));
+        }
+        Ok((
+            vec![publish(
+                "fullsend:execute_now",
+                obj(json!({"experiment_id": id, "triggered_by": "fullsend_listener"})),
+                &job.message,
+            )],
+            json!({"experiment_id": id, "execute_now": true}),
+        ))
+    }
+}
+
+/// The memoised part of a design.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MemoDesign {
+    spec: Option<Map<String, Value>>,
+    tool_request: Option<Map<String, Value>>,
+    reason: Option<String>,
+    work_dir: std::path::PathBuf,
+    cost_usd: f64,
+    repaired: bool,
+}
+
+impl From<&Designed> for MemoDesign {
+    fn from(d: &Designed) -> Self {
+        MemoDesign {
+            spec: d.spec.clone(),
+            tool_request: d.tool_request.clone(),
+            reason: d.reason.clone(),
+            work_dir: d.work_dir.clone(),
+            cost_usd: d.cost_usd,
+            repaired: d.repaired,
+        }
+    }
+}
+
+impl MemoDesign {
+    fn into_designed(self) -> Designed {
+        Designed {
+            status: if self.spec.is_some() {
+                "ready"
+            } else {
+                "failed"
+            },
+            spec: self.spec,
+            tool_request: self.tool_request,
+            reason: self.reason,
+            violations: Vec::new(),
+            repaired: self.repaired,
+            work_dir: self.work_dir,
+            cost_usd: self.cost_usd,
+            engine: design::Engine::Claude,
+            mode: design::Mode::Single,
+        }
+    }
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}

@@ -1,0 +1,182 @@
+//! The Orchestrator role of `listen`: think → dispatch for each message,
+//! through the same code as `fullsend think` and `fullsend dispatch`, with
+//! the model's decision memoised so a redelivery never pays twice.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use tokio::sync::{Mutex, watch};
+
+use super::{Handled, Handler, Job, JobError};
+use crate::context::Loader;
+use crate::decision::Decision;
+use crate::dispatch::{self, Target};
+use crate::effects::{self, CommitStatus, Fence};
+use crate::orchestrator::{Orchestrator, Outcome};
+use crate::store::{ChannelKeys, Conn};
+
+/// How long a memoised decision is kept.
+const MEMO_TTL_SECS: u64 = 24 * 3600;
+
+/// The Orchestrator's message handler.
+pub struct OrchestratorRole {
+    /// The decision maker.
+    pub orchestrator: Orchestrator,
+    /// Where effects go.
+    pub target: Target,
+    /// The decision log.
+    pub decision_log: PathBuf,
+    /// Keys of the consumed channel.
+    pub keys: ChannelKeys,
+    /// The consumer group.
+    pub group: String,
+    /// Context loader (file cache shared across messages).
+    pub loader: Mutex<Loader>,
+}
+
+impl Handler for OrchestratorRole {
+    async fn handle(
+        &self,
+        job: Job,
+        mut conn: Conn,
+        fence: Fence,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Handled, JobError> {
+        let memo_key = self.keys.memo(&self.group, &job.identity);
+        let memo: Option<String> = redis::cmd("GET")
+            .arg(&memo_key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| JobError::Transient(e.into()))?;
+        let decision = match memo.and_then(|m| serde_json::from_str::<Decision>(&m).ok()) {
+            Some(d) => d,
+            None => {
+                self.decide(&job, &mut conn, &memo_key, cancel.clone())
+                    .await?
+            }
+        };
+        if *cancel.borrow() {
+            return Err(JobError::Transient(anyhow::anyhow!(
+                "lease lost before dispatch"
+            )));
+        }
+        let plan = dispatch::plan(&decision, &self.target, Some(&mut conn))
+            .await
+            .map_err(JobError::Transient)?;
+        for w in &plan.warnings {
+            tracing::warn!("{}: {w}", job.identity);
+        }
+        if let Some(r) = &plan.rejected {
+            tracing::error!("{}: {r}", job.identity);
+        }
+        let seen = self.keys.seen(&self.group, &job.identity);
+        let report = dispatch::execute(
+            plan,
+            &decision,
+            &self.target,
+            &mut conn,
+            Some(&job.identity),
+            Some(&seen),
+            Some(&fence),
+        )
+        .await
+        .map_err(JobError::Transient)?;
+        let commit = report
+            .commit
+            .as_ref()
+            .map(|c| c.status.clone())
+            .unwrap_or(CommitStatus::Ok);
+        let line = json!({
+            "v": 1,
+            "role": "orchestrator",
+            "msg_id": job.identity,
+            "type": job.message.get("type"),
+            "action": decision.action,
+            "priority": decision.priority,
+            "reasoning": decision.reasoning,
+            "fallback": decision.fallback,
+            "provider": decision.provider,
+            "model": decision.model,
+            "usage": decision.usage,
+            "cost_usd": decision.cost_usd,
+            "elapsed_ms": decision.elapsed_ms,
+            "rejected": report.plan.rejected,
+            "warnings": report.plan.warnings,
+            "effects": report.plan.effects,
+            "commit": report.commit,
+        });
+        Ok(Handled { commit, line })
+    }
+}
+
+impl OrchestratorRole {
+    async fn decide(
+        &self,
+        job: &Job,
+        conn: &mut Conn,
+        memo_key: &str,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<Decision, JobError> {
+        let ctx = {
+            let mut loader = self.loader.lock().await;
+            loader.load(&self.target.context_path, Some(conn)).await
+        };
+        for w in ctx.warnings.iter().filter(|w| !w.contains("No such file")) {
+            tracing::warn!("{w}");
+        }
+        let outcome = tokio::select! {
+            o = self.orchestrator.decide(&job.message, &ctx, None) => o.map_err(JobError::Permanent)?,
+            _ = cancel.wait_for(|c| *c) => return Err(JobError::Transient(anyhow::anyhow!("lease lost while thinking"))),
+        };
+        match outcome {
+            Outcome::Decided(decision) => {
+                if let Err(err) = crate::cmd::think::log_decision(&self.decision_log, &decision) {
+                    tracing::warn!("decision log: {err:#}");
+                }
+                let _: Result<(), _> = redis::cmd("SET")
+                    .arg(memo_key)
+                    .arg(serde_json::to_string(&decision).unwrap_or_default())
+                    .arg("EX")
+                    .arg(MEMO_TTL_SECS)
+                    .query_async(conn)
+                    .await;
+                Ok(decision)
+            }
+            Outcome::Failed { decision, error } => {
+                if let Err(err) = crate::cmd::think::log_decision(&self.decision_log, &decision) {
+                    tracing::warn!("decision log: {err:#}");
+                }
+                if decision.fallback.as_deref() == Some("timeout") {
+                    self.still_thinking_once(job, &decision, conn).await;
+                }
+                let err = anyhow::Error::new(error);
+                let transient = err
+                    .downcast_ref::<crate::llm::LlmError>()
+                    .is_some_and(crate::llm::LlmError::is_transient);
+                Err(if transient {
+                    JobError::Transient(err)
+                } else {
+                    JobError::Permanent(err)
+                })
+            }
+        }
+    }
+
+    /// The PRD's "still thinking" reply, sent once per message however often it is retried.
+    async fn still_thinking_once(&self, job: &Job, decision: &Decision, conn: &mut Conn) {
+        let notified = self.keys.notified(&self.group, &job.identity);
+        match dispatch::plan(decision, &self.target, None).await {
+            Ok(plan) if !plan.effects.is_empty() => {
+                if let Err(err) = effects::commit(conn, &plan.effects, Some(&notified), None).await
+                {
+                    tracing::warn!("sending the still-thinking reply failed: {err:#}");
+                }
+            }
+            Ok(_) => tracing::info!(
+                "{}: no reply channel for the still-thinking notice",
+                job.identity
+            ),
+            Err(err) => tracing::warn!("{err:#}"),
+        }
+    }
+}

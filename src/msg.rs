@@ -1,0 +1,114 @@
+//! Message envelopes: ids, timestamps and the correlation fields every
+//! emitted message carries. Pure functions, no I/O.
+
+use serde_json::{Map, Value};
+
+/// A new message id: a UUIDv7, so ids sort by time and never collide.
+pub fn new_msg_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Now, as ISO-8601 UTC with microseconds and `+00:00` (the original's `requested_at`).
+pub fn now_iso_micros() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+        .to_string()
+}
+
+/// Now, as `%Y-%m-%dT%H:%M:%SZ` (the format of the Redis hashes' timestamps).
+pub fn now_iso_seconds() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Now, as Unix milliseconds.
+pub fn now_millis() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// True if `id` is safe to embed in a Redis key, a path or a log line:
+/// 1–128 characters of `[A-Za-z0-9_.:-]`, not starting with `.`.
+pub fn is_safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// The `msg_id` of a message, when it has a safe one.
+pub fn msg_id_of(msg: &Map<String, Value>) -> Option<&str> {
+    msg.get("msg_id")
+        .and_then(Value::as_str)
+        .filter(|id| is_safe_id(id))
+}
+
+/// Adds `msg_id` (new), `causation_id` (the cause's `msg_id`, if any) and
+/// `timestamp` to an outgoing message, keeping fields that are already set.
+pub fn stamp(message: &mut Map<String, Value>, cause: Option<&Map<String, Value>>) {
+    if msg_id_of(message).is_none() {
+        message.insert("msg_id".into(), Value::String(new_msg_id()));
+    }
+    if let Some(cause_id) = cause.and_then(msg_id_of) {
+        message
+            .entry("causation_id")
+            .or_insert_with(|| Value::String(cause_id.to_string()));
+    }
+    message
+        .entry("timestamp")
+        .or_insert_with(|| Value::String(now_iso_micros()));
+}
+
+/// A short, single-line preview of text for logs (control characters removed).
+pub fn preview(text: &str, max_chars: usize) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() <= max_chars {
+        clean
+    } else {
+        let mut out: String = clean.chars().take(max_chars).collect();
+        out.push('…');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_ids() {
+        assert!(is_safe_id("exp_20240115_github_stars"));
+        assert!(is_safe_id("0190f1c2-aaaa-7bbb-8ccc-123456789abc"));
+        for bad in [
+            "",
+            "../x",
+            "a b",
+            "exp_1\r\nFLUSHALL",
+            "{fs}",
+            "*",
+            ".hidden",
+            "ａ",
+        ] {
+            assert!(!is_safe_id(bad), "{bad:?} should be rejected");
+        }
+        assert!(!is_safe_id(&"a".repeat(10_000)));
+    }
+
+    #[test]
+    fn stamp_links_cause_and_keeps_existing() {
+        let cause: Map<String, Value> =
+            serde_json::from_str(r#"{"msg_id":"cause-1"}"#).expect("json");
+        let mut out = Map::new();
+        stamp(&mut out, Some(&cause));
+        assert_eq!(out["causation_id"], "cause-1");
+        let first = out["msg_id"].clone();
+        stamp(&mut out, Some(&cause));
+        assert_eq!(out["msg_id"], first);
+        assert_ne!(new_msg_id(), new_msg_id());
+    }
+}

@@ -1,0 +1,211 @@
+//! The Orchestrator's decision step: context + prompt → model → decision, with
+//! the PRD's fallbacks (timeout → "still thinking" reply; API error →
+//! `no_action`) and rules that answer status notices without a model call.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::decision::{Action, Decision, Priority};
+use crate::llm::{LlmError, ModelRequest, ProgressFn, Provider, ThinkingMode};
+use crate::prompt::{self, Prompts};
+
+/// The PRD's reply when thinking takes too long.
+pub const STILL_THINKING: &str = "I'm still thinking about this. Will update soon.";
+
+/// Message types that only report progress: answered by a rule, never the model.
+pub const DEFAULT_STATUS_TYPES: &[&str] = &[
+    "fullsend_started",
+    "builder_started",
+    "design_started",
+    "learning_recorded",
+    "experiment_archived",
+    "roundtable_request",
+];
+
+/// Everything needed to make decisions.
+#[derive(Debug, Clone)]
+pub struct Orchestrator {
+    /// The model provider.
+    pub provider: Provider,
+    /// Prompt templates.
+    pub prompts: Prompts,
+    /// Model id.
+    pub model: String,
+    thinking: ThinkingMode,
+    thinking_budget: u32,
+    effort: Option<String>,
+    max_tokens: u32,
+    timeout: std::time::Duration,
+    max_retries: u32,
+    prompt_budget: usize,
+    status_types: Vec<String>,
+}
+
+/// How a decision attempt ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A decision (from the model, or by a status rule).
+    Decided(Decision),
+    /// The model timed out or failed; `decision` is the PRD's fallback.
+    Failed {
+        /// The fallback decision.
+        decision: Decision,
+        /// What went wrong.
+        error: LlmError,
+    },
+}
+
+impl Orchestrator {
+    /// Builds from configuration; `provider` and `model` override it.
+    pub fn from_config(
+        cfg: &Config,
+        provider: Option<&str>,
+        model: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let provider_spec = provider
+            .map(str::to_string)
+            .unwrap_or_else(|| cfg.orchestrator_provider());
+        let provider = Provider::from_spec(
+            &provider_spec,
+            cfg.anthropic_api_key(),
+            &cfg.anthropic_base_url(),
+        )?;
+        let status_types = std::env::var("FULLSEND_STATUS_TYPES")
+            .ok()
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_else(|| {
+                DEFAULT_STATUS_TYPES
+                    .iter()
+                    .map(|s| (*s).to_string())
+                    .collect()
+            });
+        Ok(Orchestrator {
+            provider,
+            prompts: Prompts::new(cfg.prompts_dir()),
+            model: model
+                .map(str::to_string)
+                .unwrap_or_else(|| cfg.orchestrator_model()),
+            thinking: cfg.thinking_mode()?,
+            thinking_budget: cfg.thinking_budget()?,
+            effort: cfg.effort(),
+            max_tokens: cfg.max_tokens()?,
+            timeout: cfg.thinking_timeout()?,
+            max_retries: cfg.api_max_retries()?,
+            prompt_budget: cfg.prompt_budget_tokens()?,
+            status_types,
+        })
+    }
+
+    /// Overrides the timeout (e.g. `--timeout`).
+    pub fn set_timeout(&mut self, timeout: std::time::Duration) {
+        self.timeout = timeout;
+    }
+
+    /// True when `msg` is a status notice that needs no model call.
+    pub fn is_status_notice(&self, msg: &Map<String, Value>) -> bool {
+        msg.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| self.status_types.iter().any(|s| s == t))
+    }
+
+    /// Decides what to do about `msg`.
+    pub async fn decide(
+        &self,
+        msg: &Map<String, Value>,
+        ctx: &Context,
+        progress: Option<&ProgressFn>,
+    ) -> anyhow::Result<Outcome> {
+        let started = Instant::now();
+        if self.is_status_notice(msg) {
+            let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");
+            let mut d = Decision::no_action(
+                msg.clone(),
+                format!("{kind} is a status notice; handled by rule, no model call"),
+            );
+            d.fallback = Some("status_rule".into());
+            d.provider = "rule".into();
+            return Ok(Outcome::Decided(d));
+        }
+        let built = prompt::orchestrator_prompt(&self.prompts, ctx, msg, self.prompt_budget)?;
+        if !built.omitted.is_empty() {
+            tracing::info!(
+                "prompt cut to fit {} tokens: {}",
+                self.prompt_budget,
+                built.omitted.join("; ")
+            );
+        }
+        let request = ModelRequest {
+            model: self.model.clone(),
+            system: built.system,
+            user: built.user,
+            max_tokens: self.max_tokens,
+            thinking: self.thinking,
+            thinking_budget: self.thinking_budget,
+            effort: self.effort.clone(),
+            timeout: self.timeout,
+            max_retries: self.max_retries,
+        };
+        let result = self.provider.complete(&request, progress).await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(match result {
+            Ok(response) => {
+                let mut d = Decision::from_model_text(&response.text, msg.clone());
+                d.provider = response.provider;
+                d.model = if response.model.is_empty() {
+                    self.model.clone()
+                } else {
+                    response.model
+                };
+                d.usage = response.usage;
+                d.cost_usd = crate::price::cost(&d.model, &d.usage);
+                d.thinking = response.thinking;
+                d.elapsed_ms = elapsed_ms;
+                if d.action == Action::NoAction && d.parse_note.is_some() && d.raw.is_none() {
+                    d.raw = Some(crate::msg::preview(&response.text, 2000));
+                }
+                Outcome::Decided(d)
+            }
+            Err(error) => {
+                let mut d = match &error {
+                    LlmError::Timeout(_) => {
+                        let mut d = Decision::no_action(
+                            msg.clone(),
+                            format!("{error}; sent the fallback reply"),
+                        );
+                        d.action = Action::RespondToDiscord;
+                        d.priority = Priority::Medium;
+                        d.payload =
+                            Map::from_iter([("content".to_string(), json!(STILL_THINKING))]);
+                        d.fallback = Some("timeout".into());
+                        d
+                    }
+                    other => {
+                        let mut d =
+                            Decision::no_action(msg.clone(), format!("model call failed: {other}"));
+                        d.payload = Map::from_iter([
+                            ("error_type".to_string(), json!(other.kind_name())),
+                            (
+                                "error_message".to_string(),
+                                json!(crate::msg::preview(&other.to_string(), 500)),
+                            ),
+                        ]);
+                        d.fallback = Some("model_error".into());
+                        d
+                    }
+                };
+                d.provider = self.provider.name();
+                d.model = self.model.clone();
+                d.elapsed_ms = elapsed_ms;
+                Outcome::Failed { decision: d, error }
+            }
+        })
+    }
+}

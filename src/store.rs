@@ -1,0 +1,333 @@
+//! Redis access: connecting from `REDIS_URL`, the key layout of fullsend's
+//! streams, and durable publishing (PUBLISH for pub/sub subscribers plus XADD
+//! for stream consumers, in one script).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::aio::ConnectionManager;
+
+use crate::exit::Fail;
+
+/// A Redis connection that reconnects by itself after faults.
+pub type Conn = ConnectionManager;
+
+/// How long an ingest marker protects against re-adding the same message.
+pub const INGEST_MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Streams without a consumer group are capped (nobody needs their entries).
+const UNCONSUMED_STREAM_MAXLEN: u64 = 10_000;
+
+/// `scheme://host:port/db` without user or password, safe to log.
+pub fn redacted_url(url: &str) -> String {
+    match redis::IntoConnectionInfo::into_connection_info(url) {
+        Ok(info) => {
+            let scheme = if url.starts_with("rediss://") {
+                "rediss"
+            } else {
+                "redis"
+            };
+            let addr = info.addr().to_string();
+            format!("{scheme}://{addr}/{}", info.redis_settings().db())
+        }
+        Err(_) => "<invalid redis url>".to_string(),
+    }
+}
+
+/// Checks a Redis URL before use: it must parse, and TLS certificate checks
+/// may not be turned off.
+pub fn check_url(url: &str) -> anyhow::Result<redis::Client> {
+    if url.contains("#insecure") {
+        return Err(Fail::usage(
+            "REDIS_URL: `#insecure` (no TLS certificate checks) is refused",
+        ));
+    }
+    let client = redis::Client::open(url).map_err(|e| {
+        Fail::usage(format!(
+            "REDIS_URL is not a valid Redis URL ({}): {}",
+            redacted_url(url),
+            e.kind_str()
+        ))
+    })?;
+    Ok(client)
+}
+
+trait KindStr {
+    fn kind_str(&self) -> String;
+}
+impl KindStr for redis::RedisError {
+    fn kind_str(&self) -> String {
+        // The full Display may echo the URL, password included.
+        format!("{:?}", self.kind())
+    }
+}
+
+/// Connects with bounded timeouts and automatic reconnection.
+pub async fn connect(url: &str) -> anyhow::Result<Conn> {
+    let client = check_url(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let conn = tokio::time::timeout(
+        Duration::from_secs(15),
+        client.get_connection_manager_with_config(config),
+    )
+    .await
+    .map_err(|_| Fail::upstream(format!("Redis at {} did not answer", redacted_url(url))))?
+    .map_err(|e| {
+        Fail::upstream(format!(
+            "cannot connect to Redis at {}: {e}",
+            redacted_url(url)
+        ))
+    })?;
+    Ok(conn)
+}
+
+/// A dedicated connection for blocking reads (XREADGROUP BLOCK), whose
+/// response timeout must outlast the block time (redis-rs defaults to 500 ms).
+pub async fn connect_blocking(
+    url: &str,
+    block: Duration,
+) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let client = check_url(url)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(block + Duration::from_secs(5)));
+    let conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", redacted_url(url)))?;
+    Ok(conn)
+}
+
+/// The keys fullsend keeps for one channel. All share the hash tag `{name}` so
+/// that scripts touching several of them stay in one cluster slot.
+#[derive(Debug, Clone)]
+pub struct ChannelKeys {
+    /// The pub/sub channel name.
+    pub channel: String,
+    tag: String,
+}
+
+impl ChannelKeys {
+    /// Keys for `channel`; `fullsend:to_orchestrator` → `fullsend:{to_orchestrator}:…`.
+    pub fn new(channel: &str) -> Self {
+        let tag = match channel.strip_prefix("fullsend:") {
+            Some(rest) => format!("fullsend:{{{rest}}}"),
+            None => format!("{{{channel}}}"),
+        };
+        ChannelKeys {
+            channel: channel.to_string(),
+            tag,
+        }
+    }
+    /// The stream carrying the channel's messages durably.
+    pub fn stream(&self) -> String {
+        format!("{}:stream", self.tag)
+    }
+    /// The dead-letter stream.
+    pub fn dlq(&self) -> String {
+        format!("{}:dlq", self.tag)
+    }
+    /// Marks a message id as already added to the stream.
+    pub fn ingested(&self, id: &str) -> String {
+        format!("{}:ingested:{id}", self.tag)
+    }
+    /// Marks a message as fully handled by `group`.
+    pub fn seen(&self, group: &str, msg_id: &str) -> String {
+        format!("{}:seen:{group}:{msg_id}", self.tag)
+    }
+    /// The memoised model result for a message.
+    pub fn memo(&self, group: &str, msg_id: &str) -> String {
+        format!("{}:memo:{group}:{msg_id}", self.tag)
+    }
+    /// Marks that the one-time "still thinking" notice was sent.
+    pub fn notified(&self, group: &str, msg_id: &str) -> String {
+        format!("{}:notified:{group}:{msg_id}", self.tag)
+    }
+}
+
+/// Adds a message to the channel's stream and PUBLISHes it, atomically and
+/// once per message id (a repeat does neither). Streams nobody consumes yet are capped; streams with a
+/// consumer group are never trimmed here.
+const PUBLISH_SCRIPT: &str = r"
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  return {false, -1}
+end
+local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[2])
+if #redis.call('XINFO', 'GROUPS', KEYS[1]) == 0 then
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[4])
+end
+local receivers = redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {id, receivers}
+";
+
+/// The outcome of a durable publish.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Published {
+    /// The channel.
+    pub channel: String,
+    /// The stream entry id, or None when this message id was already in the stream.
+    pub stream_id: Option<String>,
+    /// How many pub/sub subscribers received it (-1: not sent again, a duplicate).
+    pub receivers: i64,
+    /// The message id.
+    pub msg_id: String,
+}
+
+/// PUBLISHes `payload` on `channel` and adds it to the channel's stream once per `msg_id`.
+pub async fn publish(
+    conn: &mut Conn,
+    channel: &str,
+    msg_id: &str,
+    payload: &str,
+) -> anyhow::Result<Published> {
+    let keys = ChannelKeys::new(channel);
+    let (id, receivers): (Option<String>, i64) = redis::Script::new(PUBLISH_SCRIPT)
+        .key(keys.stream())
+        .key(keys.ingested(msg_id))
+        .arg(channel)
+        .arg(payload)
+        .arg(INGEST_MARKER_TTL_SECS)
+        .arg(UNCONSUMED_STREAM_MAXLEN)
+        .invoke_async(conn)
+        .await
+        .with_context(|| format!("publishing on {channel}"))?;
+    Ok(Published {
+        channel: channel.to_string(),
+        stream_id: id,
+        receivers,
+        msg_id: msg_id.to_string(),
+    })
+}
+
+/// All keys matching `pattern`, by SCAN (never KEYS), deduplicated and sorted.
+pub async fn scan_keys(conn: &mut Conn, pattern: &str) -> anyhow::Result<Vec<String>> {
+    let mut cursor: u64 = 0;
+    let mut keys = std::collections::BTreeSet::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .with_context(|| format!("scanning {pattern}"))?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    Ok(keys.into_iter().collect())
+}
+
+/// The value of one key read by [`read_many`].
+#[derive(Debug, Clone)]
+pub enum KeyValue {
+    /// A hash.
+    Hash(std::collections::BTreeMap<String, String>),
+    /// A string.
+    Text(String),
+    /// Missing or another type.
+    Other,
+}
+
+/// Reads many keys of mixed types in two pipelined round trips (TYPE, then
+/// HGETALL — or HMGET of `fields` — or GET), never one round trip per key.
+pub async fn read_many(
+    conn: &mut Conn,
+    keys: &[String],
+    fields: Option<&[&str]>,
+) -> anyhow::Result<Vec<KeyValue>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut types_pipe = redis::pipe();
+    for key in keys {
+        types_pipe.cmd("TYPE").arg(key);
+    }
+    let types: Vec<String> = types_pipe
+        .query_async(conn)
+        .await
+        .context("reading key types")?;
+    let mut read_pipe = redis::pipe();
+    let mut slots = Vec::with_capacity(keys.len());
+    for (key, kind) in keys.iter().zip(&types) {
+        match kind.as_str() {
+            "hash" => {
+                match fields {
+                    Some(names) => read_pipe.cmd("HMGET").arg(key).arg(names),
+                    None => read_pipe.cmd("HGETALL").arg(key),
+                };
+                slots.push(Some(true));
+            }
+            "string" => {
+                read_pipe.cmd("GET").arg(key);
+                slots.push(Some(false));
+            }
+            _ => slots.push(None),
+        }
+    }
+    let values: Vec<redis::Value> = if slots.iter().any(Option::is_some) {
+        read_pipe.query_async(conn).await.context("reading keys")?
+    } else {
+        Vec::new()
+    };
+    let mut values = values.into_iter();
+    let mut out = Vec::with_capacity(keys.len());
+    for slot in slots {
+        match slot {
+            None => out.push(KeyValue::Other),
+            Some(is_hash) => {
+                let value = values.next().unwrap_or(redis::Value::Nil);
+                if is_hash {
+                    let map: std::collections::BTreeMap<String, String> = match fields {
+                        Some(names) => {
+                            let got: Vec<Option<String>> =
+                                redis::FromRedisValue::from_redis_value(value).unwrap_or_default();
+                            names
+                                .iter()
+                                .zip(got)
+                                .filter_map(|(n, v)| v.map(|v| ((*n).to_string(), v)))
+                                .collect()
+                        }
+                        None => redis::FromRedisValue::from_redis_value(value).unwrap_or_default(),
+                    };
+                    out.push(KeyValue::Hash(map));
+                } else {
+                    let text: Option<String> =
+                        redis::FromRedisValue::from_redis_value(value).unwrap_or(None);
+                    out.push(text.map(KeyValue::Text).unwrap_or(KeyValue::Other));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_a_hash_tag() {
+        let k = ChannelKeys::new("fullsend:to_orchestrator");
+        assert_eq!(k.stream(), "fullsend:{to_orchestrator}:stream");
+        assert_eq!(k.dlq(), "fullsend:{to_orchestrator}:dlq");
+        assert_eq!(ChannelKeys::new("other").stream(), "{other}:stream");
+    }
+
+    #[test]
+    fn redaction_hides_password() {
+        let shown = redacted_url("redis://user:secret@example.com:6380/3");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("6380"), "{shown}");
+        assert!(shown.ends_with("/3"), "{shown}");
+        assert!(check_url("rediss://h:6380/0#insecure").is_err());
+    }
+}

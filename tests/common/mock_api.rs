@@ -1,0 +1,1041 @@
+//! A strict loopback mock of the Anthropic Messages API (`POST /v1/messages`, JSON and SSE) that rejects
+//! invalid requests the way the real API does, so tests catch wire-format bugs without the network.
+//!
+//! Self-contained (tokio + serde_json + std only): examples include it with
+//! `#[path = "../tests/common/mock_api.rs"] mod mock_api;` and run it via [`run_standalone`].
+
+// Each test binary or example uses only part of this API, and the module is private there, so `pub`
+// items would otherwise warn as dead or unreachable.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The request size limit of the real API; above it the edge answers 413.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Guards against a client that never ends its header block.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The `anthropic-version` values the real API accepts (anthropic-api.md §1).
+const API_VERSIONS: [&str; 2] = ["2023-06-01", "2026-10-21"];
+/// Models that reject `thinking.type: "enabled"` (anthropic-api.md §3). Substring match on the id.
+const ADAPTIVE_ONLY: [&str; 6] = [
+    "opus-5", "sonnet-5", "opus-4-7", "opus-4-8", "fable-5", "mythos-5",
+];
+/// Models that reject `thinking.type: "adaptive"`: the 4.5 generation and Opus 4.1.
+const ENABLED_ONLY: [&str; 2] = ["4-5", "opus-4-1"];
+/// Models where thinking is always on, so `thinking.type: "disabled"` is a 400.
+const ALWAYS_THINKING: [&str; 3] = ["opus-5-5", "fable-5", "mythos-5"];
+/// The exact message the real API gives for `enabled` on an adaptive-only model.
+const ENABLED_NOT_SUPPORTED: &str = "\"thinking.type.enabled\" is not supported for this model. Use \"thinking.type.adaptive\" and \"output_config.effort\" to control thinking behavior.";
+
+/// One request as the mock received it (including the ones it rejected).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `POST`, `GET`, ...
+    pub method: String,
+    /// The request target including any query string, e.g. `/v1/messages?beta=true`.
+    pub path: String,
+    /// Header names are lowercased; order and duplicates are kept.
+    pub headers: Vec<(String, String)>,
+    /// The parsed JSON body; `Null` if empty, a JSON string holding the raw text if it is not JSON.
+    pub body: Value,
+}
+
+impl Recorded {
+    /// The first value of a header, looked up case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the client asked for an SSE stream (`"stream": true`).
+    pub fn is_stream(&self) -> bool {
+        self.body.get("stream").and_then(Value::as_bool) == Some(true)
+    }
+}
+
+/// What the mock answers to a valid request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A successful message. Streamed as SSE if the request had `"stream": true`, else one JSON body.
+    Message {
+        /// The answer, sent as one `text` block (or as `text_delta` chunks).
+        text: String,
+        /// If set, a `thinking` block with a signature comes first (`Some("")` mimics `display:
+        /// "omitted"`).
+        thinking: Option<String>,
+        /// Reported in `usage` (and, when streamed, in `message_start`/`message_delta`).
+        usage: Usage,
+    },
+    /// Any HTTP status with the Anthropic error envelope, plus extra response headers such as
+    /// `("retry-after", "1")` or `("x-should-retry", "false")`.
+    Error {
+        /// The HTTP status, e.g. 429 or 529.
+        status: u16,
+        /// `error.type`, e.g. `rate_limit_error`.
+        error_type: String,
+        /// `error.message`.
+        message: String,
+        /// Extra response headers, names as given.
+        headers: Vec<(String, String)>,
+    },
+    /// HTTP 200 SSE that sends `message_start` and then an `overloaded_error` `error` event before any
+    /// content. A non-streaming request gets the equivalent 529 instead, as the real API would.
+    MidStreamError,
+    /// Wait, then send the inner reply.
+    Delay(Duration, Box<Reply>),
+    /// Accept the request and never answer; the connection is held until the client closes it.
+    Hang,
+}
+
+impl Reply {
+    /// A plain text success with fixed usage (1000 input, 100 output tokens).
+    pub fn text(text: impl Into<String>) -> Self {
+        Reply::Message {
+            text: text.into(),
+            thinking: None,
+            usage: Usage::typical(),
+        }
+    }
+
+    /// An error reply without extra headers.
+    pub fn error(status: u16, error_type: &str, message: &str) -> Self {
+        Reply::Error {
+            status,
+            error_type: error_type.to_owned(),
+            message: message.to_owned(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The token counts reported in `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Uncached input tokens.
+    pub input_tokens: u64,
+    /// Output tokens, thinking included.
+    pub output_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_creation_input_tokens: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    /// 1000 input and 100 output tokens, no cache: $0.0075 at $5/$25 per MTok.
+    pub fn typical() -> Self {
+        Usage {
+            input_tokens: 1000,
+            output_tokens: 100,
+            ..Usage::default()
+        }
+    }
+}
+
+type Responder = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
+
+/// State shared by the server tasks and the test's `MockApi` handle.
+struct Shared {
+    respond: Box<Responder>,
+    recorded: Mutex<Vec<Recorded>>,
+    /// Counts requests that passed validation; it is the index given to `respond`.
+    answered: AtomicUsize,
+}
+
+impl Shared {
+    fn recorded(&self) -> MutexGuard<'_, Vec<Recorded>> {
+        // A panicking responder must not hide the requests from the test that investigates it.
+        self.recorded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running mock server; dropping it shuts the server down and closes every connection.
+pub struct MockApi {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MockApi {
+    /// Starts the server on 127.0.0.1:0 in a background thread with its own tokio runtime. `respond`
+    /// is called for every request that passes validation, with the request and its 0-based index
+    /// among those requests (rejected requests and `HEAD /` do not consume an index).
+    pub fn start(respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("binding the mock API to 127.0.0.1:0");
+        let addr = listener.local_addr().expect("reading the mock API address");
+        listener
+            .set_nonblocking(true)
+            .expect("making the mock API listener non-blocking");
+        let shared = Arc::new(Shared {
+            respond: Box::new(respond),
+            recorded: Mutex::new(Vec::new()),
+            answered: AtomicUsize::new(0),
+        });
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let server_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("mock-api".to_owned())
+            .spawn(move || {
+                // Its own runtime, so the mock works from sync tests and from tests that run their
+                // own runtime, and so a blocked test thread never stalls the server.
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("building the mock API runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        TcpListener::from_std(listener).expect("registering the mock API listener");
+                    tokio::select! {
+                        () = accept_loop(listener, server_shared) => {}
+                        _ = shutdown_rx => {}
+                    }
+                });
+                // Hanging connections are parked in reads; dropping their tasks closes them.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("spawning the mock API thread");
+        MockApi {
+            addr,
+            shared,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    /// Answers with `replies` in order; once they are used up, the last one repeats.
+    pub fn sequence(replies: Vec<Reply>) -> Self {
+        assert!(
+            !replies.is_empty(),
+            "MockApi::sequence needs at least one reply"
+        );
+        Self::start(move |_, index| replies[index.min(replies.len() - 1)].clone())
+    }
+
+    /// `http://127.0.0.1:PORT`; clients append `/v1/messages`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far (valid or rejected, not `HEAD /`), in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.recorded().clone()
+    }
+
+    /// How many requests `requests()` would return.
+    pub fn request_count(&self) -> usize {
+        self.shared.recorded().len()
+    }
+
+    /// Polls until at least `n` requests arrived; false on timeout. Useful before killing a client
+    /// that is waiting on a `Hang` or `Delay`.
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.request_count() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+}
+
+impl Drop for MockApi {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// All text in `messages[*].content` (plain strings, `text` blocks and the text inside `tool_result`
+/// blocks), joined with newlines, so responders can route on what the client asked.
+pub fn user_text(req: &Recorded) -> String {
+    let mut parts = Vec::new();
+    if let Some(messages) = req.body.get("messages").and_then(Value::as_array) {
+        for message in messages {
+            collect_text(message.get("content"), &mut parts);
+        }
+    }
+    parts.join("\n")
+}
+
+/// All text in `system` (a string or text blocks), joined with newlines.
+pub fn system_text(req: &Recorded) -> String {
+    let mut parts = Vec::new();
+    collect_text(req.body.get("system"), &mut parts);
+    parts.join("\n")
+}
+
+fn collect_text(content: Option<&Value>, out: &mut Vec<String>) {
+    match content {
+        Some(Value::String(text)) => out.push(text.clone()),
+        Some(Value::Array(blocks)) => {
+            for block in blocks {
+                match block.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        if let Some(text) = block.get("text").and_then(Value::as_str) {
+                            out.push(text.to_owned());
+                        }
+                    }
+                    Some("tool_result") => collect_text(block.get("content"), out),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Runs the mock as a standalone process (for example binaries and manual soak tests): binds
+/// 127.0.0.1:`port` (0 = any free port), prints `MOCK_API_URL=http://127.0.0.1:PORT` on stdout, and
+/// answers every valid request with `reply_text` after `latency`. Never returns.
+pub fn run_standalone(port: u16, latency: Duration, reply_text: String, usage: Usage) -> ! {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the mock API runtime");
+    let reply = Reply::Delay(
+        latency,
+        Box::new(Reply::Message {
+            text: reply_text,
+            thinking: None,
+            usage,
+        }),
+    );
+    let shared = Arc::new(Shared {
+        respond: Box::new(move |_, _| reply.clone()),
+        recorded: Mutex::new(Vec::new()),
+        answered: AtomicUsize::new(0),
+    });
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("binding the standalone mock API");
+        let addr = listener.local_addr().expect("reading the mock API address");
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "MOCK_API_URL=http://{addr}").expect("writing MOCK_API_URL");
+        stdout.flush().expect("flushing stdout");
+        drop(stdout);
+        accept_loop(listener, shared).await;
+    });
+    panic!("the standalone mock API stopped accepting connections");
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(handle_connection(stream, Arc::clone(&shared)));
+            }
+            // E.g. EMFILE under a connection storm: back off instead of spinning or dying.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Why a request was refused before reaching `respond`.
+struct Rejection {
+    status: u16,
+    error_type: &'static str,
+    message: String,
+}
+
+fn reject(status: u16, error_type: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection {
+        status,
+        error_type,
+        message: message.into(),
+    }
+}
+
+/// A parsed HTTP request before it is recorded.
+struct RawRequest {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// One request per connection (`connection: close`), which every HTTP client handles.
+async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
+    // Without Nagle each SSE event leaves in its own segment, so clients see real chunk splits.
+    let _ = stream.set_nodelay(true);
+    let (read_half, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(read_half);
+    let raw = match read_request(&mut reader, &mut writer).await {
+        Ok(Some(raw)) => raw,
+        Ok(None) => return,
+        Err(rejection) => {
+            let _ = send_error(&mut writer, &rejection, "req_mock_malformed", &[]).await;
+            return;
+        }
+    };
+
+    // Claude Code 2.1.197 preconnects with `HEAD /`; it is not an API call, so it is not recorded.
+    if raw.method == "HEAD" && raw.path == "/" {
+        let _ = write_all_and_close(
+            &mut writer,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        return;
+    }
+
+    let body = if raw.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&raw.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw.body).into_owned()))
+    };
+    let request = Recorded {
+        method: raw.method,
+        path: raw.path,
+        headers: raw.headers,
+        body,
+    };
+    let number = {
+        let mut recorded = shared.recorded();
+        recorded.push(request.clone());
+        recorded.len() - 1
+    };
+    let request_id = format!("req_mock_{number}");
+
+    if let Err(rejection) = validate(&request) {
+        let _ = send_error(&mut writer, &rejection, &request_id, &[]).await;
+        return;
+    }
+
+    let index = shared.answered.fetch_add(1, Ordering::SeqCst);
+    // A panicking responder becomes a 500 with its message instead of a silently dropped connection.
+    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.respond)(&request, index)))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            Reply::error(
+                500,
+                "api_error",
+                &format!("mock responder panicked: {message}"),
+            )
+        });
+
+    let mut reply = reply;
+    while let Reply::Delay(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    let model = request
+        .body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let _ = match reply {
+        Reply::Message {
+            text,
+            thinking,
+            usage,
+        } => {
+            let message = MessageParts {
+                number,
+                model: &model,
+                text: &text,
+                thinking: thinking.as_deref(),
+                usage,
+            };
+            if request.is_stream() {
+                send_stream(&mut writer, &message).await
+            } else {
+                send_json(&mut writer, 200, &message.to_json(), &request_id, &[]).await
+            }
+        }
+        Reply::Error {
+            status,
+            error_type,
+            message,
+            headers,
+        } => {
+            let envelope = error_envelope(&error_type, &message, &request_id);
+            send_json(&mut writer, status, &envelope, &request_id, &headers).await
+        }
+        Reply::MidStreamError if request.is_stream() => {
+            send_mid_stream_error(&mut writer, number, &model).await
+        }
+        Reply::MidStreamError => {
+            let envelope = error_envelope("overloaded_error", "Overloaded", &request_id);
+            send_json(&mut writer, 529, &envelope, &request_id, &[]).await
+        }
+        Reply::Hang => {
+            // Hold the socket until the client gives up (EOF or reset), then let it close.
+            let mut sink = [0u8; 1024];
+            while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+            Ok(())
+        }
+        Reply::Delay(..) => unreachable!("delays are unwrapped above"),
+    };
+}
+
+/// Reads one HTTP/1.1 request. `Ok(None)` means the client closed without sending one (a
+/// preconnect). Supports `content-length` and `transfer-encoding: chunked` bodies and
+/// `expect: 100-continue`.
+async fn read_request(
+    reader: &mut BufReader<OwnedReadHalf>,
+    writer: &mut OwnedWriteHalf,
+) -> Result<Option<RawRequest>, Rejection> {
+    let bad = |message: &str| reject(400, "invalid_request_error", message);
+    let mut request_line = String::new();
+    match reader.read_line(&mut request_line).await {
+        Ok(0) | Err(_) => return Ok(None),
+        Ok(_) => {}
+    }
+    let mut parts = request_line.split_whitespace();
+    let (Some(method), Some(path), Some(_version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("malformed HTTP request line"));
+    };
+    let (method, path) = (method.to_owned(), path.to_owned());
+
+    let mut headers = Vec::new();
+    let mut header_bytes = 0;
+    loop {
+        let mut line = String::new();
+        let n = reader
+            .read_line(&mut line)
+            .await
+            .map_err(|_| bad("connection failed while reading headers"))?;
+        if n == 0 {
+            return Err(bad("connection closed inside the header block"));
+        }
+        header_bytes += n;
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err(reject(
+                431,
+                "invalid_request_error",
+                "request header block too large",
+            ));
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(bad("malformed header line"));
+        };
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+
+    if header("expect").is_some_and(|v| v == "100-continue") {
+        let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+    }
+
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        read_chunked(reader).await?
+    } else if let Some(length) = header("content-length") {
+        let length: usize = length.parse().map_err(|_| bad("invalid content-length"))?;
+        if length > MAX_BODY_BYTES {
+            return Err(reject(
+                413,
+                "request_too_large",
+                "Request exceeds the maximum allowed number of bytes.",
+            ));
+        }
+        let mut body = vec![0; length];
+        reader
+            .read_exact(&mut body)
+            .await
+            .map_err(|_| bad("connection closed before the body was complete"))?;
+        body
+    } else {
+        Vec::new()
+    };
+    Ok(Some(RawRequest {
+        method,
+        path,
+        headers,
+        body,
+    }))
+}
+
+async fn read_chunked(reader: &mut BufReader<OwnedReadHalf>) -> Result<Vec<u8>, Rejection> {
+    let bad = |message: &str| reject(400, "invalid_request_error", message);
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader
+            .read_line(&mut size_line)
+            .await
+            .map_err(|_| bad("connection failed inside a chunked body"))?;
+        // Chunk extensions (`;name=value`) are legal and ignored.
+        let size_text = size_line.trim().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("invalid chunk size"))?;
+        if size == 0 {
+            // Skip optional trailers up to the final empty line.
+            loop {
+                let mut trailer = String::new();
+                let n = reader
+                    .read_line(&mut trailer)
+                    .await
+                    .map_err(|_| bad("connection failed in chunked trailers"))?;
+                if n == 0 || trailer.trim().is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        if body.len() + size > MAX_BODY_BYTES {
+            return Err(reject(
+                413,
+                "request_too_large",
+                "Request exceeds the maximum allowed number of bytes.",
+            ));
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader
+            .read_exact(&mut body[start..])
+            .await
+            .map_err(|_| bad("connection closed inside a chunk"))?;
+        let mut crlf = [0u8; 2];
+        reader
+            .read_exact(&mut crlf)
+            .await
+            .map_err(|_| bad("missing CRLF after a chunk"))?;
+        if &crlf != b"\r\n" {
+            return Err(bad("missing CRLF after a chunk"));
+        }
+    }
+}
+
+/// The checks the real API makes before doing any work (anthropic-api.md §1–3).
+fn validate(req: &Recorded) -> Result<(), Rejection> {
+    let invalid = |message: String| reject(400, "invalid_request_error", message);
+    let route = req.path.split('?').next().unwrap_or_default();
+    if route != "/v1/messages" {
+        return Err(reject(404, "not_found_error", "Not Found"));
+    }
+    if req.method != "POST" {
+        return Err(reject(405, "invalid_request_error", "Method Not Allowed"));
+    }
+
+    let api_key = req.header("x-api-key").is_some_and(|v| !v.is_empty());
+    let bearer = req
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| !token.trim().is_empty());
+    if !api_key && !bearer {
+        return Err(reject(
+            401,
+            "authentication_error",
+            "x-api-key header is required",
+        ));
+    }
+    match req.header("anthropic-version") {
+        None => return Err(invalid("anthropic-version: header is required".to_owned())),
+        Some(version) if !API_VERSIONS.contains(&version) => {
+            return Err(invalid(format!(
+                "anthropic-version: invalid version {version:?}; valid versions are {API_VERSIONS:?}"
+            )));
+        }
+        Some(_) => {}
+    }
+
+    let body = match &req.body {
+        Value::Object(body) => body,
+        Value::Null => return Err(invalid("request body is required".to_owned())),
+        _ => return Err(invalid("request body must be a JSON object".to_owned())),
+    };
+    let model = match body.get("model") {
+        Some(Value::String(model)) if !model.is_empty() => model.as_str(),
+        Some(_) => return Err(invalid("model: Input should be a valid string".to_owned())),
+        None => return Err(invalid("model: Field required".to_owned())),
+    };
+    let max_tokens = match body.get("max_tokens") {
+        None => return Err(invalid("max_tokens: Field required".to_owned())),
+        Some(value) => match value.as_u64() {
+            Some(n) if n >= 1 => n,
+            Some(_) => {
+                return Err(invalid(
+                    "max_tokens: Input should be greater than or equal to 1".to_owned(),
+                ));
+            }
+            None => {
+                return Err(invalid(
+                    "max_tokens: Input should be a valid integer".to_owned(),
+                ));
+            }
+        },
+    };
+    let messages = match body.get("messages") {
+        None => return Err(invalid("messages: Field required".to_owned())),
+        Some(Value::Array(messages)) if messages.is_empty() => {
+            return Err(invalid(
+                "messages: at least one message is required".to_owned(),
+            ));
+        }
+        Some(Value::Array(messages)) => messages,
+        Some(_) => return Err(invalid("messages: Input should be a valid list".to_owned())),
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let role = message.get("role").and_then(Value::as_str);
+        if !matches!(role, Some("user" | "assistant")) {
+            return Err(invalid(format!(
+                "messages.{i}.role: Input should be 'user' or 'assistant'"
+            )));
+        }
+        if !matches!(
+            message.get("content"),
+            Some(Value::String(_) | Value::Array(_))
+        ) {
+            return Err(invalid(format!(
+                "messages.{i}.content: Input should be a valid string or list of content blocks"
+            )));
+        }
+    }
+    if let Some(system) = body.get("system") {
+        let valid = match system {
+            Value::String(_) => true,
+            Value::Array(blocks) => blocks.iter().all(|b| {
+                b.get("type").and_then(Value::as_str) == Some("text")
+                    && b.get("text").is_some_and(Value::is_string)
+            }),
+            _ => false,
+        };
+        if !valid {
+            return Err(invalid(
+                "system: Input should be a valid string or list of text blocks".to_owned(),
+            ));
+        }
+    }
+    // Removed in API version 2026-10-21 and rejected by thinking models (anthropic-api.md §2).
+    for field in ["temperature", "top_p", "top_k"] {
+        if body.contains_key(field) {
+            return Err(invalid(format!("{field}: Extra inputs are not permitted")));
+        }
+    }
+    if body.get("stream").is_some_and(|v| !v.is_boolean()) {
+        return Err(invalid(
+            "stream: Input should be a valid boolean".to_owned(),
+        ));
+    }
+
+    let thinking_type = match body.get("thinking") {
+        None => None,
+        Some(thinking) => match thinking.get("type").and_then(Value::as_str) {
+            Some(kind @ ("enabled" | "adaptive" | "disabled")) => Some(kind),
+            _ => {
+                return Err(invalid(
+                    "thinking.type: Input should be 'enabled', 'adaptive' or 'disabled'".to_owned(),
+                ));
+            }
+        },
+    };
+    match thinking_type {
+        Some("enabled") => {
+            if ADAPTIVE_ONLY.iter().any(|m| model.contains(m)) {
+                return Err(invalid(ENABLED_NOT_SUPPORTED.to_owned()));
+            }
+            let budget = body
+                .get("thinking")
+                .and_then(|t| t.get("budget_tokens"))
+                .and_then(Value::as_u64);
+            match budget {
+                None => {
+                    return Err(invalid(
+                        "thinking.enabled.budget_tokens: Field required".to_owned(),
+                    ));
+                }
+                Some(budget) if budget < 1024 => {
+                    return Err(invalid("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024".to_owned()));
+                }
+                Some(budget) if budget >= max_tokens => {
+                    return Err(invalid("`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#max-tokens-and-context-window-size".to_owned()));
+                }
+                Some(_) => {}
+            }
+        }
+        Some("adaptive") if ENABLED_ONLY.iter().any(|m| model.contains(m)) => {
+            return Err(invalid("\"thinking.type.adaptive\" is not supported for this model. Use \"thinking.type.enabled\" and \"thinking.budget_tokens\" to control thinking behavior.".to_owned()));
+        }
+        Some("disabled") if ALWAYS_THINKING.iter().any(|m| model.contains(m)) => {
+            return Err(invalid("\"thinking.type.disabled\" is not supported for this model. Use \"thinking.type.adaptive\" and \"output_config.effort\" to control thinking behavior.".to_owned()));
+        }
+        _ => {}
+    }
+    if let Some(effort) = body.get("output_config").and_then(|c| c.get("effort")) {
+        let known = ["low", "medium", "high", "xhigh", "max"];
+        if !effort.as_str().is_some_and(|e| known.contains(&e)) {
+            return Err(invalid(
+                "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"
+                    .to_owned(),
+            ));
+        }
+    }
+    let forces_tool = body
+        .get("tool_choice")
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| t == "any" || t == "tool");
+    if forces_tool && matches!(thinking_type, Some("enabled" | "adaptive")) {
+        return Err(invalid(
+            "Thinking may not be enabled when tool_choice forces tool use.".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Everything needed to render one successful message, as JSON or as SSE.
+struct MessageParts<'a> {
+    number: usize,
+    model: &'a str,
+    text: &'a str,
+    thinking: Option<&'a str>,
+    usage: Usage,
+}
+
+impl MessageParts<'_> {
+    fn id(&self) -> String {
+        format!("msg_mock_{}", self.number)
+    }
+
+    fn signature(&self) -> String {
+        format!("sig_mock_{}_RXJ0aGlua2luZ1NpZ25hdHVyZQ==", self.number)
+    }
+
+    fn usage_json(&self, output_tokens: u64) -> Value {
+        json!({
+            "input_tokens": self.usage.input_tokens,
+            "cache_creation_input_tokens": self.usage.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.usage.cache_read_input_tokens,
+            "output_tokens": output_tokens,
+        })
+    }
+
+    fn to_json(&self) -> Value {
+        let mut content = Vec::new();
+        if let Some(thinking) = self.thinking {
+            content.push(
+                json!({"type": "thinking", "thinking": thinking, "signature": self.signature()}),
+            );
+        }
+        content.push(json!({"type": "text", "text": self.text}));
+        json!({
+            "id": self.id(),
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": "end_turn",
+            "stop_sequence": null,
+            "usage": self.usage_json(self.usage.output_tokens),
+        })
+    }
+
+    fn message_start(&self) -> Value {
+        json!({
+            "type": "message_start",
+            "message": {
+                "id": self.id(),
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": [],
+                "stop_reason": null,
+                "stop_sequence": null,
+                "usage": self.usage_json(1),
+            },
+        })
+    }
+}
+
+/// Splits text at char boundaries into pieces of varying size around 20 chars, so clients cannot
+/// rely on any particular split.
+fn chunks(text: &str) -> Vec<String> {
+    const SIZES: [usize; 5] = [20, 13, 27, 9, 21];
+    let chars: Vec<char> = text.chars().collect();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while start < chars.len() {
+        let end = (start + SIZES[i % SIZES.len()]).min(chars.len());
+        pieces.push(chars[start..end].iter().collect());
+        start = end;
+        i += 1;
+    }
+    pieces
+}
+
+fn sse_event(data: &Value) -> Vec<u8> {
+    let kind = data
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
+    format!("event: {kind}\ndata: {data}\n\n").into_bytes()
+}
+
+const SSE_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\nconnection: close\r\n";
+
+/// Writes each event with its own write + flush; the stream ends when the connection closes.
+async fn write_events(
+    writer: &mut OwnedWriteHalf,
+    request_id: &str,
+    events: &[Value],
+) -> std::io::Result<()> {
+    writer
+        .write_all(format!("{SSE_HEAD}request-id: {request_id}\r\n\r\n").as_bytes())
+        .await?;
+    writer.flush().await?;
+    for event in events {
+        writer.write_all(&sse_event(event)).await?;
+        writer.flush().await?;
+    }
+    writer.shutdown().await
+}
+
+async fn send_stream(
+    writer: &mut OwnedWriteHalf,
+    message: &MessageParts<'_>,
+) -> std::io::Result<()> {
+    let mut events = vec![message.message_start(), json!({"type": "ping"})];
+    let mut index = 0;
+    if let Some(thinking) = message.thinking {
+        events.push(json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""}}));
+        for piece in chunks(thinking) {
+            events.push(json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "thinking_delta", "thinking": piece}}));
+        }
+        events.push(json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "signature_delta", "signature": message.signature()}}));
+        events.push(json!({"type": "content_block_stop", "index": index}));
+        index += 1;
+    }
+    events.push(json!({"type": "content_block_start", "index": index,
+        "content_block": {"type": "text", "text": ""}}));
+    for piece in chunks(message.text) {
+        events.push(json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "text_delta", "text": piece}}));
+    }
+    events.push(json!({"type": "content_block_stop", "index": index}));
+    // message_delta usage is cumulative (anthropic-api.md §5), so it repeats the input counts.
+    events.push(json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+        "usage": message.usage_json(message.usage.output_tokens)}));
+    events.push(json!({"type": "message_stop"}));
+    write_events(writer, &format!("req_mock_{}", message.number), &events).await
+}
+
+async fn send_mid_stream_error(
+    writer: &mut OwnedWriteHalf,
+    number: usize,
+    model: &str,
+) -> std::io::Result<()> {
+    let request_id = format!("req_mock_{number}");
+    let start = MessageParts {
+        number,
+        model,
+        text: "",
+        thinking: None,
+        usage: Usage::default(),
+    }
+    .message_start();
+    let error = error_envelope("overloaded_error", "Overloaded", &request_id);
+    write_events(writer, &request_id, &[start, error]).await
+}
+
+fn error_envelope(error_type: &str, message: &str, request_id: &str) -> Value {
+    json!({
+        "type": "error",
+        "error": {"type": error_type, "message": message},
+        "request_id": request_id,
+    })
+}
+
+async fn send_error(
+    writer: &mut OwnedWriteHalf,
+    rejection: &Rejection,
+    request_id: &str,
+    headers: &[(String, String)],
+) -> std::io::Result<()> {
+    let envelope = error_envelope(rejection.error_type, &rejection.message, request_id);
+    send_json(writer, rejection.status, &envelope, request_id, headers).await
+}
+
+async fn send_json(
+    writer: &mut OwnedWriteHalf,
+    status: u16,
+    body: &Value,
+    request_id: &str,
+    extra_headers: &[(String, String)],
+) -> std::io::Result<()> {
+    let body = body.to_string();
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nrequest-id: {request_id}\r\nconnection: close\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    for (name, value) in extra_headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    write_all_and_close(writer, head.as_bytes()).await
+}
+
+async fn write_all_and_close(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await?;
+    writer.shutdown().await
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        529 => "Overloaded",
+        _ => "Unknown",
+    }
+}

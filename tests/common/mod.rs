@@ -1,0 +1,10 @@
+//! Shared integration-test harness: a real `redis-server`, a strict Messages-API mock and fake `claude`
+//! executables, so `fullsend` is tested black-box on loopback only, never the network.
+
+// Every test module uses a different subset of the harness, and `common` is private to the test
+// binary, so `pub` items would otherwise warn as dead or unreachable.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod fake_claude;
+pub mod mock_api;
+pub mod redis_server;

@@ -1,0 +1,4 @@
+//! The integration test binary: black-box runs of `fullsend` against a real
+//! redis-server, an HTTP mock of the Messages API and fake `claude` executables.
+
+mod common;
