@@ -224,23 +224,39 @@ impl Decision {
                 .map(str::to_string)
                 .filter(|s| !s.trim().is_empty())
         };
-        let experiment_id = text_field(object.get("experiment_id"))
-            .or_else(|| text_field(payload.get("experiment_id")));
-        let context_for_fullsend = text_field(object.get("context_for_fullsend"))
-            .or_else(|| match payload.get("context") {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Null) | None => None,
-                Some(other) => Some(other.to_string()),
-            })
-            .unwrap_or_default();
         let mut d = Decision::no_action(message, reasoning);
         d.action = action;
         d.priority = Priority::parse_lenient(object.get("priority"));
         d.payload = payload;
-        d.experiment_id = experiment_id;
-        d.context_for_fullsend = context_for_fullsend;
+        d.experiment_id = text_field(object.get("experiment_id"));
+        d.context_for_fullsend = text_field(object.get("context_for_fullsend")).unwrap_or_default();
         d.parse_note = parse_note;
+        d.fill_from_payload();
         d
+    }
+
+    /// `experiment_id` falls back to `payload.experiment_id`, and
+    /// `context_for_fullsend` to `payload.context`.
+    pub fn fill_from_payload(&mut self) {
+        if self
+            .experiment_id
+            .as_deref()
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            self.experiment_id = self
+                .payload
+                .get("experiment_id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_string);
+        }
+        if self.context_for_fullsend.trim().is_empty() {
+            self.context_for_fullsend = match self.payload.get("context") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+        }
     }
 }
 

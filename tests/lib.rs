@@ -2,3 +2,7 @@
 //! redis-server, an HTTP mock of the Messages API and fake `claude` executables.
 
 mod common;
+mod dispatch;
+mod learn;
+mod support;
+mod think;

@@ -80,7 +80,8 @@ pub fn read_decision(text: &str) -> anyhow::Result<Decision> {
     if !object.contains_key("action") {
         return Err(Fail::usage("the decision has no \"action\" field"));
     }
-    if let Ok(decision) = serde_json::from_value::<Decision>(Value::Object(object.clone())) {
+    if let Ok(mut decision) = serde_json::from_value::<Decision>(Value::Object(object.clone())) {
+        decision.fill_from_payload();
         return Ok(decision);
     }
     let message = match object.get("message") {

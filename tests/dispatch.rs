@@ -1,0 +1,351 @@
+//! `fullsend dispatch`: each action's side effects and message shapes against
+//! a real redis-server, plus `think | dispatch` as a pipeline.
+
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::common::mock_api::{MockApi, Reply};
+use crate::support::{World, of_type, rambling, read};
+
+fn decision(action: &str, payload: Value, message: Value) -> String {
+    json!({"action": action, "reasoning": "because", "payload": payload, "priority": "high", "message": message}).to_string()
+}
+
+fn watcher_message() -> Value {
+    json!({"type": "escalation", "source": "watcher", "msg_id": "cause-1", "original_message": {"content": "hi", "channel_id": "111222333", "message_id": "444555"}})
+}
+
+#[test]
+fn dispatch_to_fullsend_emits_one_experiment_request() {
+    let w = World::with_redis();
+    let r = w.run(&["dispatch"], &json!({"action": "dispatch_to_fullsend", "reasoning": "worth testing", "payload": {"idea": "Scrape HN"}, "priority": "high", "context_for_fullsend": "devs reply", "message": watcher_message()}).to_string());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut c = w.conn();
+    let msgs = of_type(&mut c, "fullsend:to_fullsend", "experiment_request");
+    assert_eq!(msgs.len(), 1);
+    let m = &msgs[0];
+    assert_eq!(m["idea"]["idea"], "Scrape HN");
+    assert_eq!(m["context"], "devs reply");
+    assert_eq!(m["priority"], "high");
+    assert_eq!(m["orchestrator_reasoning"], "worth testing");
+    assert_eq!(m["causation_id"], "cause-1");
+    assert!(m["requested_at"].as_str().unwrap_or("").ends_with("+00:00"));
+    assert!(m["request_id"].as_str().is_some() && m["msg_id"].as_str().is_some());
+    // The same decision again is recognised and does nothing.
+    let again = w.run(&["dispatch"], &json!({"action": "dispatch_to_fullsend", "payload": {"idea": "Scrape HN"}, "message": watcher_message()}).to_string());
+    assert_eq!(again.code, 0);
+    assert_eq!(again.json()["commit"]["status"]["status"], "duplicate");
+    assert_eq!(
+        of_type(&mut c, "fullsend:to_fullsend", "experiment_request").len(),
+        1
+    );
+}
+
+#[test]
+fn dispatch_to_builder_flat_and_wrapped() {
+    let w = World::with_redis();
+    let mut c = w.conn();
+    w.run(
+        &["dispatch"],
+        &decision(
+            "dispatch_to_builder",
+            json!({"name": "hn_scraper", "purpose": "scrape"}),
+            json!({}),
+        ),
+    );
+    w.run(&["dispatch"], &decision("dispatch_to_builder", json!({"prd": {"name": "gh_scraper"}, "notify_channel": "999", "notify_message": "done!"}), json!({})));
+    let msgs = of_type(&mut c, "fullsend:builder_tasks", "tool_prd");
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0]["prd"]["name"], "hn_scraper");
+    assert!(msgs[0].get("notify_channel").is_none());
+    assert_eq!(msgs[0]["requested_by"], "orchestrator");
+    assert_eq!(msgs[1]["prd"]["name"], "gh_scraper");
+    assert_eq!(msgs[1]["notify_channel"], "999");
+    assert_eq!(msgs[1]["notify_message"], "done!");
+}
+
+#[test]
+fn respond_to_discord_resolves_the_channel_and_caps_content() {
+    let w = World::with_redis();
+    let mut c = w.conn();
+    let r = w.run(
+        &["dispatch"],
+        &decision(
+            "respond_to_discord",
+            json!({"content": "y".repeat(3000)}),
+            watcher_message(),
+        ),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let msgs = of_type(
+        &mut c,
+        "fullsend:from_orchestrator",
+        "orchestrator_response",
+    );
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["channel_id"], "111222333");
+    assert_eq!(msgs[0]["reply_to"], "444555");
+    assert_eq!(
+        msgs[0]["content"].as_str().map(|s| s.chars().count()),
+        Some(2000)
+    );
+    // Default content when the model gave none.
+    w.run(
+        &["dispatch"],
+        &decision(
+            "respond_to_discord",
+            json!({}),
+            json!({"channel_id": "777"}),
+        ),
+    );
+    let msgs = of_type(
+        &mut c,
+        "fullsend:from_orchestrator",
+        "orchestrator_response",
+    );
+    assert_eq!(
+        msgs[1]["content"],
+        "✅ Got it — I will draft a plan and share next steps shortly."
+    );
+    // No channel anywhere: nothing is published, and a warning says so.
+    let r = w.run(
+        &["dispatch"],
+        &decision(
+            "respond_to_discord",
+            json!({"content": "hello"}),
+            json!({"type": "metric_alert"}),
+        ),
+    );
+    assert_eq!(r.code, 0);
+    assert!(r.stderr.contains("no channel_id"), "{}", r.stderr);
+    assert_eq!(
+        of_type(
+            &mut c,
+            "fullsend:from_orchestrator",
+            "orchestrator_response"
+        )
+        .len(),
+        2
+    );
+}
+
+#[test]
+fn update_worklist_replaces_atomically_and_keeps_history() {
+    let w = World::with_redis();
+    std::fs::write(w.context().join("worklist.md"), "# Old\n").expect("write");
+    let r = w.run(
+        &["dispatch"],
+        &decision(
+            "update_worklist",
+            json!({"content": "# Fullsend Worklist\n- [ ] new"}),
+            json!({}),
+        ),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        read(&w.context().join("worklist.md")),
+        "# Fullsend Worklist\n- [ ] new\n"
+    );
+    let history: Vec<_> = std::fs::read_dir(w.context().join(".history"))
+        .expect("history")
+        .collect();
+    assert_eq!(history.len(), 1);
+    // Empty content never blanks the worklist.
+    w.run(
+        &["dispatch"],
+        &decision("update_worklist", json!({"content": ""}), json!({})),
+    );
+    assert!(read(&w.context().join("worklist.md")).contains("new"));
+}
+
+#[test]
+fn record_learning_appends_a_dated_entry() {
+    let w = World::with_redis();
+    std::fs::write(
+        w.context().join("learnings.md"),
+        "# Strategic Learnings\n\n## 2024-01-14\nold",
+    )
+    .expect("write");
+    let r = w.run(
+        &["dispatch"],
+        &decision(
+            "record_learning",
+            json!({"learning": "Event targeting wins"}),
+            json!({}),
+        ),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = read(&w.context().join("learnings.md"));
+    assert!(
+        text.starts_with("# Strategic Learnings\n\n## 2024-01-14\nold\n\n## 20"),
+        "{text}"
+    );
+    assert!(text.ends_with("\nEvent targeting wins"), "{text}");
+}
+
+#[test]
+fn kill_experiment_archives_existing_and_refuses_everything_else() {
+    let w = World::with_redis();
+    let mut c = w.conn();
+    let _: () = redis::cmd("HSET")
+        .arg("experiments:exp_20240115_github_stars")
+        .arg("state")
+        .arg("running")
+        .query(&mut c)
+        .expect("hset");
+    let _: () = redis::cmd("SET")
+        .arg("schedules:exp_20240115_github_stars")
+        .arg("0 9 * * 1")
+        .query(&mut c)
+        .expect("set");
+    let r = w.run(&["dispatch"], &json!({"action": "kill_experiment", "reasoning": "2% replies", "payload": {"experiment_id": "exp_20240115_github_stars", "reason": "below failure threshold"}}).to_string());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let h: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("experiments:exp_20240115_github_stars")
+        .query(&mut c)
+        .expect("hgetall");
+    assert_eq!(h["state"], "archived");
+    assert_eq!(h["archived_by"], "orchestrator");
+    assert_eq!(h["archived_reason"], "below failure threshold");
+    assert!(h.contains_key("archived_at"));
+    let sched: Option<String> = redis::cmd("GET")
+        .arg("schedules:exp_20240115_github_stars")
+        .query(&mut c)
+        .expect("get");
+    assert!(sched.is_none(), "an archived experiment keeps no schedule");
+
+    let before: Vec<String> = redis::cmd("KEYS")
+        .arg("experiments:*")
+        .query(&mut c)
+        .expect("keys");
+    for bad in [
+        "exp_missing",
+        "../x",
+        "a b",
+        "exp_1\r\nFLUSHALL",
+        &"a".repeat(10_000),
+        "{fs}",
+        "*",
+    ] {
+        let r = w.run(
+            &["dispatch"],
+            &json!({"action": "kill_experiment", "experiment_id": bad}).to_string(),
+        );
+        assert_eq!(r.code, 1, "{bad:?} must be refused: {}", r.stderr);
+        assert!(r.json()["plan"]["rejected"].is_string());
+    }
+    let r = w.run(
+        &["dispatch"],
+        &json!({"action": "kill_experiment"}).to_string(),
+    );
+    assert_eq!(r.code, 1);
+    let after: Vec<String> = redis::cmd("KEYS")
+        .arg("experiments:*")
+        .query(&mut c)
+        .expect("keys");
+    assert_eq!(before, after, "no phantom hashes");
+}
+
+#[test]
+fn roundtable_runs_the_configured_command_and_reports_back() {
+    let w = World::with_redis();
+    let script = w.path("roundtable.sh");
+    std::fs::write(&script, "#!/bin/sh\ncat > \"$(dirname \"$0\")/rt_input.json\"\necho '{\"transcript\":[\"a\",\"b\"],\"summary\":[\"go for events\"]}'\n").expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(
+        w.context().join("learnings.md"),
+        "# Strategic Learnings\n\n## 1\none\n\n## 2\ntwo",
+    )
+    .expect("write");
+    let w = w.set("FULLSEND_ROUNDTABLE_CMD", script.to_str().expect("utf8"));
+    let r = w.run(
+        &["dispatch"],
+        &decision(
+            "initiate_roundtable",
+            json!({"prompt": "Where next?"}),
+            json!({}),
+        ),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let input: Value = serde_json::from_str(&read(&w.path("rt_input.json"))).expect("input json");
+    assert_eq!(input["prompt"], "Where next?");
+    assert!(input["learnings"].is_array(), "learnings go as a list");
+    let mut c = w.conn();
+    let back = of_type(&mut c, "fullsend:to_orchestrator", "roundtable_result");
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0]["summary"][0], "go for events");
+    assert_eq!(
+        of_type(&mut c, "fullsend:roundtable", "roundtable_request").len(),
+        1
+    );
+}
+
+#[test]
+fn no_action_and_dry_run_change_nothing() {
+    let w = World::with_redis();
+    let r = w.run(&["dispatch"], &decision("no_action", json!({}), json!({})));
+    assert_eq!(r.code, 0);
+    let r = w.run(
+        &["dispatch", "--dry-run"],
+        &decision("dispatch_to_fullsend", json!({"idea": "x"}), json!({})),
+    );
+    assert_eq!(r.code, 0);
+    assert_eq!(r.json()["dry_run"], true);
+    assert_eq!(
+        r.json()["plan"]["effects"][0]["channel"],
+        "fullsend:to_fullsend"
+    );
+    let mut c = w.conn();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).expect("keys");
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[test]
+fn bad_decisions_and_a_dead_redis_fail_clearly() {
+    let w = World::bare();
+    assert_eq!(w.run(&["dispatch"], "not json").code, 2);
+    assert_eq!(w.run(&["dispatch"], "{}").code, 2);
+    let r = w.run(
+        &["dispatch"],
+        &decision("dispatch_to_fullsend", json!({"idea": "x"}), json!({})),
+    );
+    assert_eq!(r.code, 3, "Redis down is an upstream failure: {}", r.stderr);
+    assert!(r.stderr.contains("Redis"), "{}", r.stderr);
+}
+
+#[test]
+fn think_pipes_into_dispatch() {
+    let decision = json!({"action": "dispatch_to_fullsend", "reasoning": "r", "payload": {"idea": "HN"}, "priority": "high"});
+    let mock = MockApi::sequence(vec![Reply::text(rambling(&decision))]);
+    let w = World::with_redis().mock(mock);
+    let mut think = w
+        .cmd(&["think"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("think");
+    {
+        use std::io::Write;
+        let mut stdin = think.stdin.take().expect("stdin");
+        stdin.write_all(br#"{"type":"escalation","source":"watcher","original_message":{"content":"Scrape HN Who is Hiring posts"}}"#).expect("write");
+    }
+    let think_out = think.stdout.take().expect("stdout");
+    let dispatch: std::process::Output = {
+        let mut cmd: Command = w.cmd(&["dispatch"]);
+        cmd.stdin(think_out).output().expect("dispatch")
+    };
+    assert!(think.wait().expect("wait").success());
+    assert!(
+        dispatch.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dispatch.stderr)
+    );
+    let mut c = w.conn();
+    assert_eq!(
+        of_type(&mut c, "fullsend:to_fullsend", "experiment_request").len(),
+        1
+    );
+}
