@@ -2,7 +2,10 @@
 //! redis-server, an HTTP mock of the Messages API and fake `claude` executables.
 
 mod common;
+mod design;
 mod dispatch;
 mod learn;
+mod listen;
+mod ralph;
 mod support;
 mod think;

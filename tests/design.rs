@@ -1,0 +1,482 @@
+//! `fullsend design`: extraction, validation, the repair round, every Redis
+//! write and publish, bad requests, timeouts, RALPH and API engines, with fake
+//! `claude` executables and a real redis-server.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::fake_claude::{self, Behavior, write_fake_claude};
+use crate::common::mock_api::{MockApi, Reply};
+use crate::support::{World, of_type};
+
+/// The PRD's example spec (valid once its id is), wrapped in model chatter.
+pub(crate) fn spec_yaml(id: &str) -> String {
+    format!(
+        r#"experiment:
+  id: {id}
+  hypothesis: "CTOs who starred competitor repos are high-intent prospects"
+  target:
+    description: "CTOs and technical founders who starred competitor/product repo"
+    size: 500
+    source: "GitHub API via github_stargazer_scraper tool"
+  execution:
+    tool: github_stargazer_scraper
+    params:
+      repo: "competitor/product"
+      limit: 500
+    schedule: "0 9 * * MON  # Every Monday 9am"
+    timezone: "America/Los_Angeles"
+  outreach:
+    channel: email
+    sender: "jake@company.com"
+    subject: "Quick question about {{{{company}}}}"
+    template: |
+      Hi {{{{first_name}}}},
+
+      Noticed you starred {{{{repo}}}} - looks like you're exploring dev tools.
+      We built something similar but focused on onboarding speed.
+
+      15 min this week?
+
+      Jake
+  metrics:
+    - name: emails_sent
+      type: counter
+    - name: replies
+      type: counter
+    - name: response_rate
+      type: percentage
+      formula: "replies / emails_sent"
+      success_threshold: 0.10
+  success_criteria:
+    - response_rate > 0.10
+  failure_criteria:
+    - response_rate < 0.02 after 100 sends
+"#
+    )
+}
+
+pub(crate) fn spec_reply(id: &str) -> String {
+    format!(
+        "Here's a bold experiment {{with braces}}.\n\n```yaml\n# draft\nnot: [valid\n```\n\nThe real one:\n\n```yaml\n{}```\n\nLet me know what you think!",
+        spec_yaml(id)
+    )
+}
+
+const TOOL_REQUEST: &str = "```yaml\ntool_request:\n  name: github_stargazer_scraper\n  description: \"Scrape users who starred a repo\"\n  priority: high\n  inputs:\n    - name: repo\n      type: string\n  outputs:\n    - name: users\n      type: list\n  requirements:\n    - handle rate limits\n```\n";
+
+fn fake(w: World, behavior: Behavior) -> World {
+    let dir = w.path("fake");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let claude = write_fake_claude(&dir, behavior);
+    w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"))
+}
+
+#[test]
+fn parse_survives_prose_several_fences_and_trailing_text() {
+    let w = World::bare();
+    let r = w.run(
+        &["design", "--parse"],
+        &spec_reply("exp_20240115_github_stars"),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = r.json();
+    assert_eq!(out["valid"], true);
+    assert_eq!(out["spec"]["execution"]["schedule"], "0 9 * * MON");
+    let invalid = spec_yaml("exp_20240115_github_stars")
+        .replace("    - response_rate < 0.02 after 100 sends\n", "")
+        .replace("failure_criteria:\n", "failure_criteria: []\n");
+    let r = w.run(&["design", "--parse"], &invalid);
+    assert_eq!(r.code, 1);
+    let rules: Vec<String> = r.json()["violations"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v["rule"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(rules, vec!["failure_criteria"]);
+    for (from, to, rule) in [
+        ("id: exp_20240115_github_stars", "id: ../etc/passwd", "id"),
+        ("size: 500", "size: -3", "target.size"),
+        (
+            "Hi {{first_name}}",
+            "Hi {{FIRST_NAME}} [INSERT HERE]",
+            "placeholders",
+        ),
+        ("- name: emails_sent", "- name: emails_out", "metrics"),
+        (
+            "\"0 9 * * MON  # Every Monday 9am\"",
+            "\"61 9 * * MON\"",
+            "schedule",
+        ),
+        ("America/Los_Angeles", "Mars/Olympus", "schedule"),
+    ] {
+        let text = spec_yaml("exp_20240115_github_stars").replace(from, to);
+        let r = w.run(&["design", "--parse"], &text);
+        assert_eq!(r.code, 1, "{rule}: {}", r.stdout);
+        let rules: Vec<String> = r.json()["violations"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|v| v["rule"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert!(rules.contains(&rule.to_string()), "{rule}: {rules:?}");
+    }
+}
+
+#[test]
+fn dry_run_designs_with_claude_and_writes_nothing() {
+    let w = fake(
+        World::with_redis(),
+        Behavior::Reply(spec_reply("exp_20261121_hn_cto")),
+    );
+    std::fs::write(w.context().join("product_context.md"), "We sell dev tools.").expect("write");
+    let mut c = w.conn();
+    let _: () = redis::cmd("HSET")
+        .arg("tools:github_stargazer_scraper")
+        .arg("description")
+        .arg("stars")
+        .query(&mut c)
+        .expect("hset");
+    let r = w.run(
+        &[
+            "design",
+            "--idea",
+            "Scrape HN Who is Hiring posts and email CTOs",
+            "--dry-run",
+        ],
+        "",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = r.json();
+    assert_eq!(out["status"], "ready");
+    assert_eq!(out["spec"]["id"], "exp_20261121_hn_cto");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).expect("keys");
+    assert_eq!(
+        keys,
+        vec!["tools:github_stargazer_scraper".to_string()],
+        "dry run wrote nothing"
+    );
+    // The spawner's contract with the CLI.
+    let argv = fake_claude::argv_log(&w.path("fake"));
+    let call = &argv[0];
+    assert!(
+        call.iter().any(|a| a.starts_with("--allowedTools=")),
+        "{call:?}"
+    );
+    assert!(
+        !call.iter().any(|a| a == "--allowedTools"),
+        "never the variadic form"
+    );
+    let tools = call
+        .iter()
+        .find(|a| a.starts_with("--allowedTools="))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !tools.contains("Bash"),
+        "Bash is not allowed by default: {tools}"
+    );
+    assert!(
+        call.windows(2)
+            .any(|p| p[0] == "--output-format" && p[1] == "json")
+    );
+    assert!(
+        call.windows(2)
+            .any(|p| p[0] == "--model" && p[1] == "sonnet")
+    );
+    let prompt = call
+        .iter()
+        .position(|a| a == "-p")
+        .map(|i| call[i + 1].clone())
+        .unwrap_or_default();
+    assert!(
+        prompt.contains("Scrape HN Who is Hiring posts"),
+        "the idea reaches the prompt"
+    );
+    assert!(
+        prompt.contains("github_stargazer_scraper: stars"),
+        "available tools reach the prompt"
+    );
+    assert!(
+        prompt.contains("We sell dev tools."),
+        "product context reaches the prompt"
+    );
+    assert!(!call.iter().any(|a| a.contains("dangerously")));
+    let env = fake_claude::env_log(&w.path("fake")).join("\n");
+    assert!(!env.contains("REDIS_URL"), "the child never sees Redis");
+    let work_dir = out["work_dir"].as_str().expect("work dir");
+    assert!(
+        std::path::Path::new(work_dir).join("request.md").exists(),
+        "work dir kept with the request"
+    );
+}
+
+#[test]
+fn saving_writes_every_key_and_message_once() {
+    let w = fake(
+        World::with_redis(),
+        Behavior::Reply(spec_reply("exp_20261121_hn_cto")),
+    );
+    let r = w.run(&["design"], &json!({"type": "experiment_request", "idea": {"idea": "HN"}, "context": "devs", "priority": "high", "msg_id": "cause-9"}).to_string());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut c = w.conn();
+    let h: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("experiments:exp_20261121_hn_cto")
+        .query(&mut c)
+        .expect("hgetall");
+    for field in [
+        "id",
+        "name",
+        "hypothesis",
+        "state",
+        "spec",
+        "spec_json",
+        "execution",
+        "schedule",
+        "timezone",
+        "success_criteria",
+        "failure_criteria",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(
+            h.contains_key(field),
+            "experiments hash lacks {field}: {h:?}"
+        );
+    }
+    assert_eq!(h["timezone"], "America/Los_Angeles");
+    assert!(
+        serde_json::from_str::<Value>(&h["success_criteria"])
+            .expect("json")
+            .is_array()
+    );
+    let kind: String = redis::cmd("TYPE")
+        .arg("schedules:exp_20261121_hn_cto")
+        .query(&mut c)
+        .expect("type");
+    assert_eq!(kind, "string");
+    assert_eq!(
+        of_type(&mut c, "fullsend:to_orchestrator", "experiment_ready").len(),
+        1
+    );
+    assert_eq!(
+        of_type(&mut c, "fullsend:to_orchestrator", "experiment_ready")[0]["causation_id"],
+        "cause-9"
+    );
+    // The same id again gets a new, unique id; nothing is overwritten.
+    let r = w.run(&["design", "--idea", "again"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["spec"]["id"], "exp_20261121_hn_cto_2");
+}
+
+#[test]
+fn a_needed_tool_is_requested_where_the_builder_listens() {
+    let w = fake(
+        World::with_redis(),
+        Behavior::Reply(format!(
+            "{}\n\n{TOOL_REQUEST}",
+            spec_reply("exp_20261121_stars")
+        )),
+    );
+    let r = w.run(&["design", "--idea", "GitHub stargazers"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut c = w.conn();
+    let prd = of_type(&mut c, "fullsend:builder_tasks", "tool_prd");
+    assert_eq!(prd.len(), 1);
+    assert_eq!(prd[0]["prd"]["name"], "github_stargazer_scraper");
+    assert_eq!(
+        of_type(&mut c, "fullsend:builder_requests", "tool_requested").len(),
+        1
+    );
+    let waiting: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("pending_experiments:github_stargazer_scraper")
+        .query(&mut c)
+        .expect("smembers");
+    assert_eq!(waiting, vec!["exp_20261121_stars".to_string()]);
+    let state: String = redis::cmd("HGET")
+        .arg("experiments:exp_20261121_stars")
+        .arg("state")
+        .query(&mut c)
+        .expect("hget");
+    assert_eq!(state, "draft", "blocked on its tool");
+    let reqs: Vec<String> = redis::cmd("KEYS")
+        .arg("tool_requests:*")
+        .query(&mut c)
+        .expect("keys");
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        of_type(&mut c, "fullsend:to_orchestrator", "experiment_ready")[0]["needs_tool"],
+        true
+    );
+}
+
+#[test]
+fn an_invalid_spec_gets_one_repair_round() {
+    let bad = spec_reply("exp_20261121_fix").replace("size: 500", "size: many");
+    let script = format!(
+        "n=$(cat \"$FAKE_DIR/count\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$FAKE_DIR/count\"\nif [ $n -eq 1 ]; then emit_result {}; else emit_result {}; fi",
+        fake_claude::sh_quote(&bad),
+        fake_claude::sh_quote(&spec_reply("exp_20261121_fix"))
+    );
+    let w = fake(World::with_redis(), Behavior::Script(script));
+    let r = w.run(&["design", "--idea", "x", "--dry-run"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["repaired"], true);
+    let argv = fake_claude::argv_log(&w.path("fake"));
+    assert_eq!(argv.len(), 2);
+    let prompt = argv[1]
+        .iter()
+        .position(|a| a == "-p")
+        .map(|i| argv[1][i + 1].clone())
+        .unwrap_or_default();
+    assert!(
+        prompt.contains("target.size"),
+        "the errors are fed back: {prompt}"
+    );
+}
+
+#[test]
+fn a_spec_invalid_twice_is_design_failed_and_nothing_is_saved() {
+    let w = fake(
+        World::with_redis(),
+        Behavior::Reply("I think we should do something great, but I won't write YAML.".into()),
+    );
+    let r = w.run(&["design", "--idea", "x"], "");
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json()["status"], "failed");
+    let mut c = w.conn();
+    let failed = of_type(&mut c, "fullsend:to_orchestrator", "design_failed");
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("repair"),
+        "{failed:?}"
+    );
+    assert_eq!(failed[0]["original_request"]["idea"], "x");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("experiments:*")
+        .query(&mut c)
+        .expect("keys");
+    assert!(keys.is_empty());
+}
+
+#[test]
+fn bad_requests_fail_clearly_and_write_nothing_half() {
+    let w = fake(
+        World::with_redis(),
+        Behavior::Reply(spec_reply("exp_20261121_x")),
+    );
+    assert_eq!(w.run(&["design"], "not json").code, 2);
+    assert_eq!(w.run(&["design", "--idea", "  "], "").code, 2);
+    for request in [
+        json!({"type": "experiment_request"}),
+        json!({"type": "experiment_request", "idea": "x", "request_id": "exp_1\r\nFLUSHALL"}),
+        json!({"type": "experiment_request", "idea": 42}),
+    ] {
+        let r = w.run(&["design"], &request.to_string());
+        assert_eq!(r.code, 2, "{request}: {}", r.stderr);
+    }
+    let mut c = w.conn();
+    assert_eq!(
+        of_type(&mut c, "fullsend:to_orchestrator", "design_failed").len(),
+        3
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("experiments:*")
+        .query(&mut c)
+        .expect("keys");
+    assert!(keys.is_empty());
+    assert!(
+        fake_claude::argv_log(&w.path("fake")).is_empty(),
+        "the agent never ran"
+    );
+    // A hostile id from the model never becomes a key.
+    let w = fake(
+        World::with_redis(),
+        Behavior::Reply(spec_reply("../../etc/passwd")),
+    );
+    let r = w.run(&["design", "--idea", "x"], "");
+    assert_eq!(r.code, 1);
+    let mut c = w.conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("experiments:*")
+        .query(&mut c)
+        .expect("keys");
+    assert!(keys.is_empty());
+}
+
+#[test]
+fn a_hung_agent_times_out_with_its_whole_process_group_killed() {
+    let w = fake(World::with_redis(), Behavior::ForkGrandchildAndHang).set("FULLSEND_TIMEOUT", "1");
+    let started = std::time::Instant::now();
+    let r = w.run(&["design", "--idea", "x"], "");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.json()["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Timeout")
+    );
+    let work_dir = r.json()["work_dir"].as_str().expect("work dir").to_string();
+    let pid: i32 = std::fs::read_to_string(std::path::Path::new(&work_dir).join("grandchild.pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("number");
+    std::thread::sleep(Duration::from_millis(300));
+    let alive = unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid);
+    assert!(!alive, "grandchild {pid} survived");
+    let mut c = w.conn();
+    assert_eq!(
+        of_type(&mut c, "fullsend:to_orchestrator", "design_failed").len(),
+        1
+    );
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true)
+}
+
+#[test]
+fn ralph_mode_runs_the_six_task_design() {
+    let script = format!(
+        "python3 - <<'PY'\nimport re\nt=open('TASKS.md').read()\nm=re.search(r'^- \\[ \\] (TASK-\\d+)', t, re.M)\nif m:\n    t=t.replace('- [ ] '+m.group(1), '- [x] '+m.group(1), 1)\n    open('TASKS.md','w').write(t)\n    if m.group(1)=='TASK-006':\n        open('experiment_spec.yaml','w').write({})\nPY\nemit_result '**TASK_DONE**'",
+        py_string(&spec_yaml("exp_20261121_ralph"))
+    );
+    let w = fake(World::with_redis(), Behavior::Script(script));
+    let r = w.run(
+        &["design", "--idea", "x", "--mode", "ralph", "--dry-run"],
+        "",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["spec"]["id"], "exp_20261121_ralph");
+    assert_eq!(
+        fake_claude::argv_log(&w.path("fake")).len(),
+        6,
+        "one fresh agent per task"
+    );
+}
+
+fn py_string(s: &str) -> String {
+    format!("{:?}", s)
+}
+
+#[test]
+fn the_api_engine_needs_no_claude() {
+    let mock = MockApi::sequence(vec![Reply::text(spec_reply("exp_20261121_api"))]);
+    let w = World::with_redis().mock(mock);
+    let r = w.run(
+        &["design", "--engine", "api", "--idea", "x", "--dry-run"],
+        "",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["spec"]["id"], "exp_20261121_api");
+}

@@ -1,0 +1,627 @@
+//! `fullsend listen`: end to end against a real redis-server (killed and
+//! restarted), the Messages-API mock and fake `claude`, including the short
+//! versions of the delivery targets (SIGKILL, SIGSTOP, SIGTERM, poison
+//! messages, dropped connections, several listeners).
+
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::fake_claude::{Behavior, write_fake_claude};
+use crate::common::mock_api::{self, MockApi, Recorded, Reply};
+use crate::support::{World, eventually, of_type, rambling, read, signal};
+
+const STREAM: &str = "fullsend:{to_orchestrator}:stream";
+const DLQ: &str = "fullsend:{to_orchestrator}:dlq";
+
+/// A running listener and the JSON lines it printed.
+struct Listener {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Listener {
+    fn start(w: &World, args: &[&str], log: &str) -> Listener {
+        let mut all = vec!["listen"];
+        all.extend_from_slice(args);
+        let mut child = w.spawn(&all, log);
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().expect("lock").push(v);
+                }
+            }
+        });
+        Listener { child, lines }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn lines(&self) -> Vec<Value> {
+        self.lines.lock().expect("lock").clone()
+    }
+    fn stop(mut self) -> i32 {
+        signal(self.pid(), libc::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("listener did not stop after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `n` listeners of `group` are up and the pub/sub bridge is subscribed.
+fn wait_ready(w: &World, group: &str, channel: &str, n: usize) {
+    eventually(Duration::from_secs(20), "listeners ready", || {
+        let mut conn = w.conn();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("fullsend:listeners:{group}:*"))
+            .query(&mut conn)
+            .ok()?;
+        let subs: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query(&mut conn)
+            .ok()?;
+        (keys.len() >= n && subs.first().map(|s| s.1).unwrap_or(0) >= n as i64).then_some(())
+    });
+}
+
+fn escalation(content: &str, channel_id: Option<&str>) -> Value {
+    let mut original = json!({"username": "jake", "content": content});
+    if let Some(c) = channel_id {
+        original["channel_id"] = json!(c);
+        original["message_id"] = json!("555");
+    }
+    json!({"type": "escalation", "source": "watcher", "priority": "high", "original_message": original})
+}
+
+/// A model that dispatches escalations to FULLSEND and answers everything else with no_action.
+fn dispatching_model(req: &Recorded) -> Reply {
+    let text = mock_api::user_text(req);
+    if text.contains("\"escalation\"") {
+        Reply::text(rambling(
+            &json!({"action": "dispatch_to_fullsend", "reasoning": "HN hiring posts name CTOs {hiring}", "payload": {"idea": "Scrape HN Who is Hiring posts"}, "priority": "high", "context_for_fullsend": "dev outreach"}),
+        ))
+    } else {
+        Reply::text(json!({"action": "no_action", "reasoning": "nothing to do"}).to_string())
+    }
+}
+
+fn publish(w: &World, channel: &str, payload: &str) {
+    let mut c = w.conn();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query(&mut c)
+        .expect("publish");
+}
+
+fn experiment_requests(w: &World) -> Vec<Value> {
+    let mut c = w.conn();
+    of_type(&mut c, "fullsend:to_fullsend", "experiment_request")
+}
+
+#[test]
+fn published_escalation_becomes_an_experiment_request_and_survives_a_redis_restart() {
+    let mut w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
+    let listener = Listener::start(&w, &["orchestrator", "--lease", "5"], "listen.log");
+    wait_ready(&w, "orchestrator", "fullsend:to_orchestrator", 1);
+
+    // A subscriber of fullsend:to_fullsend sees the request within 2 seconds.
+    let client = redis::Client::open(w.redis_url()).expect("client");
+    let mut sub_conn = client.get_connection().expect("conn");
+    let mut pubsub = sub_conn.as_pubsub();
+    pubsub.subscribe("fullsend:to_fullsend").expect("subscribe");
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    publish(
+        &w,
+        "fullsend:to_orchestrator",
+        &escalation("Scrape HN Who is Hiring posts", None).to_string(),
+    );
+    let msg = pubsub.get_message().expect("experiment_request within 2 s");
+    let payload: Value =
+        serde_json::from_str(&msg.get_payload::<String>().expect("payload")).expect("json");
+    assert_eq!(payload["type"], "experiment_request");
+    assert_eq!(payload["idea"]["idea"], "Scrape HN Who is Hiring posts");
+    assert!(payload["causation_id"].is_string(), "the cause is named");
+    drop(pubsub);
+    let log = read(&w.context().join("decisions.jsonl"));
+    assert!(
+        log.contains("HN hiring posts name CTOs"),
+        "decision log line with the reasoning"
+    );
+
+    // Non-JSON is dead-lettered and the next message still flows.
+    publish(&w, "fullsend:to_orchestrator", "this is not json {");
+    publish(
+        &w,
+        "fullsend:to_orchestrator",
+        &escalation("second idea", None).to_string(),
+    );
+    eventually(Duration::from_secs(10), "second request", || {
+        (experiment_requests(&w).len() == 2).then_some(())
+    });
+    let mut c = w.conn();
+    let dlq: u64 = redis::cmd("XLEN").arg(DLQ).query(&mut c).expect("xlen");
+    assert_eq!(dlq, 1);
+
+    // Kill redis-server and bring it back: the listener keeps going.
+    w.redis_mut().kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    w.redis_mut().restart();
+    wait_ready(&w, "orchestrator", "fullsend:to_orchestrator", 1);
+    publish(
+        &w,
+        "fullsend:to_orchestrator",
+        &escalation("after the restart", None).to_string(),
+    );
+    eventually(Duration::from_secs(20), "request after restart", || {
+        (experiment_requests(&w).len() == 3).then_some(())
+    });
+
+    assert_eq!(listener.stop(), 0, "SIGTERM exits 0");
+    assert!(
+        read(&w.path("listen.log"))
+            .lines()
+            .all(|l| !l.contains("panicked"))
+    );
+}
+
+#[test]
+fn durable_producers_are_handled_even_when_no_listener_was_running() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
+    // Before any listener exists: fullsend publish and a raw XADD.
+    let r = w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &escalation("via fullsend publish", None).to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.json()["stream_id"].is_string());
+    w.redis().cli(&[
+        "XADD",
+        STREAM,
+        "*",
+        "data",
+        &escalation("via redis-cli XADD", None).to_string(),
+    ]);
+    let r = w.run(&["listen", "orchestrator", "--once", "--no-ingest"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.lines().len(), 2, "{}", r.stdout);
+    assert_eq!(experiment_requests(&w).len(), 2);
+    // Running again finds nothing new: effects happened once.
+    let again = w.run(&["listen", "orchestrator", "--once", "--no-ingest"], "");
+    assert_eq!(again.lines().len(), 0);
+    assert_eq!(experiment_requests(&w).len(), 2);
+}
+
+#[test]
+fn status_notices_flow_without_the_model() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
+    for kind in ["fullsend_started", "builder_started", "design_started"] {
+        w.run(
+            &["publish", "fullsend:to_orchestrator"],
+            &json!({"type": kind, "source": "fullsend_listener", "request_id": "r1"}).to_string(),
+        );
+    }
+    let r = w.run(&["listen", "orchestrator", "--once", "--no-ingest"], "");
+    assert_eq!(r.lines().len(), 3);
+    assert!(r.lines().iter().all(|l| l["fallback"] == "status_rule"));
+    assert_eq!(w.mock_api().request_count(), 0);
+}
+
+#[test]
+fn every_incoming_message_type_is_tolerated() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
+    let messages = [
+        escalation("idea", Some("123")),
+        json!({"type": "metric_alert", "source": "redis_agent", "experiment_id": "exp_123", "alert_type": "threshold_crossed", "metric": "response_rate", "value": 0.02, "threshold": 0.05}),
+        json!({"type": "error", "source": "redis_agent", "experiment_id": "exp_1", "message": "boom", "severity": "high"}),
+        json!({"type": "success_threshold", "source": "redis_agent", "experiment_id": "exp_1", "criterion": "response_rate > 0.1", "current_value": {"response_rate": 0.2}}),
+        json!({"type": "failure_threshold", "source": "redis_agent", "experiment_id": "exp_1", "severity": "high"}),
+        json!({"type": "periodic_summary", "source": "redis_agent", "summary": "all fine", "experiment_count": 3}),
+        json!({"type": "experiment_ready", "source": "fullsend", "experiment_id": "exp_456", "summary": "x", "needs_tool": false}),
+        json!({"type": "tool_complete", "source": "builder", "tool_name": "t", "status": "active"}),
+        json!({"type": "builder_completed", "source": "builder_listener", "request_id": "r", "tool_name": "t"}),
+        json!({"type": "fullsend_failed", "source": "fullsend_listener", "request_id": "r", "error": "x"}),
+        json!({"type": "question", "source": "manual", "content": "what are we doing?"}),
+    ];
+    for m in &messages {
+        w.run(&["publish", "fullsend:to_orchestrator"], &m.to_string());
+    }
+    let r = w.run(
+        &[
+            "listen",
+            "orchestrator",
+            "--once",
+            "--no-ingest",
+            "--concurrency",
+            "4",
+        ],
+        "",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.lines().len(), messages.len(), "{}", r.stderr);
+}
+
+#[test]
+fn a_poison_message_is_dead_lettered_after_the_configured_deliveries_and_others_flow() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| {
+        if mock_api::user_text(r).contains("poison") {
+            Reply::error(529, "overloaded_error", "Overloaded")
+        } else {
+            dispatching_model(r)
+        }
+    }));
+    let w = w.set("FULLSEND_API_MAX_RETRIES", "0");
+    w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &json!({"type": "question", "content": "poison"}).to_string(),
+    );
+    let listener = Listener::start(
+        &w,
+        &[
+            "orchestrator",
+            "--lease",
+            "0.5",
+            "--max-deliveries",
+            "3",
+            "--no-ingest",
+        ],
+        "listen.log",
+    );
+    w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &escalation("healthy", None).to_string(),
+    );
+    eventually(Duration::from_secs(30), "dead letter", || {
+        let mut c = w.conn();
+        let n: u64 = redis::cmd("XLEN").arg(DLQ).query(&mut c).ok()?;
+        (n == 1).then_some(())
+    });
+    let mut c = w.conn();
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(DLQ)
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .expect("xrange");
+    let fields = &entries[0].1;
+    assert_eq!(
+        fields["deliveries"], "4",
+        "dead-lettered on the delivery after the 3rd"
+    );
+    assert!(
+        fields["error"].contains("529") || fields["error"].contains("overloaded"),
+        "{fields:?}"
+    );
+    let poison_calls = w
+        .mock_api()
+        .requests()
+        .iter()
+        .filter(|r| mock_api::user_text(r).contains("poison"))
+        .count();
+    assert_eq!(
+        poison_calls, 3,
+        "one model call per delivery, none after the cap"
+    );
+    assert_eq!(
+        experiment_requests(&w).len(),
+        1,
+        "the healthy message was handled"
+    );
+    assert_eq!(listener.stop(), 0);
+    // Requeue puts it back on the stream.
+    let r = w.run(&["dlq", "requeue", "orchestrator", "--all"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let n: u64 = redis::cmd("XLEN").arg(DLQ).query(&mut c).expect("xlen");
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn a_slow_model_sends_still_thinking_once_however_often_it_is_retried() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| {
+        Reply::Delay(Duration::from_secs(5), Box::new(dispatching_model(r)))
+    }));
+    let w = w.set("ORCHESTRATOR_TIMEOUT", "0.5");
+    w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &escalation("slow", Some("42")).to_string(),
+    );
+    let listener = Listener::start(
+        &w,
+        &[
+            "orchestrator",
+            "--lease",
+            "0.5",
+            "--max-deliveries",
+            "3",
+            "--no-ingest",
+        ],
+        "listen.log",
+    );
+    eventually(Duration::from_secs(30), "dead letter after retries", || {
+        let mut c = w.conn();
+        let n: u64 = redis::cmd("XLEN").arg(DLQ).query(&mut c).ok()?;
+        (n == 1).then_some(())
+    });
+    let mut c = w.conn();
+    let replies = of_type(
+        &mut c,
+        "fullsend:from_orchestrator",
+        "orchestrator_response",
+    );
+    assert_eq!(
+        replies.len(),
+        1,
+        "exactly one still-thinking reply: {replies:?}"
+    );
+    assert_eq!(
+        replies[0]["content"],
+        "I'm still thinking about this. Will update soon."
+    );
+    assert_eq!(replies[0]["channel_id"], "42");
+    listener.kill();
+}
+
+#[test]
+fn sigkill_mid_message_loses_nothing_and_duplicates_nothing() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| {
+        Reply::Delay(Duration::from_millis(400), Box::new(dispatching_model(r)))
+    }));
+    let total = 12;
+    for i in 0..total {
+        w.run(
+            &["publish", "fullsend:to_orchestrator"],
+            &escalation(&format!("idea {i}"), None).to_string(),
+        );
+    }
+    let args = [
+        "orchestrator",
+        "--lease",
+        "1",
+        "--no-ingest",
+        "--concurrency",
+        "2",
+    ];
+    let mut a = Listener::start(&w, &args, "a.log");
+    let b = Listener::start(&w, &args, "b.log");
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(700));
+        a.kill();
+        a = Listener::start(&w, &args, &format!("a{round}.log"));
+    }
+    eventually(Duration::from_secs(60), "all handled", || {
+        (experiment_requests(&w).len() >= total).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let requests = experiment_requests(&w);
+    let mut causes: Vec<String> = requests
+        .iter()
+        .map(|m| m["causation_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    causes.sort();
+    causes.dedup();
+    assert_eq!(requests.len(), total, "no duplicates");
+    assert_eq!(causes.len(), total, "no message lost");
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn a_listener_stopped_past_its_lease_commits_nothing_twice() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| {
+        Reply::Delay(Duration::from_millis(1500), Box::new(dispatching_model(r)))
+    }));
+    w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &escalation("stop me", None).to_string(),
+    );
+    let a = Listener::start(
+        &w,
+        &["orchestrator", "--lease", "0.6", "--no-ingest"],
+        "a.log",
+    );
+    eventually(Duration::from_secs(10), "A is thinking", || {
+        (w.mock_api().request_count() >= 1).then_some(())
+    });
+    signal(a.pid(), libc::SIGSTOP);
+    let b = Listener::start(
+        &w,
+        &["orchestrator", "--lease", "0.6", "--no-ingest"],
+        "b.log",
+    );
+    eventually(Duration::from_secs(20), "B handled it", || {
+        (experiment_requests(&w).len() == 1).then_some(())
+    });
+    signal(a.pid(), libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        experiment_requests(&w).len(),
+        1,
+        "the stale listener did not commit"
+    );
+    assert_eq!(
+        a.lines().len() + b.lines().len(),
+        1,
+        "one output line in all"
+    );
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn sigterm_finishes_work_in_flight_and_exits_0() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| {
+        Reply::Delay(Duration::from_millis(1500), Box::new(dispatching_model(r)))
+    }));
+    w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &escalation("in flight", None).to_string(),
+    );
+    let l = Listener::start(
+        &w,
+        &["orchestrator", "--no-ingest", "--grace", "10"],
+        "l.log",
+    );
+    eventually(Duration::from_secs(10), "thinking", || {
+        (w.mock_api().request_count() >= 1).then_some(())
+    });
+    let started = Instant::now();
+    let lines = l.lines.clone();
+    assert_eq!(l.stop(), 0);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        experiment_requests(&w).len(),
+        1,
+        "the message in flight was finished"
+    );
+    assert_eq!(lines.lock().expect("lock").len(), 1);
+}
+
+#[test]
+fn dropped_connections_and_a_paused_server_lose_nothing() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
+    let l = Listener::start(&w, &["orchestrator", "--lease", "2"], "l.log");
+    wait_ready(&w, "orchestrator", "fullsend:to_orchestrator", 1);
+    for i in 0..6 {
+        w.run(
+            &["publish", "fullsend:to_orchestrator"],
+            &escalation(&format!("during chaos {i}"), None).to_string(),
+        );
+        w.redis().cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+        w.redis().cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    w.redis().cli(&["CLIENT", "PAUSE", "2000", "ALL"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    eventually(Duration::from_secs(30), "all handled", || {
+        (experiment_requests(&w).len() == 6).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(experiment_requests(&w).len(), 6);
+    assert_eq!(l.stop(), 0, "still running, stops cleanly");
+}
+
+#[test]
+fn two_listeners_share_the_work_each_message_once() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| {
+        Reply::Delay(Duration::from_millis(100), Box::new(dispatching_model(r)))
+    }));
+    let total = 40;
+    for i in 0..total {
+        w.run(
+            &["publish", "fullsend:to_orchestrator"],
+            &escalation(&format!("shared {i}"), None).to_string(),
+        );
+    }
+    let args = ["orchestrator", "--no-ingest", "--concurrency", "4"];
+    let a = Listener::start(&w, &args, "a.log");
+    let b = Listener::start(&w, &args, "b.log");
+    eventually(Duration::from_secs(60), "all handled", || {
+        (experiment_requests(&w).len() >= total).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(experiment_requests(&w).len(), total);
+    let (la, lb) = (a.lines().len(), b.lines().len());
+    assert_eq!(la + lb, total);
+    assert!(la > 0 && lb > 0, "work was shared: {la} / {lb}");
+    let status = w.run(&["status"], "");
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let s = status.json();
+    assert_eq!(s["roles"][0]["listeners_alive"], 2);
+    assert_eq!(s["roles"][0]["pending"], 0);
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn listen_fullsend_designs_saves_and_announces() {
+    let w = World::with_redis();
+    let fake_dir = w.path("fake");
+    std::fs::create_dir_all(&fake_dir).expect("dir");
+    let claude = write_fake_claude(
+        &fake_dir,
+        Behavior::Reply(crate::design::spec_reply("exp_20261121_hn_hiring")),
+    );
+    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let l = Listener::start(&w, &["fullsend", "--lease", "5"], "l.log");
+    wait_ready(&w, "fullsend", "fullsend:to_fullsend", 1);
+    publish(&w, "fullsend:to_fullsend", &json!({"type": "experiment_request", "idea": "Scrape GitHub stargazers of anthropic/claude and email CTOs", "context": "We have had success with developer-focused outreach"}).to_string());
+    let mut c = w.conn();
+    let h: std::collections::HashMap<String, String> =
+        eventually(Duration::from_secs(30), "experiment saved", || {
+            let h: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                .arg("experiments:exp_20261121_hn_hiring")
+                .query(&mut c)
+                .ok()?;
+            (!h.is_empty()).then_some(h)
+        });
+    assert_eq!(h["state"], "ready");
+    assert!(h["spec"].contains("experiment:"));
+    let execution: Value = serde_json::from_str(&h["execution"]).expect("execution json");
+    assert_eq!(execution["tool"], "github_stargazer_scraper");
+    let cron: String = redis::cmd("GET")
+        .arg("schedules:exp_20261121_hn_hiring")
+        .query(&mut c)
+        .expect("get");
+    assert_eq!(
+        cron, "0 9 * * MON",
+        "comment stripped, bare string for the Executor"
+    );
+    let metrics: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("metrics_specs:exp_20261121_hn_hiring")
+        .query(&mut c)
+        .expect("hgetall");
+    assert!(metrics["metrics_yaml"].contains("response_rate"));
+    let ready = eventually(Duration::from_secs(10), "experiment_ready", || {
+        let r = of_type(&mut c, "fullsend:to_orchestrator", "experiment_ready");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(ready[0]["experiment_id"], "exp_20261121_hn_hiring");
+    assert_eq!(
+        of_type(&mut c, "fullsend:to_orchestrator", "fullsend_started").len(),
+        1
+    );
+    assert_eq!(
+        of_type(&mut c, "fullsend:experiments", "experiment_created").len(),
+        1
+    );
+    assert_eq!(
+        of_type(&mut c, "fullsend:schedules", "schedule_created").len(),
+        1
+    );
+    // A bad request is answered with design_failed, not dropped.
+    publish(
+        &w,
+        "fullsend:to_fullsend",
+        &json!({"type": "experiment_request", "request_id": "../../x"}).to_string(),
+    );
+    let failed = eventually(Duration::from_secs(10), "design_failed", || {
+        let r = of_type(&mut c, "fullsend:to_orchestrator", "design_failed");
+        (!r.is_empty()).then_some(r)
+    });
+    assert!(
+        failed[0]["reason"].as_str().unwrap_or("").contains("idea"),
+        "{failed:?}"
+    );
+    assert_eq!(l.stop(), 0);
+}
