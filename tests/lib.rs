@@ -7,5 +7,6 @@ mod dispatch;
 mod learn;
 mod listen;
 mod ralph;
+mod real_claude;
 mod support;
 mod think;

@@ -707,7 +707,10 @@ fn validate(req: &Recorded) -> Result<(), Rejection> {
     };
     for (i, message) in messages.iter().enumerate() {
         let role = message.get("role").and_then(Value::as_str);
-        if !matches!(role, Some("user" | "assistant")) {
+        // The real Claude Code CLI (2.1.197) sends `system`-role messages
+        // mid-conversation under its beta headers, and the API accepts them.
+        let beta = req.header("anthropic-beta").is_some();
+        if !(matches!(role, Some("user" | "assistant")) || (beta && role == Some("system"))) {
             return Err(invalid(format!(
                 "messages.{i}.role: Input should be 'user' or 'assistant'"
             )));
