@@ -6,6 +6,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cmd;
 
+/// The exit-code table, shown by `fullsend --help` and in fullsend(1).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    success (also when stdout is closed early, e.g. `| head`)
+  1    the command ran but failed (a rejected action, an invalid spec, a stalled loop)
+  2    usage, configuration or input error (bad JSON, a missing key, a hostile id)
+  3    upstream or transient failure: model API, Redis, network, timeout (retrying may work)
+  4    a limit was reached (max iterations, total timeout, cost budget, daily spend limit)
+  130  interrupted (SIGINT); 143 terminated (SIGTERM)
+
+Configuration: flags > environment > ./fullsend.toml > $XDG_CONFIG_HOME/fullsend/config.toml > defaults
+(`fullsend config` shows each value and where it came from).";
+
 /// Orchestrator and FULLSEND of the Fullsend GTM agent system, as composable
 /// subcommands. Each reads JSON (stdin or flags) and writes JSON on stdout;
 /// logs and progress go to stderr.
@@ -14,7 +27,8 @@ use crate::cmd;
     name = "fullsend",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_long_help = EXIT_CODES
 )]
 pub struct Cli {
     /// Options every subcommand takes.
@@ -92,6 +106,13 @@ pub enum Command {
     Design(cmd::design::Args),
     /// Print the effective configuration and where each value came from.
     Config(cmd::config::Args),
+    /// Check that this host is ready: Redis, API key, model, claude, context, prompts.
+    Doctor(cmd::doctor::Args),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(cmd::completions::Args),
+    /// Generate man pages (for packaging).
+    #[command(hide = true)]
+    Generate(cmd::generate::Args),
 }
 
 /// `fullsend learn …`

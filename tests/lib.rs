@@ -4,6 +4,7 @@
 mod common;
 mod design;
 mod dispatch;
+mod docs;
 mod learn;
 mod listen;
 mod ralph;

@@ -24,6 +24,8 @@ pub struct World {
     pub redis: Option<RedisServer>,
     pub mock: Option<MockApi>,
     pub env: Vec<(String, String)>,
+    /// Pass `--no-config` (the default: tests ignore config files).
+    pub no_config: bool,
 }
 
 /// What a run printed and how it exited.
@@ -64,6 +66,7 @@ impl World {
             redis: None,
             mock: None,
             env: Vec::new(),
+            no_config: true,
         }
     }
     /// With a real redis-server.
@@ -131,7 +134,10 @@ impl World {
         for (k, v) in &self.env {
             c.env(k, v);
         }
-        c.arg("--no-config");
+        c.current_dir(self.dir.path());
+        if self.no_config {
+            c.arg("--no-config");
+        }
         c.args(args);
         c
     }

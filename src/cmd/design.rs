@@ -18,7 +18,12 @@ Examples:
   fullsend design --idea 'Scrape HN Who is Hiring posts and email CTOs' --dry-run
   echo '{\"type\":\"experiment_request\",\"idea\":\"GitHub stargazers of our competitor\"}' | fullsend design
   fullsend design --engine api --idea 'Conference attendee outreach'
-  fullsend design --parse < model-output.txt";
+  fullsend design --parse < model-output.txt
+
+Output (abridged):
+  {\"v\":1,\"status\":\"ready\",\"spec\":{\"id\":\"exp_20261121_hn_hiring\",\"hypothesis\":\"…\",…},\"tool_request\":null,
+   \"keys_written\":[\"experiments:exp_20261121_hn_hiring\",\"metrics_specs:exp_20261121_hn_hiring\",\"schedules:exp_20261121_hn_hiring\"],
+   \"messages\":[{\"channel\":\"fullsend:to_orchestrator\",\"type\":\"experiment_ready\"},…],\"work_dir\":\"/tmp/fullsend/design_…\"}";
 
 /// Arguments of `fullsend design`.
 #[derive(Debug, clap::Args)]

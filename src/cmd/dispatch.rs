@@ -15,7 +15,11 @@ pub const EXAMPLES: &str = "\
 Examples:
   fullsend think < msg.json | fullsend dispatch
   echo '{\"action\":\"record_learning\",\"payload\":{\"learning\":\"CTOs respond, CFOs ignore\"}}' | fullsend dispatch
-  echo '{\"action\":\"kill_experiment\",\"experiment_id\":\"exp_20240115_github_stars\"}' | fullsend dispatch --dry-run";
+  echo '{\"action\":\"kill_experiment\",\"experiment_id\":\"exp_20240115_github_stars\"}' | fullsend dispatch --dry-run
+
+Output (abridged):
+  {\"v\":1,\"action\":\"record_learning\",\"dry_run\":false,\"plan\":{\"effects\":[{\"effect\":\"append_learning\",…}],\"warnings\":[]},
+   \"files\":[{\"effect\":\"append_learning\",\"appended\":true,\"timestamp\":\"2026-11-21T10:00:00.000000+00:00\"}]}";
 
 /// Arguments of `fullsend dispatch`.
 #[derive(Debug, clap::Args)]

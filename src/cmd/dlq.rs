@@ -11,8 +11,20 @@ use crate::cmd::listen::Role;
 use crate::exit::{Exit, Fail};
 use crate::store::ChannelKeys;
 
+/// Examples shown in `--help` and the man page.
+pub const EXAMPLES: &str = "\
+Examples:
+  fullsend dlq list orchestrator
+  fullsend dlq requeue orchestrator 1763719200000-0
+  fullsend dlq requeue fullsend --all
+
+Output of list (one line per dead letter):
+  {\"dlq_id\":\"1763719200000-0\",\"dlq\":\"fullsend:{to_orchestrator}:dlq\",\"fields\":{\"data\":\"not json\",
+   \"error\":\"message is not JSON …\",\"deliveries\":\"1\",\"consumer\":\"host:0\",\"entry_id\":\"…\",\"dead_at\":\"…\"}}";
+
 /// Arguments of `fullsend dlq list`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct ListArgs {
     /// Whose dead letters.
     #[arg(value_enum)]
@@ -24,6 +36,7 @@ pub struct ListArgs {
 
 /// Arguments of `fullsend dlq requeue`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct RequeueArgs {
     /// Whose dead letters.
     #[arg(value_enum)]

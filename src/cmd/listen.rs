@@ -17,7 +17,11 @@ pub const EXAMPLES: &str = "\
 Examples:
   fullsend listen orchestrator
   fullsend listen fullsend --concurrency 2
-  fullsend listen orchestrator --once      # drain what is queued, then exit";
+  fullsend listen orchestrator --once      # drain what is queued, then exit
+
+Output (one line per handled message, abridged):
+  {\"v\":1,\"role\":\"orchestrator\",\"msg_id\":\"019a…\",\"type\":\"escalation\",\"action\":\"dispatch_to_fullsend\",
+   \"entry_id\":\"1763719200000-0\",\"deliveries\":1,\"commit\":{\"status\":{\"status\":\"ok\"},…}}";
 
 /// Which daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,10 +1,13 @@
 //! Command glue: one module per subcommand (the path mirrors the command),
 //! each with its `Args` and `run`. This file holds the single dispatch match.
 
+pub mod completions;
 pub mod config;
 pub mod design;
 pub mod dispatch;
 pub mod dlq;
+pub mod doctor;
+pub mod generate;
 pub mod learn;
 pub mod listen;
 pub mod publish;
@@ -65,6 +68,9 @@ pub fn name(command: &Command) -> String {
         Command::Ralph(RalphCommand::Spawn(_)) => "ralph spawn",
         Command::Design(_) => "design",
         Command::Config(_) => "config",
+        Command::Doctor(_) => "doctor",
+        Command::Completions(_) => "completions",
+        Command::Generate(_) => "generate",
     }
     .to_string()
 }
@@ -89,6 +95,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Design(args) if args.parse => design::parse(args, g),
         Command::Design(args) => block_on(true, design::run(args, g)),
         Command::Config(args) => config::run(args, g),
+        Command::Doctor(args) => block_on(false, doctor::run(args, g)),
+        Command::Completions(args) => completions::run(args, g),
+        Command::Generate(args) => generate::run(args, g),
     }
 }
 

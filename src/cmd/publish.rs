@@ -10,7 +10,10 @@ use crate::exit::{Exit, Fail};
 pub const EXAMPLES: &str = "\
 Examples:
   echo '{\"type\":\"escalation\",\"source\":\"watcher\",\"original_message\":{\"content\":\"Scrape HN Who is Hiring posts\"}}' \\
-    | fullsend publish fullsend:to_orchestrator";
+    | fullsend publish fullsend:to_orchestrator
+
+Output:
+  {\"channel\":\"fullsend:to_orchestrator\",\"stream_id\":\"1763719200000-0\",\"receivers\":1,\"msg_id\":\"019a…\"}";
 
 /// Arguments of `fullsend publish`.
 #[derive(Debug, clap::Args)]

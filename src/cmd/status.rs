@@ -10,8 +10,19 @@ use crate::cmd::Env;
 use crate::exit::Exit;
 use crate::store::{ChannelKeys, Conn};
 
+/// Examples shown in `--help` and the man page.
+pub const EXAMPLES: &str = "\
+Examples:
+  fullsend status | jq '.roles[] | {role, pending, dead_letters, listeners_alive}'
+
+Output (abridged):
+  {\"v\":1,\"redis\":{\"reachable\":true,\"version\":\"7.0.15\",\"warnings\":[\"appendonly is no; durable delivery needs yes\"]},
+   \"roles\":[{\"role\":\"orchestrator\",\"length\":42,\"pending\":1,\"dead_letters\":0,\"listeners_alive\":2,\"last_error\":null,…}],
+   \"spend_today_usd\":1.23}";
+
 /// Arguments of `fullsend status`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct Args {}
 
 /// Runs `status`.

@@ -18,7 +18,14 @@ Examples:
   echo '{\"type\":\"escalation\",\"source\":\"watcher\",\"original_message\":{\"content\":\"Scrape HN Who is Hiring posts\"}}' \\
     | fullsend think | fullsend dispatch
   echo 'Thinking... {\"action\":\"no_action\",\"reasoning\":\"nothing to do\"}' | fullsend think --parse
-  fullsend think --context-only | jq '.experiments | length'";
+  fullsend think --context-only | jq '.experiments | length'
+
+Output (abridged):
+  {\"v\":1,\"action\":\"dispatch_to_fullsend\",\"reasoning\":\"HN hiring posts list CTOs who are buying\",
+   \"payload\":{\"idea\":\"Scrape HN Who is Hiring posts\"},\"priority\":\"high\",\"experiment_id\":null,
+   \"context_for_fullsend\":\"dev outreach works\",\"message\":{…the incoming message…},\"model\":\"claude-opus-5-5\",
+   \"usage\":{\"input_tokens\":350,\"output_tokens\":600,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":3900},
+   \"cost_usd\":0.0142,\"thinking\":\"…\",\"elapsed_ms\":8421}";
 
 /// Arguments of `fullsend think`.
 #[derive(Debug, clap::Args)]

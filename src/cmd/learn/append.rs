@@ -16,7 +16,11 @@ pub const EXAMPLES: &str = "\
 Examples:
   fullsend learn append 'CTOs respond, CFOs ignore: 8/50 vs 0/50 replies'
   echo 'Tuesday 9am PST is the best send time' | fullsend learn append
-  fullsend learn append --tactical --experiment exp_20240115_github_stars 'Template A got 20% replies'";
+  fullsend learn append --tactical --experiment exp_20240115_github_stars 'Template A got 20% replies'
+
+Output:
+  {\"v\":1,\"kind\":\"strategic\",\"path\":\"context/learnings.md\",\"appended\":true,\"timestamp\":\"2026-11-21T10:00:00.000000+00:00\",\"bytes\":58}
+  {\"v\":1,\"kind\":\"tactical\",\"key\":\"learnings:tactical:20261121_100000_000000_1a2b3c4d\",\"experiment_id\":\"exp_20240115_github_stars\",\"appended\":true}";
 
 /// Arguments of `fullsend learn append`.
 #[derive(Debug, clap::Args)]

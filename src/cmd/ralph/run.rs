@@ -15,7 +15,11 @@ use crate::spawn::{Agent, SpawnResult};
 pub const EXAMPLES: &str = "\
 Examples:
   fullsend ralph run --work-dir ./exp --goal 'Design a cold-email test for YC founders'
-  fullsend ralph run --work-dir ./exp --max-iterations 20 --budget 2.50   # resumes at the first open task";
+  fullsend ralph run --work-dir ./exp --max-iterations 20 --budget 2.50   # resumes at the first open task
+
+Output (abridged):
+  {\"status\":\"complete\",\"iterations\":6,\"tasks\":[{\"id\":\"TASK-001\",\"title\":\"…\",\"done\":true,\"attempts\":1},…],
+   \"tasks_done\":6,\"tasks_total\":6,\"cost_usd\":0.41,\"work_dir\":\"./exp\",\"elapsed_ms\":183000,\"reason\":null}";
 
 /// Arguments of `fullsend ralph run`.
 #[derive(Debug, clap::Args)]

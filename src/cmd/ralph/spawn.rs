@@ -12,7 +12,11 @@ use crate::spawn::Agent;
 pub const EXAMPLES: &str = "\
 Examples:
   fullsend ralph spawn --agent echo -- hello
-  fullsend ralph spawn --work-dir /tmp/x -- 'Write hello.txt containing hi'";
+  fullsend ralph spawn --work-dir /tmp/x -- 'Write hello.txt containing hi'
+
+Output (abridged):
+  {\"ok\":true,\"exit_code\":0,\"timed_out\":false,\"is_error\":false,\"result\":\"hello\",\"session_id\":null,
+   \"total_cost_usd\":0.0,\"duration_ms\":3,\"prompt_path\":\"…/.fullsend/calls/001-spawn.prompt.txt\",…}";
 
 /// Arguments of `fullsend ralph spawn`.
 #[derive(Debug, clap::Args)]

@@ -14,7 +14,10 @@ use crate::exit::{Exit, Fail};
 pub const EXAMPLES: &str = "\
 Examples:
   fullsend worklist set < new-worklist.md
-  fullsend worklist set --file context/templates/worklist.md";
+  fullsend worklist set --file new-worklist.md
+
+Output:
+  {\"v\":1,\"path\":\"context/worklist.md\",\"bytes\":412,\"previous\":\"context/.history/worklist-20261121T100000.000000Z.md\",\"changed\":true}";
 
 /// Arguments of `fullsend worklist set`.
 #[derive(Debug, clap::Args)]
