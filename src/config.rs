@@ -225,6 +225,20 @@ const SETTINGS: &[Setting] = &[
         help: "seconds the roundtable command may take",
     },
     Setting {
+        key: "daily_spend_limit_usd",
+        env: "FULLSEND_DAILY_SPEND_LIMIT_USD",
+        default: "",
+        secret: false,
+        help: "stop new model calls once today's (UTC) spend reaches this many USD",
+    },
+    Setting {
+        key: "notice_channel_id",
+        env: "FULLSEND_NOTICE_CHANNEL_ID",
+        default: "",
+        secret: false,
+        help: "Discord channel id for operational notices (spend limit)",
+    },
+    Setting {
         key: "skip_permissions",
         env: "FULLSEND_SKIP_PERMISSIONS",
         default: "false",
@@ -517,6 +531,22 @@ impl Config {
     /// How long the roundtable command may take.
     pub fn roundtable_timeout(&self) -> anyhow::Result<Duration> {
         self.seconds("roundtable_timeout")
+    }
+    /// The daily spend limit in USD, if set.
+    pub fn daily_spend_limit(&self) -> anyhow::Result<Option<f64>> {
+        match self.optional("daily_spend_limit_usd") {
+            None => Ok(None),
+            Some(v) => match v.parse::<f64>() {
+                Ok(n) if n >= 0.0 && n.is_finite() => Ok(Some(n)),
+                _ => Err(Fail::usage(format!(
+                    "FULLSEND_DAILY_SPEND_LIMIT_USD must be a non-negative number, got {v:?}"
+                ))),
+            },
+        }
+    }
+    /// The Discord channel for operational notices.
+    pub fn notice_channel_id(&self) -> Option<String> {
+        self.optional("notice_channel_id")
     }
     /// Whether claude may run with --dangerously-skip-permissions.
     pub fn skip_permissions(&self) -> anyhow::Result<bool> {

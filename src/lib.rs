@@ -30,6 +30,7 @@ pub mod roundtable;
 pub mod signal;
 pub mod spawn;
 pub mod spec;
+pub mod spend;
 pub mod store;
 pub mod term;
 

@@ -116,6 +116,15 @@ impl Orchestrator {
             .is_some_and(|t| self.status_types.iter().any(|s| s == t))
     }
 
+    /// The prompt `decide` would send for `msg` (fitted to the budget).
+    pub fn prompt(
+        &self,
+        msg: &Map<String, Value>,
+        ctx: &Context,
+    ) -> anyhow::Result<prompt::BuiltPrompt> {
+        prompt::orchestrator_prompt(&self.prompts, ctx, msg, self.prompt_budget)
+    }
+
     /// Decides what to do about `msg`.
     pub async fn decide(
         &self,

@@ -625,3 +625,73 @@ fn listen_fullsend_designs_saves_and_announces() {
     );
     assert_eq!(l.stop(), 0);
 }
+
+#[test]
+fn the_spend_limit_holds_messages_and_sends_one_notice() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
+    let w = w
+        .set("FULLSEND_DAILY_SPEND_LIMIT_USD", "1")
+        .set("FULLSEND_NOTICE_CHANNEL_ID", "4242");
+    let day = jiff_free_today(&w);
+    let mut c = w.conn();
+    let _: () = redis::cmd("SET")
+        .arg(format!("fullsend:spend:{day}"))
+        .arg("1.5")
+        .query(&mut c)
+        .expect("set");
+    for i in 0..2 {
+        w.run(
+            &["publish", "fullsend:to_orchestrator"],
+            &escalation(&format!("held {i}"), None).to_string(),
+        );
+    }
+    let l = Listener::start(&w, &["orchestrator", "--no-ingest"], "l.log");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        w.mock_api().request_count(),
+        0,
+        "no model call past the limit"
+    );
+    assert!(experiment_requests(&w).is_empty());
+    let notices = of_type(
+        &mut c,
+        "fullsend:from_orchestrator",
+        "orchestrator_response",
+    );
+    assert_eq!(notices.len(), 1, "one notice: {notices:?}");
+    assert_eq!(notices[0]["channel_id"], "4242");
+    let queued: u64 = redis::cmd("XLEN").arg(STREAM).query(&mut c).expect("xlen");
+    assert_eq!(queued, 2, "the messages wait in the stream");
+    let status = w.run(&["status"], "").json();
+    assert_eq!(
+        status["roles"][0]["pending"], 0,
+        "held back undelivered, so no delivery counts toward the dead-letter cap"
+    );
+    // A new day (or a higher limit): the held messages are handled.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("fullsend:spend:{day}"))
+        .query(&mut c)
+        .expect("del");
+    eventually(Duration::from_secs(20), "held messages handled", || {
+        (experiment_requests(&w).len() == 2).then_some(())
+    });
+    assert_eq!(
+        of_type(
+            &mut c,
+            "fullsend:from_orchestrator",
+            "orchestrator_response"
+        )
+        .len(),
+        1,
+        "still one notice"
+    );
+    assert_eq!(l.stop(), 0);
+}
+
+/// Today's spend key suffix, as `fullsend status` reports it.
+fn jiff_free_today(w: &World) -> String {
+    w.run(&["status"], "").json()["spend"]["day"]
+        .as_str()
+        .expect("day")
+        .to_string()
+}

@@ -403,3 +403,120 @@ fn a_prompt_override_with_an_unknown_placeholder_fails_before_sending() {
     assert!(r.stderr.contains("nonsense"), "{}", r.stderr);
     assert_eq!(w.mock_api().request_count(), 0);
 }
+
+#[test]
+fn the_cached_prefix_is_stable_and_the_message_comes_last() {
+    let mock = MockApi::sequence(vec![decision_reply("no_action")]);
+    let w = World::with_redis().mock(mock);
+    std::fs::write(
+        w.context().join("learnings.md"),
+        "# Strategic Learnings\n\n## 2024-01-14\nCTOs respond",
+    )
+    .expect("write");
+    for content in ["first idea", "a completely different second idea"] {
+        let msg = json!({"type": "escalation", "source": "watcher", "original_message": {"content": content}});
+        assert_eq!(w.run(&["think", "--no-log"], &msg.to_string()).code, 0);
+    }
+    let reqs = w.mock_api().requests();
+    let (a, b) = (&reqs[0].body, &reqs[1].body);
+    assert_eq!(
+        a["system"], b["system"],
+        "system prompt (product, learnings) is byte-identical"
+    );
+    assert_eq!(
+        a["messages"][0]["content"][0], b["messages"][0]["content"][0],
+        "the context block is identical too"
+    );
+    assert_eq!(
+        a["messages"][0]["content"][0]["cache_control"]["type"],
+        "ephemeral"
+    );
+    assert_ne!(
+        a["messages"][0]["content"][1], b["messages"][0]["content"][1],
+        "only the last block differs"
+    );
+}
+
+#[test]
+fn prompt_only_shows_blocks_and_stays_within_budget_for_a_huge_context() {
+    let w = World::with_redis().set("FULLSEND_PROMPT_BUDGET", "8000");
+    let learnings: String = (0..40_000)
+        .map(|i| {
+            format!(
+                "\n\n## 2026-01-01T00:00:{i:05}\nlearning {i}: event targeting beats cold lists"
+            )
+        })
+        .collect();
+    std::fs::write(
+        w.context().join("learnings.md"),
+        format!("# Strategic Learnings{learnings}"),
+    )
+    .expect("write");
+    let mut c = w.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..2000 {
+        pipe.cmd("HSET")
+            .arg(format!("experiments:exp_{i}"))
+            .arg("name")
+            .arg(format!("experiment {i}"))
+            .arg("state")
+            .arg(if i % 2 == 0 { "running" } else { "completed" })
+            .ignore();
+    }
+    let _: () = pipe.query(&mut c).expect("pipe");
+    let r = w.run(&["think", "--prompt-only"], ESCALATION);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = r.json();
+    assert!(
+        out["estimated_tokens"].as_u64().unwrap_or(u64::MAX) <= 8000,
+        "{}",
+        out["estimated_tokens"]
+    );
+    let system = out["system"][0]["text"].as_str().unwrap_or("");
+    assert!(
+        system.contains("learning 39999"),
+        "the newest learnings are kept"
+    );
+    assert!(!system.contains("learning 0:"), "the oldest are cut");
+    let context = out["user"][0]["text"].as_str().unwrap_or("");
+    assert!(
+        context.contains("(state: running)"),
+        "active experiments come first"
+    );
+    assert!(
+        context.contains("Left out to fit the prompt budget"),
+        "the prompt says what was left out"
+    );
+    assert_eq!(
+        out["omitted"].as_array().map(Vec::len).unwrap_or(0) > 0,
+        true
+    );
+}
+
+#[test]
+fn the_spend_limit_stops_new_model_calls() {
+    let mock = MockApi::sequence(vec![decision_reply("no_action")]);
+    let w = World::with_redis()
+        .mock(mock)
+        .set("FULLSEND_DAILY_SPEND_LIMIT_USD", "0.5");
+    // Each decision costs (1200×4 + 300×20 + 4000×0.2)/1e6 = $0.0116 at the built-in Opus 5.5 prices.
+    assert_eq!(w.run(&["think", "--no-log"], ESCALATION).code, 0);
+    let status = w.run(&["status"], "").json();
+    let spent = status["spend"]["spent_today_usd"].as_f64().unwrap_or(0.0);
+    assert!((spent - 0.0116).abs() < 1e-6, "{status}");
+    let mut c = w.conn();
+    let day: String = status["spend"]["day"].as_str().unwrap_or("").to_string();
+    let _: () = redis::cmd("SET")
+        .arg(format!("fullsend:spend:{day}"))
+        .arg("0.75")
+        .query(&mut c)
+        .expect("set");
+    let r = w.run(&["think", "--no-log"], ESCALATION);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert_eq!(r.json()["fallback"], "spend_limit");
+    assert_eq!(
+        w.mock_api().request_count(),
+        1,
+        "no model call past the limit"
+    );
+}

@@ -132,6 +132,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 keys,
                 group: group.to_string(),
                 loader: tokio::sync::Mutex::new(crate::context::Loader::default()),
+                gate: crate::spend::Gate::from_config(&env.config)?,
             };
             listen::run(opts, Arc::new(role), shutdown, output).await?
         }
@@ -148,6 +149,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 designer,
                 keys,
                 group: group.to_string(),
+                gate: crate::spend::Gate::from_config(&env.config)?,
             };
             listen::run(opts, Arc::new(role), shutdown, output).await?
         }

@@ -18,7 +18,7 @@ Examples:
 Output (abridged):
   {\"v\":1,\"redis\":{\"reachable\":true,\"version\":\"7.0.15\",\"warnings\":[\"appendonly is no; durable delivery needs yes\"]},
    \"roles\":[{\"role\":\"orchestrator\",\"length\":42,\"pending\":1,\"dead_letters\":0,\"listeners_alive\":2,\"last_error\":null,…}],
-   \"spend_today_usd\":1.23}";
+   \"spend\":{\"spent_today_usd\":1.23,\"daily_limit_usd\":25.0,\"day\":\"2026-11-21\"}}";
 
 /// Arguments of `fullsend status`.
 #[derive(Debug, clap::Args)]
@@ -48,7 +48,8 @@ pub async fn run(_args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     ] {
         roles.push(role_status(&mut conn, group, &channel).await?);
     }
-    let mut report = json!({"v": 1, "redis": redis, "roles": roles});
+    let spent = crate::spend::spent_today(&mut conn).await.unwrap_or(0.0);
+    let mut report = json!({"v": 1, "redis": redis, "roles": roles, "spend": crate::spend::report(spent, env.config.daily_spend_limit()?)});
     report["redis"]["url"] = json!(crate::store::redacted_url(&url));
     env.emit(&report)?;
     Ok(Exit::Success)

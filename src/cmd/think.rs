@@ -40,6 +40,9 @@ pub struct Args {
     /// Print the loaded context as JSON; no model call.
     #[arg(long)]
     pub context_only: bool,
+    /// Print the prompt that would be sent (blocks, cache markers, size, what was cut); no model call.
+    #[arg(long, conflicts_with_all = ["parse", "context_only"])]
+    pub prompt_only: bool,
     /// Model id [env: ORCHESTRATOR_MODEL].
     #[arg(long)]
     pub model: Option<String>,
@@ -93,9 +96,41 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let message = read_message(args.message.as_deref())?;
     let orchestrator =
         Orchestrator::from_config(&env.config, args.provider.as_deref(), args.model.as_deref())?;
+    if args.prompt_only {
+        let started = std::time::Instant::now();
+        let ctx = loader.load(&context_path, conn.as_mut()).await;
+        let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let rendered = std::time::Instant::now();
+        let built = orchestrator.prompt(&message, &ctx)?;
+        let render_ms = rendered.elapsed().as_secs_f64() * 1000.0;
+        let block = |b: &crate::llm::PromptBlock| serde_json::json!({"cache": b.cache, "chars": b.text.len(), "text": b.text});
+        env.emit(&serde_json::json!({
+            "v": 1,
+            "model": orchestrator.model,
+            "system": built.system.iter().map(block).collect::<Vec<_>>(),
+            "user": built.user.iter().map(block).collect::<Vec<_>>(),
+            "estimated_tokens": built.estimated_tokens,
+            "omitted": built.omitted,
+            "load_ms": load_ms,
+            "render_ms": render_ms,
+            "warnings": ctx.warnings,
+        }))?;
+        return Ok(Exit::Success);
+    }
     let ctx = loader.load(&context_path, conn.as_mut()).await;
     for w in &ctx.warnings {
         tracing::warn!("{w}");
+    }
+    if let Some(conn) = conn.as_mut() {
+        if let Some(reason) = crate::spend::Gate::from_config(&env.config)?
+            .blocked(conn)
+            .await?
+        {
+            let mut decision = crate::decision::Decision::no_action(message, reason.clone());
+            decision.fallback = Some("spend_limit".into());
+            env.emit(&decision)?;
+            return Err(Fail::limit(reason));
+        }
     }
     let bar = crate::term::spinner(crate::term::progress_enabled(global.quiet), "thinking");
     let progress_bar = bar.clone();
@@ -112,6 +147,11 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             (decision, Exit::Upstream)
         }
     };
+    if let (Some(conn), Some(cost)) = (conn.as_mut(), decision.cost_usd) {
+        if let Err(err) = crate::spend::add(conn, cost).await {
+            tracing::warn!("recording spend: {err:#}");
+        }
+    }
     if !args.no_log {
         if let Err(err) = log_decision(&env.config.decision_log(), &decision) {
             tracing::warn!("decision log: {err:#}");

@@ -23,9 +23,18 @@ pub struct FullsendRole {
     pub keys: ChannelKeys,
     /// The consumer group.
     pub group: String,
+    /// The daily spend limit.
+    pub gate: crate::spend::Gate,
 }
 
 impl Handler for FullsendRole {
+    async fn paused(&self, mut conn: Conn) -> Option<String> {
+        self.gate.blocked(&mut conn).await.unwrap_or_else(|err| {
+            tracing::debug!("spend check failed: {err:#}");
+            None
+        })
+    }
+
     async fn handle(
         &self,
         job: Job,
@@ -132,6 +141,9 @@ impl FullsendRole {
                         return Err(JobError::Transient(anyhow::anyhow!(
                             "lease lost during the design"
                         )));
+                    }
+                    if let Err(err) = crate::spend::add(conn, designed.cost_usd).await {
+                        tracing::warn!("recording spend: {err:#}");
                     }
                     let memo = MemoDesign::from(&designed);
                     let _: Result<(), _> = redis::cmd("SET")

@@ -89,6 +89,12 @@ pub trait Handler: Send + Sync + 'static {
         fence: Fence,
         cancel: watch::Receiver<bool>,
     ) -> impl Future<Output = Result<Handled, JobError>> + Send;
+
+    /// `Some(reason)` while new work must wait (e.g. the daily spend limit):
+    /// the listener then reads nothing, so messages stay queued, undelivered.
+    fn paused(&self, _conn: Conn) -> impl Future<Output = Option<String>> + Send {
+        async { None }
+    }
 }
 
 /// Counters of one listener run.
@@ -249,6 +255,7 @@ pub async fn run<H: Handler>(
     let mut backoff = Backoff::default();
     let mut last_reclaim = Instant::now();
     let mut last_trim = Instant::now();
+    let mut paused = false;
     let reclaim_every = (opts.lease / 2).clamp(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         if *shutdown.borrow() {
@@ -263,6 +270,22 @@ pub async fn run<H: Handler>(
             permits.push(p);
         }
         let free = permits.len();
+        if let Some(reason) = handler.paused(conn_ok.clone()).await {
+            if !paused {
+                tracing::warn!("paused: {reason}");
+                paused = true;
+            }
+            drop(permits);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {},
+                _ = shutdown.changed() => break,
+            }
+            continue;
+        }
+        if paused {
+            tracing::warn!("resuming");
+            paused = false;
+        }
         let step = async {
             let mut entries = Vec::new();
             if own_pending {

@@ -32,9 +32,18 @@ pub struct OrchestratorRole {
     pub group: String,
     /// Context loader (file cache shared across messages).
     pub loader: Mutex<Loader>,
+    /// The daily spend limit.
+    pub gate: crate::spend::Gate,
 }
 
 impl Handler for OrchestratorRole {
+    async fn paused(&self, mut conn: Conn) -> Option<String> {
+        self.gate.blocked(&mut conn).await.unwrap_or_else(|err| {
+            tracing::debug!("spend check failed: {err:#}");
+            None
+        })
+    }
+
     async fn handle(
         &self,
         job: Job,
@@ -130,6 +139,11 @@ impl OrchestratorRole {
         };
         match outcome {
             Outcome::Decided(decision) => {
+                if let Some(cost) = decision.cost_usd {
+                    if let Err(err) = crate::spend::add(conn, cost).await {
+                        tracing::warn!("recording spend: {err:#}");
+                    }
+                }
                 if let Err(err) = crate::cmd::think::log_decision(&self.decision_log, &decision) {
                     tracing::warn!("decision log: {err:#}");
                 }

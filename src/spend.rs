@@ -1,0 +1,126 @@
+//! Daily spend: model and coding-agent costs added up per UTC day in Redis,
+//! and the optional daily limit that stops new model calls once reached
+//! (messages then wait in their streams; nothing is dropped).
+
+use serde_json::{Map, json};
+
+use crate::config::Config;
+use crate::store::Conn;
+
+/// The Redis key of a day's spend.
+pub fn day_key(day: &str) -> String {
+    format!("fullsend:spend:{day}")
+}
+
+/// Today's date (UTC), as the key suffix.
+pub fn today() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%d").to_string()
+}
+
+/// Adds `usd` to today's spend; returns the new total.
+pub async fn add(conn: &mut Conn, usd: f64) -> anyhow::Result<f64> {
+    if usd <= 0.0 || !usd.is_finite() {
+        return spent_today(conn).await;
+    }
+    let key = day_key(&today());
+    let (total,): (f64,) = redis::pipe()
+        .cmd("INCRBYFLOAT")
+        .arg(&key)
+        .arg(usd)
+        .cmd("EXPIRE")
+        .arg(&key)
+        .arg(8 * 24 * 3600)
+        .ignore()
+        .query_async(conn)
+        .await?;
+    Ok(total)
+}
+
+/// Today's spend so far.
+pub async fn spent_today(conn: &mut Conn) -> anyhow::Result<f64> {
+    let v: Option<String> = redis::cmd("GET")
+        .arg(day_key(&today()))
+        .query_async(conn)
+        .await?;
+    Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0.0))
+}
+
+/// The daily limit and where to announce that it was reached.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// USD per UTC day; None = no limit.
+    pub limit: Option<f64>,
+    /// Discord channel for the one notice a day.
+    pub notice_channel: Option<String>,
+    /// Where Discord replies go.
+    pub from_orchestrator: String,
+}
+
+impl Gate {
+    /// From configuration.
+    pub fn from_config(cfg: &Config) -> anyhow::Result<Gate> {
+        Ok(Gate {
+            limit: cfg.daily_spend_limit()?,
+            notice_channel: cfg.notice_channel_id(),
+            from_orchestrator: cfg.channels().from_orchestrator,
+        })
+    }
+
+    /// `Some(reason)` when the limit is reached (and, once a day, announces it).
+    pub async fn blocked(&self, conn: &mut Conn) -> anyhow::Result<Option<String>> {
+        let Some(limit) = self.limit else {
+            return Ok(None);
+        };
+        let spent = spent_today(conn).await?;
+        if spent < limit {
+            return Ok(None);
+        }
+        let reason = format!(
+            "daily spend limit reached: ${spent:.2} of ${limit:.2} today (UTC); new model calls wait until tomorrow or a higher FULLSEND_DAILY_SPEND_LIMIT_USD"
+        );
+        self.notify_once(conn, &reason).await;
+        Ok(Some(reason))
+    }
+
+    async fn notify_once(&self, conn: &mut Conn, reason: &str) {
+        let marker = format!("fullsend:spend:notified:{}", today());
+        let first: Result<Option<String>, _> = redis::cmd("SET")
+            .arg(&marker)
+            .arg("1")
+            .arg("NX")
+            .arg("EX")
+            .arg(2 * 24 * 3600)
+            .query_async(conn)
+            .await;
+        if !matches!(first, Ok(Some(_))) {
+            return;
+        }
+        tracing::error!("{reason}");
+        let Some(channel_id) = &self.notice_channel else {
+            tracing::warn!(
+                "FULLSEND_NOTICE_CHANNEL_ID is not set; the spend-limit notice goes to the logs only"
+            );
+            return;
+        };
+        let mut msg = Map::new();
+        msg.insert("type".into(), json!("orchestrator_response"));
+        msg.insert("channel_id".into(), json!(channel_id));
+        msg.insert(
+            "content".into(),
+            json!(format!(
+                "⚠️ fullsend paused: {reason}. Messages are kept and will be handled later."
+            )),
+        );
+        msg.insert("priority".into(), json!("high"));
+        msg.insert("source".into(), json!("orchestrator"));
+        let effect = crate::dispatch::publish(&self.from_orchestrator, msg, &Map::new());
+        if let Err(err) = crate::effects::commit(conn, &[effect], None, None).await {
+            tracing::warn!("sending the spend-limit notice failed: {err:#}");
+        }
+    }
+}
+
+/// A spend record as an effect-free report field.
+pub fn report(spent: f64, limit: Option<f64>) -> serde_json::Value {
+    json!({"spent_today_usd": (spent * 10_000.0).round() / 10_000.0, "daily_limit_usd": limit, "day": today()})
+}
