@@ -57,11 +57,39 @@ const SETTINGS: &[Setting] = &[
         help: "Messages API base URL",
     },
     Setting {
+        key: "gemini_api_key",
+        env: "GEMINI_API_KEY",
+        default: "",
+        secret: true,
+        help: "Gemini API key (environment only)",
+    },
+    Setting {
+        key: "gemini_base_url",
+        env: "GEMINI_BASE_URL",
+        default: "https://generativelanguage.googleapis.com",
+        secret: false,
+        help: "Gemini API base URL",
+    },
+    Setting {
+        key: "openai_api_key",
+        env: "OPENAI_API_KEY",
+        default: "",
+        secret: true,
+        help: "key of the OpenAI-compatible server (environment only; Ollama needs none)",
+    },
+    Setting {
+        key: "openai_base_url",
+        env: "OPENAI_BASE_URL",
+        default: "https://api.openai.com",
+        secret: false,
+        help: "OpenAI-compatible base URL (/v1/chat/completions is appended unless it ends in /v1)",
+    },
+    Setting {
         key: "orchestrator_provider",
         env: "ORCHESTRATOR_PROVIDER",
         default: "anthropic",
         secret: false,
-        help: "model provider for think: anthropic | replay:FILE",
+        help: "model provider for think: anthropic | gemini | openai | replay:FILE",
     },
     Setting {
         key: "orchestrator_model",
@@ -180,7 +208,7 @@ const SETTINGS: &[Setting] = &[
         env: "FULLSEND_PROVIDER",
         default: "anthropic",
         secret: false,
-        help: "model provider for design --engine api",
+        help: "model provider for design --engine api: anthropic | gemini | openai | replay:FILE",
     },
     Setting {
         key: "fullsend_api_model",
@@ -254,6 +282,9 @@ const SETTINGS: &[Setting] = &[
     },
 ];
 
+/// Secrets that are refused in configuration files (environment only).
+const SECRETS_ENV_ONLY: &[&str] = &["ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENAI_API_KEY"];
+
 /// One resolved value and where it came from.
 #[derive(Debug, Clone)]
 struct Resolved {
@@ -323,7 +354,7 @@ impl Config {
                             path.display()
                         )));
                     };
-                    if setting.env == "ANTHROPIC_API_KEY" {
+                    if SECRETS_ENV_ONLY.contains(&setting.env) {
                         return Err(Fail::usage(format!(
                             "config file {}: `{key}` is a secret; set it in the environment only",
                             path.display()
@@ -436,6 +467,26 @@ impl Config {
     /// The Messages API base URL, without a trailing slash.
     pub fn anthropic_base_url(&self) -> String {
         self.raw("anthropic_base_url")
+            .trim_end_matches('/')
+            .to_string()
+    }
+    /// The Gemini API key, if set.
+    pub fn gemini_api_key(&self) -> Option<String> {
+        self.optional("gemini_api_key")
+    }
+    /// The Gemini API base URL, without a trailing slash.
+    pub fn gemini_base_url(&self) -> String {
+        self.raw("gemini_base_url")
+            .trim_end_matches('/')
+            .to_string()
+    }
+    /// The key of the OpenAI-compatible server, if set (local servers need none).
+    pub fn openai_api_key(&self) -> Option<String> {
+        self.optional("openai_api_key")
+    }
+    /// The OpenAI-compatible base URL, without a trailing slash.
+    pub fn openai_base_url(&self) -> String {
+        self.raw("openai_base_url")
             .trim_end_matches('/')
             .to_string()
     }

@@ -68,11 +68,7 @@ impl Orchestrator {
         let provider_spec = provider
             .map(str::to_string)
             .unwrap_or_else(|| cfg.orchestrator_provider());
-        let provider = Provider::from_spec(
-            &provider_spec,
-            cfg.anthropic_api_key(),
-            &cfg.anthropic_base_url(),
-        )?;
+        let provider = Provider::from_spec(&provider_spec, cfg)?;
         let status_types = std::env::var("FULLSEND_STATUS_TYPES")
             .ok()
             .map(|v| {

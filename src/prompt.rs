@@ -33,16 +33,21 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
-/// Where prompt templates come from.
+/// Where prompt templates come from. Templates are compiled once per
+/// `Prompts` (a listener renders thousands of prompts).
 #[derive(Debug, Clone, Default)]
 pub struct Prompts {
     dir: Option<PathBuf>,
+    compiled: std::sync::Arc<std::sync::OnceLock<Result<minijinja::Environment<'static>, String>>>,
 }
 
 impl Prompts {
     /// Built-in prompts, overridden file by file from `dir` when given.
     pub fn new(dir: Option<PathBuf>) -> Self {
-        Prompts { dir }
+        Prompts {
+            dir,
+            compiled: Default::default(),
+        }
     }
 
     /// The names of every prompt.
@@ -67,27 +72,46 @@ impl Prompts {
             .ok_or_else(|| Fail::usage(format!("unknown prompt {name}")))
     }
 
-    /// Renders a template. Every placeholder must have a value and every value
-    /// must be used by a placeholder-free template at most; a missing one is an error.
+    /// Renders a template. Every placeholder must have a value; a missing one
+    /// is an error, never sent.
     pub fn render(&self, name: &str, vars: &BTreeMap<&str, String>) -> anyhow::Result<String> {
-        let (text, origin) = self.source(name)?;
-        render_str(&text, vars).map_err(|e| Fail::usage(format!("prompt {name} ({origin}): {e}")))
+        let env = self
+            .compiled
+            .get_or_init(|| {
+                let mut env = strict_env();
+                for (name, _) in BUILTIN {
+                    let (text, origin) = self.source(name).map_err(|e| format!("{e:#}"))?;
+                    env.add_template_owned((*name).to_string(), text)
+                        .map_err(|e| format!("prompt {name} ({origin}): {e}"))?;
+                }
+                Ok(env)
+            })
+            .as_ref()
+            .map_err(|e| Fail::usage(e.clone()))?;
+        let template = env
+            .get_template(name)
+            .map_err(|e| Fail::usage(format!("prompt {name}: {e}")))?;
+        render_template(&template, vars).map_err(|e| Fail::usage(format!("prompt {name}: {e}")))
     }
 }
 
-/// Renders template text strictly: undefined placeholders are errors.
-pub fn render_str(text: &str, vars: &BTreeMap<&str, String>) -> Result<String, String> {
+fn strict_env() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
-    let template = env.template_from_str(text).map_err(|e| e.to_string())?;
-    let missing: Vec<String> = template
+    env
+}
+
+fn render_template(
+    template: &minijinja::Template<'_, '_>,
+    vars: &BTreeMap<&str, String>,
+) -> Result<String, String> {
+    let mut missing: Vec<String> = template
         .undeclared_variables(false)
         .into_iter()
         .filter(|v| !vars.contains_key(v.as_str()))
         .collect();
     if !missing.is_empty() {
-        let mut missing = missing;
         missing.sort();
         return Err(format!(
             "placeholder(s) without a value: {}",
@@ -95,6 +119,13 @@ pub fn render_str(text: &str, vars: &BTreeMap<&str, String>) -> Result<String, S
         ));
     }
     template.render(vars).map_err(|e| e.to_string())
+}
+
+/// Renders template text strictly: undefined placeholders are errors.
+pub fn render_str(text: &str, vars: &BTreeMap<&str, String>) -> Result<String, String> {
+    let env = strict_env();
+    let template = env.template_from_str(text).map_err(|e| e.to_string())?;
+    render_template(&template, vars)
 }
 
 /// The Orchestrator prompt: system (stable, cached), context (cached), message (last).

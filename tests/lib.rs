@@ -7,6 +7,7 @@ mod dispatch;
 mod docs;
 mod learn;
 mod listen;
+mod providers;
 mod ralph;
 mod real_claude;
 mod support;

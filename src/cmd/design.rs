@@ -239,11 +239,7 @@ pub fn designer(
                 .map(str::to_string)
                 .unwrap_or_else(|| cfg.fullsend_provider());
             Some((
-                crate::llm::Provider::from_spec(
-                    &spec,
-                    cfg.anthropic_api_key(),
-                    &cfg.anthropic_base_url(),
-                )?,
+                crate::llm::Provider::from_spec(&spec, cfg)?,
                 cfg.fullsend_api_model(),
             ))
         }

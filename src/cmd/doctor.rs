@@ -107,25 +107,29 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     }
 
     let provider = cfg.orchestrator_provider();
+    let (key_name, key_set) = match provider.as_str() {
+        "gemini" => ("GEMINI_API_KEY", cfg.gemini_api_key().is_some()),
+        // Local OpenAI-compatible servers (Ollama, vLLM) need no key.
+        "openai" => ("OPENAI_API_KEY", true),
+        _ => ("ANTHROPIC_API_KEY", cfg.anthropic_api_key().is_some()),
+    };
     if provider.starts_with("replay:") {
         checks.push(Check {
             name: "api_key",
             kind: Kind::Ok,
             detail: format!("not needed: the provider is {provider}"),
         });
-    } else if cfg.anthropic_api_key().is_some() {
+    } else if key_set {
         checks.push(Check {
             name: "api_key",
             kind: Kind::Ok,
-            detail: "ANTHROPIC_API_KEY is set".into(),
+            detail: format!("{key_name} is set or not needed for {provider}"),
         });
     } else {
         checks.push(Check {
             name: "api_key",
             kind: Kind::Missing,
-            detail:
-                "ANTHROPIC_API_KEY is not set (export it, or use ORCHESTRATOR_PROVIDER=replay:FILE)"
-                    .into(),
+            detail: format!("{key_name} is not set for ORCHESTRATOR_PROVIDER={provider} (export it, or use ORCHESTRATOR_PROVIDER=replay:FILE)"),
         });
     }
 
@@ -242,11 +246,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
 
 async fn model_check(env: &Env) -> Check {
     let cfg = &env.config;
-    let provider = match crate::llm::Provider::from_spec(
-        &cfg.orchestrator_provider(),
-        cfg.anthropic_api_key(),
-        &cfg.anthropic_base_url(),
-    ) {
+    let provider = match crate::llm::Provider::from_spec(&cfg.orchestrator_provider(), cfg) {
         Ok(p) => p,
         Err(err) => {
             return Check {

@@ -46,7 +46,7 @@ pub struct Args {
     /// Model id [env: ORCHESTRATOR_MODEL].
     #[arg(long)]
     pub model: Option<String>,
-    /// Model provider: anthropic or replay:FILE [env: ORCHESTRATOR_PROVIDER].
+    /// Model provider: anthropic, gemini, openai or replay:FILE [env: ORCHESTRATOR_PROVIDER].
     #[arg(long)]
     pub provider: Option<String>,
     /// Seconds the decision may take before the fallback reply [env: ORCHESTRATOR_TIMEOUT].

@@ -329,7 +329,8 @@ pub async fn run<H: Handler>(
                         &opts.group,
                         &consumer,
                         free,
-                        Some(opts.block),
+                        // Draining (--once) must notice an empty stream at once.
+                        (!opts.once).then_some(opts.block),
                         ">",
                     )
                     .await?;
@@ -344,11 +345,14 @@ pub async fn run<H: Handler>(
         match entries {
             Ok(entries) => {
                 backoff.reset();
-                if entries.is_empty()
-                    && opts.once
-                    && sem.available_permits() + permits.len() == opts.concurrency
-                {
-                    break;
+                if entries.is_empty() && opts.once {
+                    if sem.available_permits() + permits.len() == opts.concurrency {
+                        break;
+                    }
+                    // Work is still in flight: wait a little rather than spin.
+                    drop(permits);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
                 }
                 for entry in entries {
                     let Some(permit) = permits.pop() else { break };
@@ -513,11 +517,14 @@ impl Worker {
             Ok(handled) => match &handled.commit {
                 CommitStatus::Ok => {
                     self.stats.processed.fetch_add(1, Ordering::Relaxed);
-                    let _: Result<i64, _> = redis::cmd("HDEL")
-                        .arg(&self.errors_key)
-                        .arg(&entry_id)
-                        .query_async(&mut conn)
-                        .await;
+                    if deliveries > 1 {
+                        // Only a retried entry can have a recorded error.
+                        let _: Result<i64, _> = redis::cmd("HDEL")
+                            .arg(&self.errors_key)
+                            .arg(&entry_id)
+                            .query_async(&mut conn)
+                            .await;
+                    }
                     let mut line = handled.line;
                     if let Value::Object(m) = &mut line {
                         m.insert("entry_id".into(), json!(entry_id));

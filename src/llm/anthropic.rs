@@ -1,11 +1,10 @@
 //! The Anthropic Messages API: streamed calls with extended thinking, and the
 //! official SDKs' retry policy (429, 5xx, 529, `retry-after`, `x-should-retry`).
 
-use std::time::{Duration, Instant};
-
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::retry::{self, Failure, describe_reqwest, header, retry_after};
 use super::{
     LlmError, ModelRequest, ModelResponse, ProgressFn, PromptBlock, ThinkingMode, Usage, sse,
 };
@@ -33,11 +32,7 @@ impl std::fmt::Debug for Anthropic {
 impl Anthropic {
     /// A client for `base_url` (e.g. `https://api.anthropic.com`).
     pub fn new(api_key: Option<String>, base_url: &str) -> anyhow::Result<Self> {
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("fullsend/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = retry::http_client()?;
         Ok(Anthropic {
             api_key,
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -56,65 +51,31 @@ impl Anthropic {
                 "ANTHROPIC_API_KEY is not set (export it, or use --provider replay:FILE for recorded replies)".into(),
             ));
         };
-        let started = Instant::now();
-        let deadline = started + request.timeout;
-        let mut mode = request.thinking.for_model(&request.model);
-        let mut switched_mode = false;
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let body = build_body(request, mode);
-            let outcome = tokio::time::timeout_at(
-                deadline.into(),
-                self.attempt(api_key, &body, attempt, progress),
-            )
-            .await;
-            let failure = match outcome {
-                Err(_) => return Err(LlmError::Timeout(request.timeout)),
-                Ok(Ok(mut response)) => {
-                    response.attempts = attempt;
-                    return Ok(response);
-                }
-                Ok(Err(failure)) => failure,
-            };
-            // A model that takes only the other thinking mode answers 400; switch once.
-            if let LlmError::Api {
-                status: 400,
-                message,
-                ..
-            } = &failure.error
-            {
-                if !switched_mode {
-                    if let Some(other) = other_thinking_mode(message, mode) {
-                        tracing::warn!(
-                            "model {} rejected thinking mode; retrying with {:?}",
-                            request.model,
-                            other
-                        );
-                        mode = other;
-                        switched_mode = true;
-                        attempt -= 1;
-                        continue;
+        // The thinking mode is chosen per model; a model that takes only the
+        // other mode answers 400, and the next attempt switches (once).
+        let mode = std::sync::Mutex::new((request.thinking.for_model(&request.model), false));
+        retry::with_retries(request.timeout, request.max_retries, |n| {
+            let current = mode.lock().map(|m| m.0).unwrap_or(ThinkingMode::Adaptive);
+            let mode = &mode;
+            async move {
+                let body = build_body(request, current);
+                match self.attempt(api_key, &body, n, progress).await {
+                    Err(Failure { error: LlmError::Api { status: 400, message, kind, request_id }, .. }) => {
+                        let mut state = mode.lock().map_err(|_| Failure::fatal(LlmError::Protocol("poisoned lock".into())))?;
+                        match other_thinking_mode(&message, current).filter(|_| !state.1) {
+                            Some(other) => {
+                                tracing::warn!("model {} rejected thinking mode {current:?}; switching to {other:?}", request.model);
+                                *state = (other, true);
+                                Err(Failure::retry(LlmError::Api { status: 400, message, kind, request_id }, Some(std::time::Duration::from_millis(1))))
+                            }
+                            None => Err(Failure::fatal(LlmError::Api { status: 400, message, kind, request_id })),
+                        }
                     }
+                    other => other,
                 }
             }
-            if !failure.retry || attempt > request.max_retries {
-                return Err(failure.error);
-            }
-            let delay = failure.retry_after.unwrap_or_else(|| backoff(attempt));
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining <= delay {
-                return Err(LlmError::Timeout(request.timeout));
-            }
-            tracing::warn!(
-                "{}; retry {} of {} in {:.1}s",
-                failure.error,
-                attempt,
-                request.max_retries,
-                delay.as_secs_f64()
-            );
-            tokio::time::sleep(delay).await;
-        }
+        })
+        .await
     }
 
     async fn attempt(
@@ -202,30 +163,6 @@ impl Anthropic {
     }
 }
 
-/// A failed attempt and whether to retry it.
-struct Failure {
-    error: LlmError,
-    retry: bool,
-    retry_after: Option<Duration>,
-}
-
-impl Failure {
-    fn retry(error: LlmError, retry_after: Option<Duration>) -> Self {
-        Failure {
-            error,
-            retry: true,
-            retry_after,
-        }
-    }
-    fn fatal(error: LlmError) -> Self {
-        Failure {
-            error,
-            retry: false,
-            retry_after: None,
-        }
-    }
-}
-
 /// The request body: no sampling parameters, thinking per model, cache markers
 /// after the blocks that ask for them.
 fn build_body(request: &ModelRequest, mode: ThinkingMode) -> Value {
@@ -299,39 +236,6 @@ fn should_retry(status: u16, headers: &reqwest::header::HeaderMap, code: Option<
     matches!(status, 408 | 409 | 429) || status >= 500
 }
 
-/// `retry-after-ms`, else `retry-after` (seconds or an HTTP date), used when 0 < v ≤ 60 s.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let within = |d: Duration| (d > Duration::ZERO && d <= Duration::from_secs(60)).then_some(d);
-    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return within(Duration::from_secs_f64((ms / 1000.0).max(0.0)));
-    }
-    let value = header(headers, "retry-after")?;
-    if let Ok(secs) = value.trim().parse::<f64>() {
-        return within(Duration::from_secs_f64(secs.max(0.0)));
-    }
-    let when = jiff::fmt::rfc2822::parse(value.trim()).ok()?.timestamp();
-    let secs = when.as_second() - jiff::Timestamp::now().as_second();
-    within(Duration::from_secs(u64::try_from(secs).ok()?))
-}
-
-/// `min(0.5 s × 2^n, 8 s)` × jitter in [0.75, 1].
-fn backoff(attempt: u32) -> Duration {
-    let base = (0.5 * 2f64.powi(attempt.saturating_sub(1) as i32)).min(8.0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let jitter = 0.75 + 0.25 * (f64::from(nanos % 1000) / 1000.0);
-    Duration::from_secs_f64(base * jitter)
-}
-
-fn header(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 /// (error.type, error.message, error.details.error_code) of an error body.
 fn parse_error_body(text: &str) -> (String, String, Option<String>) {
     match serde_json::from_str::<Value>(text) {
@@ -348,19 +252,6 @@ fn parse_error_body(text: &str) -> (String, String, Option<String>) {
         }
         Err(_) => ("unknown_error".into(), crate::msg::preview(text, 300), None),
     }
-}
-
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    // reqwest's Display includes the URL, which is fine (no secrets in it), but
-    // keep the chain for context.
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn usage_from(v: &Value, usage: &mut Usage) {
@@ -511,7 +402,10 @@ impl Accumulator {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::llm::retry::backoff;
 
     fn request(model: &str) -> ModelRequest {
         ModelRequest {

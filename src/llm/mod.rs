@@ -2,7 +2,10 @@
 //! response shape, whichever provider answers.
 
 mod anthropic;
+mod gemini;
+mod openai;
 mod replay;
+mod retry;
 mod sse;
 
 use std::time::Duration;
@@ -10,6 +13,8 @@ use std::time::Duration;
 use crate::exit::Fail;
 
 pub use anthropic::Anthropic;
+pub use gemini::Gemini;
+pub use openai::OpenAi;
 pub use replay::Replay;
 
 /// How extended thinking is requested.
@@ -223,25 +228,37 @@ pub type ProgressFn = dyn Fn(usize) + Send + Sync;
 pub enum Provider {
     /// The Anthropic Messages API.
     Anthropic(Anthropic),
+    /// The Gemini API (`streamGenerateContent`).
+    Gemini(Gemini),
+    /// OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, OpenRouter).
+    OpenAi(OpenAi),
     /// Recorded replies from a file.
     Replay(Replay),
 }
 
 impl Provider {
-    /// Builds the provider named by `spec` (`anthropic` or `replay:FILE`).
-    pub fn from_spec(
-        spec: &str,
-        api_key: Option<String>,
-        base_url: &str,
-    ) -> anyhow::Result<Provider> {
+    /// Builds the provider named by `spec` (`anthropic`, `gemini`, `openai` or
+    /// `replay:FILE`), with its key and base URL from `cfg`.
+    pub fn from_spec(spec: &str, cfg: &crate::config::Config) -> anyhow::Result<Provider> {
         let spec = spec.trim();
         if let Some(path) = spec.strip_prefix("replay:") {
             return Ok(Provider::Replay(Replay::load(std::path::Path::new(path))?));
         }
         match spec {
-            "" | "anthropic" => Ok(Provider::Anthropic(Anthropic::new(api_key, base_url)?)),
+            "" | "anthropic" => Ok(Provider::Anthropic(Anthropic::new(
+                cfg.anthropic_api_key(),
+                &cfg.anthropic_base_url(),
+            )?)),
+            "gemini" => Ok(Provider::Gemini(Gemini::new(
+                cfg.gemini_api_key(),
+                &cfg.gemini_base_url(),
+            )?)),
+            "openai" => Ok(Provider::OpenAi(OpenAi::new(
+                cfg.openai_api_key(),
+                &cfg.openai_base_url(),
+            )?)),
             other => Err(Fail::usage(format!(
-                "unknown model provider {other:?} (expected anthropic or replay:FILE)"
+                "unknown model provider {other:?} (expected anthropic, gemini, openai or replay:FILE)"
             ))),
         }
     }
@@ -250,6 +267,8 @@ impl Provider {
     pub fn name(&self) -> String {
         match self {
             Provider::Anthropic(_) => "anthropic".into(),
+            Provider::Gemini(_) => "gemini".into(),
+            Provider::OpenAi(_) => "openai".into(),
             Provider::Replay(r) => format!("replay:{}", r.path().display()),
         }
     }
@@ -262,6 +281,8 @@ impl Provider {
     ) -> Result<ModelResponse, LlmError> {
         match self {
             Provider::Anthropic(p) => p.complete(request, progress).await,
+            Provider::Gemini(p) => p.complete(request, progress).await,
+            Provider::OpenAi(p) => p.complete(request, progress).await,
             Provider::Replay(p) => p.complete(request),
         }
     }

@@ -7,4 +7,6 @@
 
 pub mod fake_claude;
 pub mod mock_api;
+pub mod mock_gemini;
+pub mod mock_openai;
 pub mod redis_server;

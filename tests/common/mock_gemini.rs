@@ -1,0 +1,948 @@
+//! A strict loopback mock of the Gemini API (`POST /v1beta/models/{model}:streamGenerateContent`
+//! with `alt=sse`, and `:generateContent`) that rejects what the real service rejects (no key, unknown
+//! or snake_case fields, a thinking budget and level together, a level on 2.5, a budget out of range)
+//! and streams whole `GenerateContentResponse` chunks as SSE, so tests catch wire-format bugs offline.
+//!
+//! Self-contained (tokio + serde_json + std only), like `mock_api.rs`.
+
+// Each test uses only part of this API, and the module is private to the test binary.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Guards against a client that never ends its header block.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Far above any prompt fullsend sends; keeps a runaway client from exhausting memory.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// The real message for a call without any key.
+const NO_KEY: &str = "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.";
+
+/// One request as the mock received it (including the ones it rejected).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `POST`, `GET`, ...
+    pub method: String,
+    /// The request target including the query, e.g. `/v1beta/models/m:streamGenerateContent?alt=sse`.
+    pub path: String,
+    /// Header names are lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The parsed JSON body; `Null` if empty, a JSON string holding the raw text if it is not JSON.
+    pub body: Value,
+}
+
+impl Recorded {
+    /// The first value of a header, looked up case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The model id named in the path.
+    pub fn model(&self) -> String {
+        route(&self.path)
+            .map(|(model, _)| model)
+            .unwrap_or_default()
+    }
+
+    /// The `thinkingConfig` the client sent, or `Null`.
+    pub fn thinking_config(&self) -> Value {
+        self.body["generationConfig"]["thinkingConfig"].clone()
+    }
+}
+
+/// All text of `contents[*].parts[*]`, joined with newlines, so responders can route on the prompt.
+pub fn user_text(req: &Recorded) -> String {
+    parts_text(req.body.get("contents"))
+}
+
+/// All text of `systemInstruction.parts[*]`, joined with newlines.
+pub fn system_text(req: &Recorded) -> String {
+    let parts = req.body["systemInstruction"]["parts"].clone();
+    parts_text(Some(&json!([{ "parts": parts }])))
+}
+
+fn parts_text(contents: Option<&Value>) -> String {
+    let mut out = Vec::new();
+    for content in contents.and_then(Value::as_array).into_iter().flatten() {
+        for part in content["parts"].as_array().into_iter().flatten() {
+            if let Some(text) = part["text"].as_str() {
+                out.push(text.to_owned());
+            }
+        }
+    }
+    out.join("\n")
+}
+
+/// Token counts reported in `usageMetadata`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// `promptTokenCount`, cached tokens included.
+    pub prompt: u64,
+    /// `cachedContentTokenCount` (part of `prompt`).
+    pub cached: u64,
+    /// `candidatesTokenCount`.
+    pub candidates: u64,
+    /// `thoughtsTokenCount`.
+    pub thoughts: u64,
+}
+
+impl Usage {
+    /// 1000 prompt and 100 candidate tokens, nothing cached, no thoughts.
+    pub fn typical() -> Self {
+        Usage {
+            prompt: 1000,
+            candidates: 100,
+            ..Usage::default()
+        }
+    }
+}
+
+/// What the mock answers to a valid request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A candidate: thought parts first (only when the request set `includeThoughts`), then the text,
+    /// the last chunk carrying `finishReason` and the final `usageMetadata`.
+    Answer {
+        /// The answer text (may be empty, e.g. with `MAX_TOKENS`).
+        text: String,
+        /// Thought summary text.
+        thoughts: Option<String>,
+        /// Reported usage.
+        usage: Usage,
+        /// `STOP`, `MAX_TOKENS`, `SAFETY`, ...
+        finish_reason: String,
+    },
+    /// A Google error envelope; `retry_delay` adds a `google.rpc.RetryInfo` detail (e.g. `"1s"`).
+    Error {
+        /// HTTP status.
+        status: u16,
+        /// `error.status`, e.g. `RESOURCE_EXHAUSTED`.
+        status_text: String,
+        /// `error.message`.
+        message: String,
+        /// `RetryInfo.retryDelay`.
+        retry_delay: Option<String>,
+        /// Extra response headers.
+        headers: Vec<(String, String)>,
+    },
+    /// The prompt itself was blocked: `promptFeedback.blockReason`, no candidates.
+    PromptBlocked(String),
+    /// Wait, then send the inner reply.
+    Delay(Duration, Box<Reply>),
+}
+
+impl Reply {
+    /// A plain answer that stops normally.
+    pub fn text(text: impl Into<String>) -> Self {
+        Reply::Answer {
+            text: text.into(),
+            thoughts: None,
+            usage: Usage::typical(),
+            finish_reason: "STOP".into(),
+        }
+    }
+
+    /// 429 `RESOURCE_EXHAUSTED` with `RetryInfo.retryDelay`, as the free tier sends it.
+    pub fn rate_limited(retry_delay: &str) -> Self {
+        Reply::Error {
+            status: 429,
+            status_text: "RESOURCE_EXHAUSTED".into(),
+            message: "You exceeded your current quota, please check your plan and billing details."
+                .into(),
+            retry_delay: Some(retry_delay.into()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A candidate stopped with `finish_reason` (e.g. `SAFETY`) before any text.
+    pub fn blocked(finish_reason: &str) -> Self {
+        Reply::Answer {
+            text: String::new(),
+            thoughts: None,
+            usage: Usage::typical(),
+            finish_reason: finish_reason.into(),
+        }
+    }
+
+    /// An error without RetryInfo or extra headers.
+    pub fn error(status: u16, status_text: &str, message: &str) -> Self {
+        Reply::Error {
+            status,
+            status_text: status_text.into(),
+            message: message.into(),
+            retry_delay: None,
+            headers: Vec::new(),
+        }
+    }
+}
+
+type Responder = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
+
+struct Shared {
+    respond: Box<Responder>,
+    /// When set, any other key is a 400 `API_KEY_INVALID`.
+    key: Option<String>,
+    recorded: Mutex<Vec<Recorded>>,
+    answered: AtomicUsize,
+}
+
+impl Shared {
+    fn recorded(&self) -> MutexGuard<'_, Vec<Recorded>> {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running mock; dropping it shuts the server down.
+pub struct MockGemini {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MockGemini {
+    /// Starts on 127.0.0.1:0; any non-empty key is accepted. `respond` gets each valid request and
+    /// its 0-based index among the valid ones.
+    pub fn start(respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Self {
+        Self::launch(None, Box::new(respond))
+    }
+
+    /// Like [`MockGemini::start`], but only `key` is valid.
+    pub fn start_with_key(
+        key: &str,
+        respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::launch(Some(key.to_owned()), Box::new(respond))
+    }
+
+    /// Answers with `replies` in order; the last one repeats.
+    pub fn sequence(replies: Vec<Reply>) -> Self {
+        assert!(!replies.is_empty(), "MockGemini::sequence needs a reply");
+        Self::start(move |_, index| replies[index.min(replies.len() - 1)].clone())
+    }
+
+    fn launch(key: Option<String>, respond: Box<Responder>) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the Gemini mock");
+        let addr = listener
+            .local_addr()
+            .expect("reading the Gemini mock address");
+        listener
+            .set_nonblocking(true)
+            .expect("making the Gemini mock listener non-blocking");
+        let shared = Arc::new(Shared {
+            respond,
+            key,
+            recorded: Mutex::new(Vec::new()),
+            answered: AtomicUsize::new(0),
+        });
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let server_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("mock-gemini".to_owned())
+            .spawn(move || {
+                // Its own runtime, so a blocked test thread never stalls the server.
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("building the Gemini mock runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        TcpListener::from_std(listener).expect("registering the Gemini mock");
+                    tokio::select! {
+                        () = accept_loop(listener, server_shared) => {}
+                        _ = shutdown_rx => {}
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("spawning the Gemini mock thread");
+        MockGemini {
+            addr,
+            shared,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (clients append `/v1beta/models/...`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, valid or rejected, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.recorded().clone()
+    }
+
+    /// How many requests arrived.
+    pub fn request_count(&self) -> usize {
+        self.shared.recorded().len()
+    }
+}
+
+impl Drop for MockGemini {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(handle_connection(stream, Arc::clone(&shared)));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Why a request was refused before reaching the responder.
+struct Rejection {
+    status: u16,
+    status_text: &'static str,
+    message: String,
+    reason: Option<&'static str>,
+}
+
+fn reject(status: u16, status_text: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection {
+        status,
+        status_text,
+        message: message.into(),
+        reason: None,
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Rejection {
+    reject(400, "INVALID_ARGUMENT", message)
+}
+
+/// (model, method) of `/v1beta/models/{model}:{method}`.
+fn route(path: &str) -> Option<(String, String)> {
+    let route = path.split('?').next()?;
+    let rest = route.strip_prefix("/v1beta/models/")?;
+    let (model, method) = rest.split_once(':')?;
+    Some((model.to_owned(), method.to_owned()))
+}
+
+fn query_has(path: &str, pair: &str) -> bool {
+    path.split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p == pair))
+}
+
+async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
+    // Without Nagle each SSE chunk leaves in its own segment, so clients see real splits.
+    let _ = stream.set_nodelay(true);
+    let (read_half, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(read_half);
+    let raw = match read_request(&mut reader).await {
+        Ok(Some(raw)) => raw,
+        Ok(None) => return,
+        Err(rejection) => {
+            let _ = send_error(&mut writer, &rejection).await;
+            return;
+        }
+    };
+    let body = if raw.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&raw.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw.body).into_owned()))
+    };
+    let request = Recorded {
+        method: raw.method,
+        path: raw.path,
+        headers: raw.headers,
+        body,
+    };
+    let number = {
+        let mut recorded = shared.recorded();
+        recorded.push(request.clone());
+        recorded.len() - 1
+    };
+    if let Err(rejection) = validate(&request, shared.key.as_deref()) {
+        let _ = send_error(&mut writer, &rejection).await;
+        return;
+    }
+    let index = shared.answered.fetch_add(1, Ordering::SeqCst);
+    let mut reply =
+        std::panic::catch_unwind(AssertUnwindSafe(|| (shared.respond)(&request, index)))
+            .unwrap_or_else(|_| Reply::error(500, "INTERNAL", "mock responder panicked"));
+    while let Reply::Delay(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    let (model, method) = route(&request.path).unwrap_or_default();
+    let include_thoughts = request.thinking_config()["includeThoughts"].as_bool() == Some(true);
+    let _ = match reply {
+        Reply::Answer {
+            text,
+            thoughts,
+            usage,
+            finish_reason,
+        } => {
+            let thoughts = thoughts.filter(|_| include_thoughts);
+            let chunks = answer_chunks(
+                &model,
+                number,
+                &text,
+                thoughts.as_deref(),
+                usage,
+                &finish_reason,
+            );
+            send_chunks(&mut writer, &request.path, &method, &chunks).await
+        }
+        Reply::PromptBlocked(reason) => {
+            let chunk = json!({
+                "promptFeedback": {"blockReason": reason},
+                "usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10},
+                "modelVersion": model,
+                "responseId": format!("resp_mock_{number}"),
+            });
+            send_chunks(&mut writer, &request.path, &method, &[chunk]).await
+        }
+        Reply::Error {
+            status,
+            status_text,
+            message,
+            retry_delay,
+            headers,
+        } => {
+            let mut details = Vec::new();
+            if let Some(delay) = retry_delay {
+                details.push(json!({
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests", "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}],
+                }));
+                details.push(json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}));
+            }
+            let envelope = json!({"error": {"code": status, "message": message, "status": status_text, "details": details}});
+            send_json(&mut writer, status, &envelope, &headers).await
+        }
+        Reply::Delay(..) => Ok(()),
+    };
+}
+
+/// The checks the real service makes before generating anything.
+fn validate(req: &Recorded, key: Option<&str>) -> Result<(), Rejection> {
+    let Some((model, method)) = route(&req.path) else {
+        return Err(reject(404, "NOT_FOUND", "Not Found"));
+    };
+    if !matches!(method.as_str(), "streamGenerateContent" | "generateContent") {
+        return Err(reject(404, "NOT_FOUND", format!("unknown method {method}")));
+    }
+    if req.method != "POST" {
+        return Err(reject(405, "INVALID_ARGUMENT", "Method Not Allowed"));
+    }
+    let sent_key = req.header("x-goog-api-key").filter(|k| !k.is_empty());
+    let Some(sent_key) = sent_key else {
+        return Err(reject(403, "PERMISSION_DENIED", NO_KEY));
+    };
+    if key.is_some_and(|k| k != sent_key) {
+        let mut r = invalid("API key not valid. Please pass a valid API key.");
+        r.reason = Some("API_KEY_INVALID");
+        return Err(r);
+    }
+    if !model.starts_with("gemini-") {
+        return Err(reject(
+            404,
+            "NOT_FOUND",
+            format!(
+                "models/{model} is not found for API version v1beta, or is not supported for generateContent."
+            ),
+        ));
+    }
+    if !req
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json"))
+    {
+        return Err(invalid(
+            "Invalid JSON payload: content-type must be application/json",
+        ));
+    }
+    let Value::Object(body) = &req.body else {
+        return Err(invalid("Invalid JSON payload received."));
+    };
+    // The camelCase names fullsend promises to send; anything else is a bug in the client.
+    known_fields(
+        body,
+        "",
+        &[
+            "contents",
+            "systemInstruction",
+            "generationConfig",
+            "safetySettings",
+            "tools",
+            "toolConfig",
+            "cachedContent",
+        ],
+    )?;
+    let contents = match body.get("contents") {
+        Some(Value::Array(c)) if !c.is_empty() => c,
+        _ => {
+            return Err(invalid(
+                "* GenerateContentRequest.contents: contents is not specified",
+            ));
+        }
+    };
+    for (i, content) in contents.iter().enumerate() {
+        let Value::Object(content) = content else {
+            return Err(invalid(format!("contents[{i}] must be an object")));
+        };
+        known_fields(content, &format!("contents[{i}]."), &["role", "parts"])?;
+        if !matches!(
+            content.get("role").and_then(Value::as_str),
+            Some("user" | "model")
+        ) {
+            return Err(invalid(format!(
+                "Please use a valid role: user, model. (contents[{i}].role)"
+            )));
+        }
+        text_parts(content.get("parts"), &format!("contents[{i}].parts"))?;
+    }
+    if let Some(system) = body.get("systemInstruction") {
+        let Value::Object(system) = system else {
+            return Err(invalid("systemInstruction must be a Content object"));
+        };
+        known_fields(system, "systemInstruction.", &["role", "parts"])?;
+        text_parts(system.get("parts"), "systemInstruction.parts")?;
+    }
+    if let Some(config) = body.get("generationConfig") {
+        let Value::Object(config) = config else {
+            return Err(invalid("generationConfig must be an object"));
+        };
+        known_fields(
+            config,
+            "generationConfig.",
+            &[
+                "maxOutputTokens",
+                "temperature",
+                "topP",
+                "topK",
+                "candidateCount",
+                "stopSequences",
+                "responseMimeType",
+                "responseSchema",
+                "seed",
+                "thinkingConfig",
+            ],
+        )?;
+        if config
+            .get("maxOutputTokens")
+            .is_some_and(|max| max.as_u64().is_none_or(|n| n < 1))
+        {
+            return Err(invalid(
+                "generationConfig.maxOutputTokens must be a positive integer",
+            ));
+        }
+        if let Some(thinking) = config.get("thinkingConfig") {
+            validate_thinking(&model, thinking)?;
+        }
+    }
+    Ok(())
+}
+
+fn known_fields(
+    object: &Map<String, Value>,
+    prefix: &str,
+    known: &[&str],
+) -> Result<(), Rejection> {
+    match object.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(invalid(format!(
+            "Invalid JSON payload received. Unknown name \"{prefix}{unknown}\": Cannot find field."
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn text_parts(parts: Option<&Value>, at: &str) -> Result<(), Rejection> {
+    let Some(Value::Array(parts)) = parts else {
+        return Err(invalid(format!("{at}: parts must be a list")));
+    };
+    if parts.is_empty() {
+        return Err(invalid(format!("{at}: must include at least one part")));
+    }
+    for (i, part) in parts.iter().enumerate() {
+        if !part["text"].is_string() {
+            return Err(invalid(format!(
+                "{at}[{i}]: a text part needs a text string"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Thinking per generation (anthropic-api.md §11): 2.5 takes a budget, 3.x a level, never both.
+fn validate_thinking(model: &str, thinking: &Value) -> Result<(), Rejection> {
+    let Value::Object(config) = thinking else {
+        return Err(invalid("generationConfig.thinkingConfig must be an object"));
+    };
+    known_fields(
+        config,
+        "generationConfig.thinkingConfig.",
+        &["thinkingBudget", "thinkingLevel", "includeThoughts"],
+    )?;
+    let budget = config.get("thinkingBudget");
+    let level = config.get("thinkingLevel");
+    if budget.is_some() && level.is_some() {
+        return Err(invalid(
+            "You can only set one of thinking budget and thinking level.",
+        ));
+    }
+    let is_25 = model.starts_with("gemini-2.5");
+    let is_3 = model
+        .strip_prefix("gemini-")
+        .and_then(|r| r.split(['.', '-']).next())
+        .and_then(|m| m.parse::<u32>().ok())
+        .is_some_and(|m| m >= 3);
+    if !is_25 && !is_3 {
+        return Err(invalid("Thinking is not supported for this model."));
+    }
+    let is_pro = model.contains("pro");
+    if let Some(level) = level {
+        if is_25 {
+            return Err(invalid("Thinking level is not supported for this model."));
+        }
+        let allowed: &[&str] = if is_pro {
+            &["LOW", "HIGH"]
+        } else {
+            &["MINIMAL", "LOW", "MEDIUM", "HIGH"]
+        };
+        if !level.as_str().is_some_and(|l| allowed.contains(&l)) {
+            return Err(invalid(format!(
+                "Invalid thinking level {level} for {model}; expected one of {allowed:?}."
+            )));
+        }
+    }
+    if let Some(budget) = budget {
+        let Some(budget) = budget.as_i64() else {
+            return Err(invalid("thinkingBudget must be an integer"));
+        };
+        let (min, max) = if is_pro { (128, 32_768) } else { (0, 24_576) };
+        if budget == 0 && is_pro {
+            return Err(invalid(
+                "Budget 0 is invalid. This model only works in thinking mode.",
+            ));
+        }
+        if budget != -1 && !(min..=max).contains(&budget) {
+            return Err(invalid(format!(
+                "The thinking budget {budget} is invalid. Please choose a value between {min} and {max}."
+            )));
+        }
+    }
+    if config
+        .get("includeThoughts")
+        .is_some_and(|include| !include.is_boolean())
+    {
+        return Err(invalid("includeThoughts must be a boolean"));
+    }
+    Ok(())
+}
+
+/// Splits text at char boundaries into pieces of varying size.
+fn pieces(text: &str) -> Vec<String> {
+    const SIZES: [usize; 4] = [17, 29, 11, 23];
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while start < chars.len() {
+        let end = (start + SIZES[i % SIZES.len()]).min(chars.len());
+        out.push(chars[start..end].iter().collect());
+        start = end;
+        i += 1;
+    }
+    out
+}
+
+/// The chunks of one streamed answer. Each repeats the running usage, as the service does; only
+/// the last has `finishReason` and the candidate and thought counts.
+fn answer_chunks(
+    model: &str,
+    number: usize,
+    text: &str,
+    thoughts: Option<&str>,
+    usage: Usage,
+    finish_reason: &str,
+) -> Vec<Value> {
+    let running = json!({"promptTokenCount": usage.prompt, "totalTokenCount": usage.prompt});
+    let chunk = |part: Value| {
+        json!({
+            "candidates": [{"content": {"parts": [part], "role": "model"}, "index": 0}],
+            "usageMetadata": running,
+            "modelVersion": model,
+            "responseId": format!("resp_mock_{number}"),
+        })
+    };
+    let mut chunks: Vec<Value> = Vec::new();
+    for piece in pieces(thoughts.unwrap_or("")) {
+        chunks.push(chunk(json!({"text": piece, "thought": true})));
+    }
+    for piece in pieces(text) {
+        chunks.push(chunk(json!({"text": piece})));
+    }
+    let mut last = json!({
+        "promptTokenCount": usage.prompt,
+        "candidatesTokenCount": usage.candidates,
+        "totalTokenCount": usage.prompt + usage.candidates + usage.thoughts,
+    });
+    if usage.thoughts > 0 {
+        last["thoughtsTokenCount"] = json!(usage.thoughts);
+    }
+    if usage.cached > 0 {
+        last["cachedContentTokenCount"] = json!(usage.cached);
+    }
+    // The closing chunk carries no new text when the answer stopped normally; a blocked or cut-off
+    // candidate has no content at all.
+    let candidate = if text.is_empty() {
+        json!({"finishReason": finish_reason, "index": 0})
+    } else {
+        json!({"content": {"parts": [{"text": ""}], "role": "model"}, "finishReason": finish_reason, "index": 0})
+    };
+    chunks.push(json!({
+        "candidates": [candidate],
+        "usageMetadata": last,
+        "modelVersion": model,
+        "responseId": format!("resp_mock_{number}"),
+    }));
+    chunks
+}
+
+/// SSE with `alt=sse` (CRLF-separated, as Google sends it), else a JSON array of chunks; a plain
+/// `generateContent` gets the chunks merged into one response.
+async fn send_chunks(
+    writer: &mut OwnedWriteHalf,
+    path: &str,
+    method: &str,
+    chunks: &[Value],
+) -> std::io::Result<()> {
+    if method == "generateContent" {
+        let mut merged = chunks.last().cloned().unwrap_or(Value::Null);
+        let parts: Vec<Value> = chunks
+            .iter()
+            .filter_map(|c| {
+                c["candidates"][0]["content"]["parts"][0]
+                    .as_object()
+                    .cloned()
+            })
+            .map(Value::Object)
+            .filter(|p| p["text"].as_str().is_some_and(|t| !t.is_empty()))
+            .collect();
+        if merged["candidates"][0].is_object() {
+            merged["candidates"][0]["content"] = json!({"parts": parts, "role": "model"});
+        }
+        return send_json(writer, 200, &merged, &[]).await;
+    }
+    if !query_has(path, "alt=sse") {
+        return send_json(writer, 200, &Value::Array(chunks.to_vec()), &[]).await;
+    }
+    writer
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n")
+        .await?;
+    writer.flush().await?;
+    for chunk in chunks {
+        writer
+            .write_all(format!("data: {chunk}\r\n\r\n").as_bytes())
+            .await?;
+        writer.flush().await?;
+    }
+    writer.shutdown().await
+}
+
+async fn send_error(writer: &mut OwnedWriteHalf, rejection: &Rejection) -> std::io::Result<()> {
+    let mut details = Vec::new();
+    if let Some(reason) = rejection.reason {
+        details.push(json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com"}));
+    }
+    let envelope = json!({"error": {"code": rejection.status, "message": rejection.message, "status": rejection.status_text, "details": details}});
+    send_json(writer, rejection.status, &envelope, &[]).await
+}
+
+async fn send_json(
+    writer: &mut OwnedWriteHalf,
+    status: u16,
+    body: &Value,
+    extra_headers: &[(String, String)],
+) -> std::io::Result<()> {
+    let body = body.to_string();
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: application/json; charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    for (name, value) in extra_headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    writer.write_all(head.as_bytes()).await?;
+    writer.flush().await?;
+    writer.shutdown().await
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// A parsed HTTP request before it is recorded.
+struct RawRequest {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Reads one HTTP/1.1 request (`content-length` or chunked body). `Ok(None)`: the client closed
+/// without sending one.
+async fn read_request(
+    reader: &mut BufReader<OwnedReadHalf>,
+) -> Result<Option<RawRequest>, Rejection> {
+    let mut request_line = String::new();
+    match reader.read_line(&mut request_line).await {
+        Ok(0) | Err(_) => return Ok(None),
+        Ok(_) => {}
+    }
+    let mut parts = request_line.split_whitespace();
+    let (Some(method), Some(path), Some(_version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid("malformed HTTP request line"));
+    };
+    let (method, path) = (method.to_owned(), path.to_owned());
+    let mut headers = Vec::new();
+    let mut header_bytes = 0;
+    loop {
+        let mut line = String::new();
+        let n = reader
+            .read_line(&mut line)
+            .await
+            .map_err(|_| invalid("connection failed while reading headers"))?;
+        if n == 0 {
+            return Err(invalid("connection closed inside the header block"));
+        }
+        header_bytes += n;
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err(reject(
+                431,
+                "INVALID_ARGUMENT",
+                "request header block too large",
+            ));
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(invalid("malformed header line"));
+        };
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        read_chunked(reader).await?
+    } else if let Some(length) = header("content-length") {
+        let length: usize = length
+            .parse()
+            .map_err(|_| invalid("invalid content-length"))?;
+        if length > MAX_BODY_BYTES {
+            return Err(reject(413, "INVALID_ARGUMENT", "request too large"));
+        }
+        let mut body = vec![0; length];
+        reader
+            .read_exact(&mut body)
+            .await
+            .map_err(|_| invalid("connection closed before the body was complete"))?;
+        body
+    } else {
+        Vec::new()
+    };
+    Ok(Some(RawRequest {
+        method,
+        path,
+        headers,
+        body,
+    }))
+}
+
+async fn read_chunked(reader: &mut BufReader<OwnedReadHalf>) -> Result<Vec<u8>, Rejection> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader
+            .read_line(&mut size_line)
+            .await
+            .map_err(|_| invalid("connection failed inside a chunked body"))?;
+        let size_text = size_line.trim().split(';').next().unwrap_or_default();
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| invalid("invalid chunk size"))?;
+        if size == 0 {
+            loop {
+                let mut trailer = String::new();
+                let n = reader
+                    .read_line(&mut trailer)
+                    .await
+                    .map_err(|_| invalid("connection failed in chunked trailers"))?;
+                if n == 0 || trailer.trim().is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        if body.len() + size > MAX_BODY_BYTES {
+            return Err(reject(413, "INVALID_ARGUMENT", "request too large"));
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader
+            .read_exact(&mut body[start..])
+            .await
+            .map_err(|_| invalid("connection closed inside a chunk"))?;
+        let mut crlf = [0u8; 2];
+        reader
+            .read_exact(&mut crlf)
+            .await
+            .map_err(|_| invalid("missing CRLF after a chunk"))?;
+        if &crlf != b"\r\n" {
+            return Err(invalid("missing CRLF after a chunk"));
+        }
+    }
+}
