@@ -147,9 +147,46 @@ impl Loader {
 }
 
 async fn load_redis(conn: &mut Conn, ctx: &mut Context) -> anyhow::Result<()> {
-    let keys = store::scan_keys(conn, "experiments:*").await?;
-    let values = store::read_many(conn, &keys, Some(EXPERIMENT_FIELDS)).await?;
-    for (key, value) in keys.iter().zip(values) {
+    // Three round trips however many keys there are: SCANs side by side, one
+    // TYPE pipeline, one read pipeline.
+    let mut found = store::scan_patterns(
+        conn,
+        &[
+            "experiments:*",
+            "tools:*",
+            "learnings:tactical:*",
+            "metrics_aggregated:*",
+        ],
+    )
+    .await?
+    .into_iter();
+    let experiments = found.next().unwrap_or_default();
+    let tools = found.next().unwrap_or_default();
+    let tactical: Vec<String> = found
+        .next()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| k != "learnings:tactical:index")
+        .collect();
+    let metrics = found.next().unwrap_or_default();
+    let mut requests: Vec<(&str, Option<&[&str]>)> =
+        Vec::with_capacity(experiments.len() + tools.len() + tactical.len() + metrics.len());
+    requests.extend(
+        experiments
+            .iter()
+            .map(|k| (k.as_str(), Some(EXPERIMENT_FIELDS))),
+    );
+    requests.extend(
+        tools
+            .iter()
+            .chain(&tactical)
+            .chain(&metrics)
+            .map(|k| (k.as_str(), None)),
+    );
+    let mut values = store::read_keys(conn, &requests).await?.into_iter();
+
+    for key in &experiments {
+        let Some(value) = values.next() else { break };
         let id = key.trim_start_matches("experiments:").to_string();
         let fields = match value {
             KeyValue::Hash(h) => h,
@@ -178,9 +215,8 @@ async fn load_redis(conn: &mut Conn, ctx: &mut Context) -> anyhow::Result<()> {
             .then(b.updated_at.cmp(&a.updated_at))
     });
 
-    let keys = store::scan_keys(conn, "tools:*").await?;
-    let values = store::read_many(conn, &keys, None).await?;
-    for (key, value) in keys.iter().zip(values) {
+    for key in &tools {
+        let Some(value) = values.next() else { break };
         let fields = match value {
             KeyValue::Hash(h) => h,
             KeyValue::Text(t) => flatten_json(&t),
@@ -204,13 +240,8 @@ async fn load_redis(conn: &mut Conn, ctx: &mut Context) -> anyhow::Result<()> {
         });
     }
 
-    let keys: Vec<String> = store::scan_keys(conn, "learnings:tactical:*")
-        .await?
-        .into_iter()
-        .filter(|k| k != "learnings:tactical:index")
-        .collect();
-    let values = store::read_many(conn, &keys, None).await?;
-    for (key, value) in keys.iter().zip(values) {
+    for key in &tactical {
+        let Some(value) = values.next() else { break };
         let fields = match value {
             KeyValue::Hash(h) => h,
             KeyValue::Text(t) => {
@@ -234,9 +265,8 @@ async fn load_redis(conn: &mut Conn, ctx: &mut Context) -> anyhow::Result<()> {
     ctx.tactical_learnings
         .sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.key.cmp(&a.key)));
 
-    let keys = store::scan_keys(conn, "metrics_aggregated:*").await?;
-    let values = store::read_many(conn, &keys, None).await?;
-    for (key, value) in keys.iter().zip(values) {
+    for key in &metrics {
+        let Some(value) = values.next() else { break };
         if let KeyValue::Hash(fields) = value {
             ctx.metrics.push(Metrics {
                 experiment_id: key.trim_start_matches("metrics_aggregated:").to_string(),

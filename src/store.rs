@@ -205,25 +205,44 @@ pub async fn publish(
 
 /// All keys matching `pattern`, by SCAN (never KEYS), deduplicated and sorted.
 pub async fn scan_keys(conn: &mut Conn, pattern: &str) -> anyhow::Result<Vec<String>> {
-    let mut cursor: u64 = 0;
-    let mut keys = std::collections::BTreeSet::new();
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
+    Ok(scan_patterns(conn, &[pattern])
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// The keys of several patterns, scanned side by side: each round trip
+/// carries one SCAN step of every pattern still in progress.
+pub async fn scan_patterns(conn: &mut Conn, patterns: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut found: Vec<std::collections::BTreeSet<String>> =
+        vec![Default::default(); patterns.len()];
+    let mut cursors: Vec<Option<u64>> = vec![Some(0); patterns.len()];
+    while cursors.iter().any(Option::is_some) {
+        let mut pipe = redis::pipe();
+        let active: Vec<usize> = (0..patterns.len())
+            .filter(|i| cursors[*i].is_some())
+            .collect();
+        for &i in &active {
+            pipe.cmd("SCAN")
+                .arg(cursors[i].unwrap_or(0))
+                .arg("MATCH")
+                .arg(patterns[i])
+                .arg("COUNT")
+                .arg(1000);
+        }
+        let replies: Vec<(u64, Vec<String>)> = pipe
             .query_async(conn)
             .await
-            .with_context(|| format!("scanning {pattern}"))?;
-        keys.extend(batch);
-        if next == 0 {
-            break;
+            .with_context(|| format!("scanning {}", patterns.join(", ")))?;
+        for (&i, (next, batch)) in active.iter().zip(replies) {
+            found[i].extend(batch);
+            cursors[i] = (next != 0).then_some(next);
         }
-        cursor = next;
     }
-    Ok(keys.into_iter().collect())
+    Ok(found
+        .into_iter()
+        .map(|set| set.into_iter().collect())
+        .collect())
 }
 
 /// The value of one key read by [`read_many`].
@@ -244,68 +263,88 @@ pub async fn read_many(
     keys: &[String],
     fields: Option<&[&str]>,
 ) -> anyhow::Result<Vec<KeyValue>> {
-    if keys.is_empty() {
+    let requests: Vec<(&str, Option<&[&str]>)> =
+        keys.iter().map(|k| (k.as_str(), fields)).collect();
+    read_keys(conn, &requests).await
+}
+
+/// Like [`read_many`], with the hash fields to read chosen per key (None: all).
+pub async fn read_keys(
+    conn: &mut Conn,
+    requests: &[(&str, Option<&[&str]>)],
+) -> anyhow::Result<Vec<KeyValue>> {
+    /// How one key is read in the second round trip.
+    enum Slot<'a> {
+        Skip,
+        Hash(Option<&'a [&'a str]>),
+        Text,
+    }
+    if requests.is_empty() {
         return Ok(Vec::new());
     }
     let mut types_pipe = redis::pipe();
-    for key in keys {
-        types_pipe.cmd("TYPE").arg(key);
+    for (key, _) in requests {
+        types_pipe.cmd("TYPE").arg(*key);
     }
     let types: Vec<String> = types_pipe
         .query_async(conn)
         .await
         .context("reading key types")?;
     let mut read_pipe = redis::pipe();
-    let mut slots = Vec::with_capacity(keys.len());
-    for (key, kind) in keys.iter().zip(&types) {
-        match kind.as_str() {
+    let mut slots = Vec::with_capacity(requests.len());
+    for ((key, fields), kind) in requests.iter().zip(&types) {
+        slots.push(match kind.as_str() {
             "hash" => {
                 match fields {
-                    Some(names) => read_pipe.cmd("HMGET").arg(key).arg(names),
-                    None => read_pipe.cmd("HGETALL").arg(key),
+                    Some(names) => read_pipe.cmd("HMGET").arg(*key).arg(*names),
+                    None => read_pipe.cmd("HGETALL").arg(*key),
                 };
-                slots.push(Some(true));
+                Slot::Hash(*fields)
             }
             "string" => {
-                read_pipe.cmd("GET").arg(key);
-                slots.push(Some(false));
+                read_pipe.cmd("GET").arg(*key);
+                Slot::Text
             }
-            _ => slots.push(None),
-        }
+            _ => Slot::Skip,
+        });
     }
-    let values: Vec<redis::Value> = if slots.iter().any(Option::is_some) {
+    let values: Vec<redis::Value> = if slots.iter().any(|s| !matches!(s, Slot::Skip)) {
         read_pipe.query_async(conn).await.context("reading keys")?
     } else {
         Vec::new()
     };
     let mut values = values.into_iter();
-    let mut out = Vec::with_capacity(keys.len());
+    let mut out = Vec::with_capacity(requests.len());
     for slot in slots {
-        match slot {
-            None => out.push(KeyValue::Other),
-            Some(is_hash) => {
-                let value = values.next().unwrap_or(redis::Value::Nil);
-                if is_hash {
-                    let map: std::collections::BTreeMap<String, String> = match fields {
-                        Some(names) => {
-                            let got: Vec<Option<String>> =
-                                redis::FromRedisValue::from_redis_value(value).unwrap_or_default();
-                            names
-                                .iter()
-                                .zip(got)
-                                .filter_map(|(n, v)| v.map(|v| ((*n).to_string(), v)))
-                                .collect()
-                        }
-                        None => redis::FromRedisValue::from_redis_value(value).unwrap_or_default(),
-                    };
-                    out.push(KeyValue::Hash(map));
-                } else {
-                    let text: Option<String> =
-                        redis::FromRedisValue::from_redis_value(value).unwrap_or(None);
-                    out.push(text.map(KeyValue::Text).unwrap_or(KeyValue::Other));
-                }
+        let value = match slot {
+            Slot::Skip => {
+                out.push(KeyValue::Other);
+                continue;
             }
-        }
+            _ => values.next().unwrap_or(redis::Value::Nil),
+        };
+        out.push(match slot {
+            Slot::Hash(Some(names)) => {
+                let got: Vec<Option<String>> =
+                    redis::FromRedisValue::from_redis_value(value).unwrap_or_default();
+                KeyValue::Hash(
+                    names
+                        .iter()
+                        .zip(got)
+                        .filter_map(|(n, v)| v.map(|v| ((*n).to_string(), v)))
+                        .collect(),
+                )
+            }
+            Slot::Hash(None) => {
+                KeyValue::Hash(redis::FromRedisValue::from_redis_value(value).unwrap_or_default())
+            }
+            Slot::Text => {
+                let text: Option<String> =
+                    redis::FromRedisValue::from_redis_value(value).unwrap_or(None);
+                text.map(KeyValue::Text).unwrap_or(KeyValue::Other)
+            }
+            Slot::Skip => KeyValue::Other,
+        });
     }
     Ok(out)
 }
