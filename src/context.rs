@@ -78,8 +78,6 @@ pub struct Context {
 
 /// Fields of `experiments:*` hashes the context needs (the spec itself can be large).
 const EXPERIMENT_FIELDS: &[&str] = &[
-    "id",
-    "experiment_id",
     "name",
     "summary",
     "hypothesis",
@@ -88,6 +86,9 @@ const EXPERIMENT_FIELDS: &[&str] = &[
     "updated_at",
     "created_at",
 ];
+
+/// The most tactical learnings read per decision (newest by key name).
+const MAX_TACTICAL: usize = 1000;
 
 /// Loads context, caching file contents between calls while the files are unchanged.
 #[derive(Debug, Default)]
@@ -147,27 +148,33 @@ impl Loader {
 }
 
 async fn load_redis(conn: &mut Conn, ctx: &mut Context) -> anyhow::Result<()> {
-    // Three round trips however many keys there are: SCANs side by side, one
-    // TYPE pipeline, one read pipeline.
-    let mut found = store::scan_patterns(
+    // A handful of round trips however many keys there are: one SCAN pass,
+    // one TYPE pipeline, one read pipeline.
+    let started = std::time::Instant::now();
+    let mut found = store::scan_prefixes(
         conn,
         &[
-            "experiments:*",
-            "tools:*",
-            "learnings:tactical:*",
-            "metrics_aggregated:*",
+            "experiments:",
+            "tools:",
+            "learnings:tactical:",
+            "metrics_aggregated:",
         ],
     )
     .await?
     .into_iter();
     let experiments = found.next().unwrap_or_default();
     let tools = found.next().unwrap_or_default();
-    let tactical: Vec<String> = found
+    // Only the newest tactical learnings can reach the prompt; key names carry
+    // their time (`learnings:tactical:YYYYmmdd_HHMMSS…`), so read the last ones.
+    let mut tactical: Vec<String> = found
         .next()
         .unwrap_or_default()
         .into_iter()
         .filter(|k| k != "learnings:tactical:index")
         .collect();
+    if tactical.len() > MAX_TACTICAL {
+        tactical.drain(..tactical.len() - MAX_TACTICAL);
+    }
     let metrics = found.next().unwrap_or_default();
     let mut requests: Vec<(&str, Option<&[&str]>)> =
         Vec::with_capacity(experiments.len() + tools.len() + tactical.len() + metrics.len());
@@ -183,7 +190,14 @@ async fn load_redis(conn: &mut Conn, ctx: &mut Context) -> anyhow::Result<()> {
             .chain(&metrics)
             .map(|k| (k.as_str(), None)),
     );
+    let scanned = started.elapsed();
     let mut values = store::read_keys(conn, &requests).await?.into_iter();
+    tracing::debug!(
+        "context: {} keys scanned in {:?}, read in {:?}",
+        requests.len(),
+        scanned,
+        started.elapsed() - scanned
+    );
 
     for key in &experiments {
         let Some(value) = values.next() else { break };

@@ -245,6 +245,39 @@ pub async fn scan_patterns(conn: &mut Conn, patterns: &[&str]) -> anyhow::Result
         .collect())
 }
 
+/// The keys under each prefix, from one SCAN pass over the keyspace (no
+/// MATCH): cheaper for the server than one pattern-matching pass per prefix.
+pub async fn scan_prefixes(conn: &mut Conn, prefixes: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut found: Vec<Vec<String>> = vec![Vec::new(); prefixes.len()];
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(conn)
+            .await
+            .context("scanning the keyspace")?;
+        for key in batch {
+            if let Some(i) = prefixes.iter().position(|p| key.starts_with(p)) {
+                // SCAN may return a key twice.
+                if seen.insert(key.clone()) {
+                    found[i].push(key);
+                }
+            }
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    for keys in &mut found {
+        keys.sort();
+    }
+    Ok(found)
+}
+
 /// The value of one key read by [`read_many`].
 #[derive(Debug, Clone)]
 pub enum KeyValue {

@@ -695,3 +695,99 @@ fn jiff_free_today(w: &World) -> String {
         .expect("day")
         .to_string()
 }
+
+/// The PRD's decision-quality plan: five message types, each answered with
+/// the fitting action, and each action's effect visible in Redis or the files.
+#[test]
+fn five_message_types_get_fitting_actions_and_effects() {
+    let model = |req: &Recorded, _: usize| {
+        let text = mock_api::user_text(req);
+        let last = text
+            .rsplit("## Incoming Message")
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let decision = if last.contains("\"escalation\"") {
+            json!({"action": "dispatch_to_fullsend", "reasoning": "a concrete idea worth a test", "payload": {"idea": "HN hiring"}, "priority": "high"})
+        } else if last.contains("\"failure_threshold\"") {
+            json!({"action": "kill_experiment", "reasoning": "below the failure criterion", "experiment_id": "exp_20240115_github_stars", "payload": {"reason": "response_rate < 0.02 after 100 sends"}, "priority": "high"})
+        } else if last.contains("\"question\"") {
+            json!({"action": "respond_to_discord", "reasoning": "a direct question", "payload": {"content": "We are running the HN test."}, "priority": "medium"})
+        } else if last.contains("\"experiment_ready\"") {
+            json!({"action": "update_worklist", "reasoning": "track it", "payload": {"content": "# Fullsend Worklist\n\n## Active (In Progress)\n- [ ] exp_20261121_hn - ready\n"}, "priority": "medium"})
+        } else if last.contains("\"success_threshold\"") {
+            json!({"action": "record_learning", "reasoning": "a win worth remembering", "payload": {"learning": "Hiring companies reply 3x more"}, "priority": "medium"})
+        } else {
+            json!({"action": "no_action", "reasoning": "nothing to do"})
+        };
+        Reply::text(rambling(&decision))
+    };
+    let w = World::with_redis().mock(MockApi::start(model));
+    let mut c = w.conn();
+    let _: () = redis::cmd("HSET")
+        .arg("experiments:exp_20240115_github_stars")
+        .arg("state")
+        .arg("running")
+        .query(&mut c)
+        .expect("hset");
+    let messages = [
+        escalation("Scrape HN Who is Hiring posts", None),
+        json!({"type": "failure_threshold", "source": "redis_agent", "experiment_id": "exp_20240115_github_stars", "severity": "high", "message": "response_rate 0.01"}),
+        json!({"type": "question", "source": "watcher", "channel_id": "777", "message_id": "888", "content": "what's running?"}),
+        json!({"type": "experiment_ready", "source": "fullsend", "experiment_id": "exp_20261121_hn", "summary": "HN test"}),
+        json!({"type": "success_threshold", "source": "redis_agent", "experiment_id": "exp_x", "criterion": "response_rate > 0.1"}),
+    ];
+    for m in &messages {
+        w.run(&["publish", "fullsend:to_orchestrator"], &m.to_string());
+    }
+    let r = w.run(&["listen", "orchestrator", "--once", "--no-ingest"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let actions: Vec<String> = r
+        .lines()
+        .iter()
+        .map(|l| l["action"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "dispatch_to_fullsend",
+            "kill_experiment",
+            "respond_to_discord",
+            "update_worklist",
+            "record_learning"
+        ]
+    );
+    assert!(
+        r.lines()
+            .iter()
+            .all(|l| !l["reasoning"].as_str().unwrap_or("").is_empty()),
+        "every decision has its reasoning"
+    );
+    assert_eq!(experiment_requests(&w).len(), 1);
+    let state: String = redis::cmd("HGET")
+        .arg("experiments:exp_20240115_github_stars")
+        .arg("state")
+        .query(&mut c)
+        .expect("hget");
+    assert_eq!(state, "archived");
+    let replies = of_type(
+        &mut c,
+        "fullsend:from_orchestrator",
+        "orchestrator_response",
+    );
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0]["channel_id"], "777");
+    assert_eq!(replies[0]["reply_to"], "888");
+    assert!(read(&w.context().join("worklist.md")).contains("exp_20261121_hn"));
+    assert!(read(&w.context().join("learnings.md")).contains("Hiring companies reply 3x more"));
+    let log = read(&w.context().join("decisions.jsonl"));
+    assert_eq!(log.lines().count(), 5, "one decision-log line per decision");
+    // The context the model saw is the real one: the running experiment was listed.
+    let prompts: Vec<String> = w
+        .mock_api()
+        .requests()
+        .iter()
+        .map(mock_api::user_text)
+        .collect();
+    assert!(prompts[0].contains("exp_20240115_github_stars"));
+}
