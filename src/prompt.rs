@@ -459,6 +459,11 @@ impl<'a> Section<'a> {
                 if lines.is_empty() {
                     return self.empty.to_string();
                 }
+                let whole: usize = lines.iter().map(|l| l.len() + 1).sum();
+                if whole <= max_bytes {
+                    return lines.join("\n");
+                }
+                // Keep room for the note that says what was left out.
                 let mut out = String::new();
                 let mut count = 0;
                 for line in lines {
@@ -583,6 +588,25 @@ mod tests {
                 "newest learning kept"
             );
         }
+    }
+
+    #[test]
+    fn small_sections_are_never_cut() {
+        let prompts = Prompts::default();
+        let mut ctx = Context::default();
+        ctx.experiments = vec![crate::context::Experiment {
+            id: "exp_1".into(),
+            name: String::new(),
+            state: "running".into(),
+            updated_at: String::new(),
+        }];
+        let built = orchestrator_prompt(&prompts, &ctx, &Map::new(), 24_000).expect("prompt");
+        assert!(
+            built.user[0].text.contains("- exp_1:  (state: running)"),
+            "{}",
+            built.user[0].text
+        );
+        assert!(built.omitted.is_empty(), "{:?}", built.omitted);
     }
 
     #[test]

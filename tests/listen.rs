@@ -789,5 +789,9 @@ fn five_message_types_get_fitting_actions_and_effects() {
         .iter()
         .map(mock_api::user_text)
         .collect();
-    assert!(prompts[0].contains("exp_20240115_github_stars"));
+    assert!(
+        prompts[0].contains("exp_20240115_github_stars"),
+        "{}",
+        &prompts[0][..prompts[0].len().min(1500)]
+    );
 }
