@@ -202,6 +202,8 @@ pub struct Designed {
     pub engine: Engine,
     /// Mode used.
     pub mode: Mode,
+    /// Tactical learnings the designer wrote alongside the spec.
+    pub learnings: Vec<String>,
 }
 
 /// Context given to the designer: available tools, recent tactical learnings, product context.
@@ -318,6 +320,7 @@ impl Designer {
             cost_usd: 0.0,
             engine: self.engine,
             mode: self.mode,
+            learnings: Vec::new(),
         };
         let first = match (self.engine, self.mode) {
             (Engine::Api, _) => {
@@ -348,7 +351,7 @@ impl Designer {
         };
         std::fs::write(work_dir.join("output-1.txt"), &text).context("keeping the output")?;
         match check(&text) {
-            Ok((spec, tool)) => return Ok(finish(designed, spec, tool)),
+            Ok((spec, tool)) => return Ok(finish(designed, spec, tool, &text)),
             Err(problems) => {
                 tracing::warn!("spec invalid, one repair round: {}", problems.summary());
                 designed.violations = problems.violations.clone();
@@ -377,7 +380,7 @@ impl Designer {
                 std::fs::write(work_dir.join("output-2.txt"), &text)
                     .context("keeping the output")?;
                 match check(&text) {
-                    Ok((spec, tool)) => Ok(finish(designed, spec, tool)),
+                    Ok((spec, tool)) => Ok(finish(designed, spec, tool, &text)),
                     Err(problems) => {
                         designed.violations = problems.violations.clone();
                         designed.reason = Some(format!(
@@ -625,7 +628,9 @@ fn finish(
     mut designed: Designed,
     mut spec: Map<String, Value>,
     tool: Option<Map<String, Value>>,
+    output: &str,
 ) -> Designed {
+    designed.learnings = tactical_learnings(output);
     spec.entry("created_at")
         .or_insert_with(|| json!(crate::msg::now_iso_seconds()));
     designed.status = "ready";
@@ -633,6 +638,43 @@ fn finish(
     designed.tool_request = tool;
     designed.violations.clear();
     designed
+}
+
+/// Tactical learnings the designer wrote alongside the spec: a
+/// `tactical_learnings:` list (of text, or of `{text}`/`{learning}` maps) in any
+/// YAML block. At most ten, each at most 1,000 characters.
+pub fn tactical_learnings(output: &str) -> Vec<String> {
+    let mut docs: Vec<String> = crate::extract::fenced_blocks(output)
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    docs.push(output.to_string());
+    let mut out: Vec<String> = Vec::new();
+    for doc in docs {
+        let Ok(Value::Object(map)) = serde_yaml_ng::from_str::<Value>(&doc) else {
+            continue;
+        };
+        let Some(Value::Array(items)) = map.get("tactical_learnings") else {
+            continue;
+        };
+        for item in items {
+            let text = match item {
+                Value::String(s) => s.clone(),
+                Value::Object(o) => o
+                    .get("text")
+                    .or_else(|| o.get("learning"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                _ => String::new(),
+            };
+            let text = text.trim().chars().take(1000).collect::<String>();
+            if !text.is_empty() && !out.contains(&text) && out.len() < 10 {
+                out.push(text);
+            }
+        }
+    }
+    out
 }
 
 fn sanitize(text: &str) -> String {
@@ -665,6 +707,7 @@ pub async fn unique_id(conn: &mut Conn, id: &str) -> anyhow::Result<String> {
 pub fn effects(
     spec: &Map<String, Value>,
     tool: Option<&Map<String, Value>>,
+    learnings: &[String],
     request: &Request,
     channels: &crate::config::Channels,
     cause: &Map<String, Value>,
@@ -812,6 +855,14 @@ pub fn effects(
             "fullsend:builder_requests",
             obj(json!({"type": "tool_requested", "request_id": req_id, "tool_name": name, "source": "fullsend", "spec_key": format!("tool_requests:{req_id}")})),
             cause,
+        ));
+    }
+    // Tactical learnings go through the same code as `fullsend learn append --tactical`.
+    for learning in learnings {
+        out.extend(crate::learn::tactical_effects(
+            learning,
+            Some(&id),
+            "fullsend",
         ));
     }
     out.push(publish("fullsend:experiments", obj(json!({"type": "experiment_created", "experiment_id": id, "source": "fullsend", "spec_key": format!("experiments:{id}")})), cause));

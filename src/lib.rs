@@ -19,6 +19,7 @@ pub mod exit;
 pub mod extract;
 pub mod files;
 pub mod io;
+pub mod learn;
 pub mod listen;
 pub mod llm;
 pub mod msg;

@@ -484,3 +484,37 @@ fn the_api_engine_needs_no_claude() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["spec"]["id"], "exp_20261121_api");
 }
+
+#[test]
+fn tactical_learnings_in_the_design_are_recorded_for_the_experiment() {
+    let reply = format!(
+        "{}\n\n```yaml\ntactical_learnings:\n  - \"Company names in subjects lift opens\"\n  - text: \"Tuesday sends beat Friday\"\n```\n",
+        spec_reply("exp_20261121_learn")
+    );
+    let w = fake(World::with_redis(), Behavior::Reply(reply));
+    let r = w.run(&["design", "--idea", "x"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut c = w.conn();
+    let keys: Vec<String> = redis::cmd("ZRANGE")
+        .arg("learnings:tactical:index")
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .expect("zrange");
+    assert_eq!(keys.len(), 2);
+    let mut texts = Vec::new();
+    for k in &keys {
+        let h: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(k).query(&mut c).expect("hgetall");
+        assert_eq!(h["experiment_id"], "exp_20261121_learn");
+        texts.push(h["text"].clone());
+    }
+    texts.sort();
+    assert_eq!(
+        texts,
+        vec![
+            "Company names in subjects lift opens",
+            "Tuesday sends beat Friday"
+        ]
+    );
+}

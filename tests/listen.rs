@@ -795,3 +795,80 @@ fn five_message_types_get_fitting_actions_and_effects() {
         &prompts[0][..prompts[0].len().min(1500)]
     );
 }
+
+#[test]
+fn fullsend_acts_on_what_the_executor_and_builder_report() {
+    let w = World::with_redis();
+    let fake_dir = w.path("fake");
+    std::fs::create_dir_all(&fake_dir).expect("dir");
+    let claude = write_fake_claude(&fake_dir, Behavior::Reply("unused".into()));
+    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let mut c = w.conn();
+    for exp in ["exp_20261121_a", "exp_20261121_b"] {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("experiments:{exp}"))
+            .arg("state")
+            .arg("draft")
+            .query(&mut c)
+            .expect("hset");
+    }
+    let l = Listener::start(&w, &["fullsend"], "l.log");
+    wait_ready(&w, "fullsend", "fullsend:experiment_results", 1);
+    for exp in ["exp_20261121_a", "exp_20261121_b"] {
+        publish(&w, "fullsend:experiment_results", &json!({"type": "experiment_failed", "experiment_id": exp, "run_id": format!("{exp}:1"), "error": "Tool not found: hn_scraper (looked in /app/tools)", "error_type": "ToolNotFoundError"}).to_string());
+    }
+    publish(&w, "fullsend:experiment_results", &json!({"type": "experiment_failed", "experiment_id": "exp_20261121_c", "run_id": "r", "error": "HTTP 401 Unauthorized from Resend", "error_type": "HTTPError"}).to_string());
+    publish(&w, "fullsend:experiment_results", &json!({"type": "experiment_completed", "experiment_id": "exp_20261121_d", "run_id": "exp_20261121_d:1", "status": "success", "duration": 4.2}).to_string());
+    let prds = eventually(Duration::from_secs(15), "auto PRDs", || {
+        let p: Vec<Value> =
+            crate::support::stream_messages(&mut c, "fullsend:{builder_tasks}:stream");
+        (p.len() == 2).then_some(p)
+    });
+    assert_eq!(prds[0]["prd"]["tool_name"], "hn_scraper");
+    assert_eq!(prds[0]["request_id"], "auto_exp_20261121_a_hn_scraper");
+    let waiting: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("pending_experiments:hn_scraper")
+        .query(&mut c)
+        .expect("smembers");
+    assert_eq!(waiting.len(), 2);
+    eventually(
+        Duration::from_secs(10),
+        "api_key_required and experiment_success",
+        || {
+            let a = of_type(&mut c, "fullsend:to_orchestrator", "api_key_required");
+            let s = of_type(&mut c, "fullsend:to_orchestrator", "experiment_success");
+            (a.len() == 1 && s.len() == 1).then_some(())
+        },
+    );
+    // The tool is built: every waiting experiment runs, once.
+    publish(&w, "fullsend:builder_results", &json!({"type": "tool_built", "tool_name": "hn_scraper", "request_id": "auto_exp_20261121_a_hn_scraper"}).to_string());
+    let runs = eventually(Duration::from_secs(10), "execute_now", || {
+        let r = crate::support::stream_messages(&mut c, "fullsend:{execute_now}:stream");
+        (r.len() == 2).then_some(r)
+    });
+    let mut ids: Vec<&str> = runs
+        .iter()
+        .filter_map(|r| r["experiment_id"].as_str())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["exp_20261121_a", "exp_20261121_b"]);
+    let state: String = redis::cmd("HGET")
+        .arg("experiments:exp_20261121_a")
+        .arg("state")
+        .query(&mut c)
+        .expect("hget");
+    assert_eq!(state, "ready");
+    publish(
+        &w,
+        "fullsend:builder_results",
+        &json!({"type": "tool_built", "tool_name": "hn_scraper", "request_id": "again"})
+            .to_string(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        crate::support::stream_messages(&mut c, "fullsend:{execute_now}:stream").len(),
+        2,
+        "a second tool_built runs nothing"
+    );
+    assert_eq!(l.stop(), 0);
+}

@@ -191,6 +191,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let fx = design::effects(
             &spec,
             designed.tool_request.as_ref(),
+            &designed.learnings,
             &request,
             &channels,
             &original,

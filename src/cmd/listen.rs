@@ -23,6 +23,11 @@ Output (one line per handled message, abridged):
   {\"v\":1,\"role\":\"orchestrator\",\"msg_id\":\"019a…\",\"type\":\"escalation\",\"action\":\"dispatch_to_fullsend\",
    \"entry_id\":\"1763719200000-0\",\"deliveries\":1,\"commit\":{\"status\":{\"status\":\"ok\"},…}}";
 
+/// Where the Executor reports runs.
+pub const EXPERIMENT_RESULTS: &str = "fullsend:experiment_results";
+/// Where the Builder reports tools.
+pub const BUILDER_RESULTS: &str = "fullsend:builder_results";
+
 /// Which daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -106,6 +111,11 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         block: Duration::from_secs(2),
         once: args.once,
         ingest: !args.no_ingest,
+        // FULLSEND also acts on what the Executor and the Builder report.
+        also_ingest: match args.role {
+            Role::Orchestrator => Vec::new(),
+            Role::Fullsend => vec![EXPERIMENT_RESULTS.to_string(), BUILDER_RESULTS.to_string()],
+        },
     };
     let shutdown = crate::signal::shutdown_channel();
     let pretty = global.pretty;

@@ -65,6 +65,9 @@ impl Handler for FullsendRole {
                 )
             }
             "run_direct" => self.run_direct(&job, &mut conn).await?,
+            "experiment_completed" | "experiment_failed" => {
+                executor_result(&job, &self.designer.channels)
+            }
             other => {
                 tracing::info!("{}: ignoring message type {:?}", job.identity, other);
                 (Vec::new(), json!({"ignored": other}))
@@ -185,6 +188,7 @@ impl FullsendRole {
         let effects = design::effects(
             &spec,
             designed.tool_request.as_ref(),
+            &designed.learnings,
             &request,
             channels,
             &job.message,
@@ -253,7 +257,17 @@ impl FullsendRole {
             .await
             .map_err(|e| JobError::Transient(e.into()))?;
         let mut effects = Vec::new();
+        let mut released = Vec::new();
         for exp in waiting.iter().filter(|e| crate::dispatch::valid_key_id(e)) {
+            // An experiment deleted meanwhile is dropped from the wait list, not run.
+            if !design::experiment_exists(conn, exp)
+                .await
+                .map_err(JobError::Transient)?
+            {
+                tracing::warn!("{exp} waited for {name} but no longer exists");
+                continue;
+            }
+            released.push(exp.clone());
             let now = crate::msg::now_iso_seconds();
             effects.push(Effect::HashSet {
                 key: format!("experiments:{exp}"),
@@ -273,7 +287,7 @@ impl FullsendRole {
         if !waiting.is_empty() {
             effects.push(Effect::Delete { key });
         }
-        Ok((effects, json!({"tool": name, "released": waiting})))
+        Ok((effects, json!({"tool": name, "released": released})))
     }
 
     async fn run_direct(
@@ -319,12 +333,15 @@ struct MemoDesign {
     work_dir: std::path::PathBuf,
     cost_usd: f64,
     repaired: bool,
+    #[serde(default)]
+    learnings: Vec<String>,
 }
 
 impl From<&Designed> for MemoDesign {
     fn from(d: &Designed) -> Self {
         MemoDesign {
             spec: d.spec.clone(),
+            learnings: d.learnings.clone(),
             tool_request: d.tool_request.clone(),
             reason: d.reason.clone(),
             work_dir: d.work_dir.clone(),
@@ -351,6 +368,7 @@ impl MemoDesign {
             cost_usd: self.cost_usd,
             engine: design::Engine::Claude,
             mode: design::Mode::Single,
+            learnings: self.learnings,
         }
     }
 }
@@ -359,5 +377,128 @@ fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
+    }
+}
+
+/// What the Executor reported (`fullsend:experiment_results`), turned into
+/// the messages the Orchestrator and Builder expect (fullsend-system.md §3, §8).
+fn executor_result(job: &Job, channels: &crate::config::Channels) -> (Vec<Effect>, Value) {
+    let msg = &job.message;
+    let text = |k: &str| {
+        msg.get(k)
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .unwrap_or_default()
+    };
+    let exp = text("experiment_id");
+    let to_orchestrator = |body: Value| publish(&channels.to_orchestrator, obj(body), msg);
+    if msg.get("type").and_then(Value::as_str) == Some("experiment_completed") {
+        let effect = to_orchestrator(
+            json!({"type": "experiment_success", "source": "fullsend_listener", "experiment_id": exp, "run_id": text("run_id"), "duration": msg.get("duration")}),
+        );
+        return (
+            vec![effect],
+            json!({"experiment_id": exp, "reported": "experiment_success"}),
+        );
+    }
+    let error = text("error");
+    if let Some(tool) = missing_tool(&error)
+        .filter(|t| crate::dispatch::valid_key_id(t))
+        .filter(|_| crate::dispatch::valid_key_id(&exp))
+    {
+        // Wait for the tool, and ask the Builder for it (once per experiment and tool).
+        let request_id = format!("auto_{exp}_{tool}");
+        let mut prd = obj(json!({
+            "prd": {"tool_name": tool, "description": format!("Tool required by experiment {exp}"), "auto_requested": true},
+            "requested_by": "fullsend_listener",
+            "request_id": request_id,
+            "priority": "high",
+        }));
+        prd.insert("msg_id".into(), json!(request_id));
+        let effects = vec![
+            Effect::SetAdd {
+                key: format!("pending_experiments:{tool}"),
+                members: vec![exp.clone()],
+            },
+            publish(&channels.builder_tasks, prd, msg),
+        ];
+        return (
+            effects,
+            json!({"experiment_id": exp, "missing_tool": tool, "requested": request_id}),
+        );
+    }
+    let effect = if is_auth_error(&error) {
+        to_orchestrator(
+            json!({"type": "api_key_required", "source": "fullsend_listener", "experiment_id": exp, "error": error, "suggestion": "Please set the required API key in .env"}),
+        )
+    } else if error.contains("ToolNotFound")
+        || error.to_ascii_lowercase().contains("not found") && error.contains("Tool")
+    {
+        to_orchestrator(
+            json!({"type": "experiment_error", "source": "fullsend_listener", "experiment_id": exp, "error": error, "error_type": text("error_type"), "note": "Could not auto-request tool build"}),
+        )
+    } else {
+        to_orchestrator(
+            json!({"type": "experiment_error", "source": "fullsend_listener", "experiment_id": exp, "run_id": text("run_id"), "error": error, "error_type": text("error_type")}),
+        )
+    };
+    (
+        vec![effect],
+        json!({"experiment_id": exp, "reported": "experiment_error"}),
+    )
+}
+
+/// The tool an Executor error says is missing: `Tool not found: x (…)` (the
+/// Executor's real text) or `Tool 'x' not found`.
+fn missing_tool(error: &str) -> Option<String> {
+    let word = |rest: &str| -> Option<String> {
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        (!name.is_empty()).then_some(name)
+    };
+    if let Some(i) = error.find("Tool not found: ") {
+        return word(&error[i + "Tool not found: ".len()..]);
+    }
+    if let Some(i) = error.find("Tool '") {
+        let rest = &error[i + "Tool '".len()..];
+        if let Some(end) = rest.find('\'') {
+            if rest[end..].starts_with("' not found") {
+                return word(&rest[..end]);
+            }
+        }
+    }
+    None
+}
+
+/// `401` or `Unauthorized` as a token, not a substring ("capital" is no "api").
+fn is_auth_error(error: &str) -> bool {
+    error
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|t| t == "401" || t.eq_ignore_ascii_case("unauthorized"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executor_error_texts() {
+        assert_eq!(
+            missing_tool("Tool not found: hn_scraper (looked in /app/tools)").as_deref(),
+            Some("hn_scraper")
+        );
+        assert_eq!(
+            missing_tool("ToolNotFoundError: Tool 'gh_stars' not found").as_deref(),
+            Some("gh_stars")
+        );
+        assert_eq!(missing_tool("ToolNotFoundError"), None);
+        assert!(is_auth_error("HTTP 401 from resend"));
+        assert!(is_auth_error("401 Unauthorized"));
+        assert!(!is_auth_error("capital 4010 api"));
     }
 }

@@ -45,6 +45,9 @@ pub struct Options {
     pub once: bool,
     /// Bridge PUBLISH-only producers into the stream.
     pub ingest: bool,
+    /// Further channels whose PUBLISHed messages this role also handles
+    /// (bridged into its stream), e.g. the Executor's and Builder's results.
+    pub also_ingest: Vec<String>,
 }
 
 /// One entry to handle.
@@ -230,6 +233,7 @@ pub async fn run<H: Handler>(
         tokio::spawn(ingest_loop(
             opts.redis_url.clone(),
             keys.clone(),
+            opts.also_ingest.clone(),
             stop_rx.clone(),
         ))
     });
@@ -741,13 +745,18 @@ async fn heartbeat_loop(
 }
 
 /// Bridges PUBLISH-only producers into the stream, resubscribing after any fault.
-async fn ingest_loop(url: String, keys: ChannelKeys, stop: watch::Receiver<bool>) {
+async fn ingest_loop(
+    url: String,
+    keys: ChannelKeys,
+    also: Vec<String>,
+    stop: watch::Receiver<bool>,
+) {
     let mut backoff = Backoff::default();
     loop {
         if *stop.borrow() {
             return;
         }
-        match ingest_session(&url, &keys, &mut backoff).await {
+        match ingest_session(&url, &keys, &also, &mut backoff).await {
             Ok(()) => tracing::info!("subscription to {} ended; resubscribing", keys.channel),
             Err(err) => tracing::warn!("subscription to {}: {err:#}", keys.channel),
         }
@@ -758,6 +767,7 @@ async fn ingest_loop(url: String, keys: ChannelKeys, stop: watch::Receiver<bool>
 async fn ingest_session(
     url: &str,
     keys: &ChannelKeys,
+    also: &[String],
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
     let client = store::check_url(url)?;
@@ -767,8 +777,11 @@ async fn ingest_session(
         .context("subscribing timed out")??;
     let (mut sink, mut messages) = pubsub.split();
     sink.subscribe(&keys.channel).await?;
+    for channel in also {
+        sink.subscribe(channel).await?;
+    }
     backoff.reset();
-    tracing::info!("subscribed to {}", keys.channel);
+    tracing::info!("subscribed to {} {}", keys.channel, also.join(" "));
     let stream = keys.stream();
     let marker_prefix = keys.ingested("");
     loop {

@@ -2,13 +2,11 @@
 //! learnings.md, appended under an exclusive lock; or, with `--tactical`, a
 //! `learnings:tactical:*` hash plus its index in Redis.
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 
 use crate::cli::GlobalArgs;
 use crate::cmd::Env;
-use crate::effects::{self, CommitStatus, Effect, Guard};
+use crate::effects::{self, CommitStatus, Effect};
 use crate::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
@@ -95,7 +93,7 @@ pub async fn append_tactical(
             )));
         }
     }
-    let effects = tactical_effects(text, experiment, source);
+    let effects = crate::learn::tactical_effects(text, experiment, source);
     let key = match &effects[0] {
         Effect::HashSet { key, .. } => key.clone(),
         _ => String::new(),
@@ -110,40 +108,4 @@ pub async fn append_tactical(
         "appended": commit.status == CommitStatus::Ok,
         "status": commit.status,
     }))
-}
-
-/// The effects of one tactical learning: the hash (never overwriting) and its index entry.
-pub fn tactical_effects(text: &str, experiment: Option<&str>, source: &str) -> Vec<Effect> {
-    let now = jiff::Timestamp::now();
-    // Second-resolution keys collided in the original; add micros and a unique tail.
-    let uid = crate::msg::new_msg_id();
-    let key = format!(
-        "learnings:tactical:{}_{}",
-        now.strftime("%Y%m%d_%H%M%S_%6f"),
-        &uid[uid.len() - 8..]
-    );
-    let fields = BTreeMap::from([
-        ("text".to_string(), text.to_string()),
-        (
-            "experiment_id".to_string(),
-            experiment.unwrap_or("").to_string(),
-        ),
-        ("source".to_string(), source.to_string()),
-        (
-            "created_at".to_string(),
-            now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        ),
-    ]);
-    vec![
-        Effect::HashSet {
-            key: key.clone(),
-            fields,
-            guard: Guard::MustNotExist,
-        },
-        Effect::SortedAdd {
-            key: "learnings:tactical:index".into(),
-            score: now.as_second() as f64,
-            member: key,
-        },
-    ]
 }
