@@ -57,9 +57,9 @@ pub fn spinner(enabled: bool, message: &str) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}] {pos} chars")
-    {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {msg} [{elapsed}] ~{pos} tokens received",
+    ) {
         bar.set_style(style);
     }
     bar.set_message(message.to_string());

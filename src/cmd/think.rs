@@ -134,7 +134,8 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     }
     let bar = crate::term::spinner(crate::term::progress_enabled(global.quiet), "thinking");
     let progress_bar = bar.clone();
-    let progress = move |chars: usize| progress_bar.set_position(chars as u64);
+    // Streaming deltas arrive as text; about four characters make a token.
+    let progress = move |chars: usize| progress_bar.set_position(chars.div_ceil(4) as u64);
     let outcome = orchestrator.decide(&message, &ctx, Some(&progress)).await?;
     bar.finish_and_clear();
     let (decision, exit) = match outcome {
