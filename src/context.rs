@@ -127,10 +127,11 @@ impl Loader {
             }
         };
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        if let Some((m, len, text)) = self.files.get(&path) {
-            if *m == modified && *len == meta.len() {
-                return text.clone();
-            }
+        if let Some((m, len, text)) = self.files.get(&path)
+            && *m == modified
+            && *len == meta.len()
+        {
+            return text.clone();
         }
         match std::fs::read(&path) {
             Ok(bytes) => {

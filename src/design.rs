@@ -60,13 +60,13 @@ pub struct Request {
 impl Request {
     /// From an `experiment_request` message. Errors name what is wrong.
     pub fn from_message(msg: &Map<String, Value>) -> Result<Request, String> {
-        if let Some(t) = msg.get("type").and_then(Value::as_str) {
-            if t != "experiment_request" {
-                return Err(format!(
-                    "expected an experiment_request, got type {:?}",
-                    crate::msg::preview(t, 40)
-                ));
-            }
+        if let Some(t) = msg.get("type").and_then(Value::as_str)
+            && t != "experiment_request"
+        {
+            return Err(format!(
+                "expected an experiment_request, got type {:?}",
+                crate::msg::preview(t, 40)
+            ));
         }
         let idea = match msg.get("idea") {
             Some(Value::String(s)) if !s.trim().is_empty() => Value::String(s.clone()),
@@ -351,7 +351,7 @@ impl Designer {
         };
         std::fs::write(work_dir.join("output-1.txt"), &text).context("keeping the output")?;
         match check(&text) {
-            Ok((spec, tool)) => return Ok(finish(designed, spec, tool, &text)),
+            Ok((spec, tool)) => Ok(finish(designed, spec, tool, &text)),
             Err(problems) => {
                 tracing::warn!("spec invalid, one repair round: {}", problems.summary());
                 designed.violations = problems.violations.clone();
@@ -602,8 +602,11 @@ impl Problems {
     }
 }
 
+/// A validated spec and its tool request, if any.
+pub type Checked = (Map<String, Value>, Option<Map<String, Value>>);
+
 /// Extracts, normalises and validates a spec (and its tool request) from model output.
-pub fn check(text: &str) -> Result<(Map<String, Value>, Option<Map<String, Value>>), Problems> {
+pub fn check(text: &str) -> Result<Checked, Problems> {
     let extracted = crate::spec::extract(text).map_err(|e| Problems {
         violations: Vec::new(),
         error: Some(e),

@@ -116,10 +116,10 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         {
             return Exit::Upstream;
         }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::BrokenPipe {
-                return Exit::Success;
-            }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return Exit::Success;
         }
     }
     Exit::Failed

@@ -55,16 +55,17 @@ fn append_under_lock(
     header: Option<&str>,
 ) -> anyhow::Result<bool> {
     let len = file.metadata()?.len();
-    if let Some(marker) = marker {
-        if len > 0 && contains(file, marker)? {
-            return Ok(false);
-        }
+    if let Some(marker) = marker
+        && len > 0
+        && contains(file, marker)?
+    {
+        return Ok(false);
     }
     let mut buf = String::with_capacity(record.len() + 64);
-    if len == 0 {
-        if let Some(h) = header {
-            buf.push_str(h);
-        }
+    if len == 0
+        && let Some(h) = header
+    {
+        buf.push_str(h);
     }
     buf.push_str(record);
     file.write_all(buf.as_bytes())?;

@@ -527,6 +527,7 @@ pub fn one_line(text: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 
@@ -560,11 +561,13 @@ mod tests {
     #[test]
     fn prompt_fits_budget_for_huge_context() {
         let prompts = Prompts::default();
-        let mut ctx = Context::default();
+        let mut ctx = Context {
+            worklist: "w".repeat(400_000),
+            ..Default::default()
+        };
         ctx.learnings = (0..20_000)
             .map(|i| format!("## 2026-01-01T00:00:{i}\nlearning number {i} with some words\n"))
             .collect();
-        ctx.worklist = "w".repeat(400_000);
         ctx.experiments = (0..10_000)
             .map(|i| crate::context::Experiment {
                 id: format!("exp_{i}"),

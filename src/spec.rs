@@ -284,10 +284,10 @@ fn looks_like_bare_spec(root: &Object) -> bool {
 /// would turn one YAML error into a list of misleading "missing field" violations.
 fn parse_documents(source: &str, cut_prose: bool) -> Result<Vec<Value>, serde_yaml_ng::Error> {
     let trimmed = source.trim();
-    if trimmed.starts_with('{') {
-        if let Ok(value) = serde_json::from_str::<Value>(trimmed) {
-            return Ok(vec![value]);
-        }
+    if trimmed.starts_with('{')
+        && let Ok(value) = serde_json::from_str::<Value>(trimmed)
+    {
+        return Ok(vec![value]);
     }
     let mut current = source;
     let mut first_error = None;
@@ -500,15 +500,15 @@ pub fn normalize(spec: &mut Map<String, Value>) {
     if let Some(Value::Object(execution)) = spec.get_mut("execution") {
         normalize_execution(execution);
     }
-    if let Some(Value::Object(target)) = spec.get_mut("target") {
-        if let Some(size) = target.get_mut("size") {
-            normalize_size(size);
-        }
+    if let Some(Value::Object(target)) = spec.get_mut("target")
+        && let Some(size) = target.get_mut("size")
+    {
+        normalize_size(size);
     }
-    if let Some(Value::Object(outreach)) = spec.get_mut("outreach") {
-        if let Some(Value::String(channel)) = outreach.get_mut("channel") {
-            *channel = channel.trim().to_lowercase();
-        }
+    if let Some(Value::Object(outreach)) = spec.get_mut("outreach")
+        && let Some(Value::String(channel)) = outreach.get_mut("channel")
+    {
+        *channel = channel.trim().to_lowercase();
     }
     if let Some(metrics) = spec.get_mut("metrics") {
         normalize_metrics(metrics);
@@ -541,10 +541,10 @@ fn normalize_execution(execution: &mut Object) {
             .map(str::to_string);
         if let Some(expression) = expression {
             execution.insert("schedule".to_string(), Value::from(expression));
-            if let Some(timezone) = timezone {
-                if is_blank(execution.get("timezone")) {
-                    execution.insert("timezone".to_string(), Value::from(timezone));
-                }
+            if let Some(timezone) = timezone
+                && is_blank(execution.get("timezone"))
+            {
+                execution.insert("timezone".to_string(), Value::from(timezone));
             }
         }
     }
@@ -637,21 +637,21 @@ fn normalize_metrics(metrics: &mut Value) {
                     Value::String(name),
                 )]));
             }
-            if let Value::Object(metric) = item {
-                if let Some(Value::String(kind)) = metric.get_mut("type") {
-                    *kind = kind.trim().to_lowercase();
-                }
+            if let Value::Object(metric) = item
+                && let Some(Value::String(kind)) = metric.get_mut("type")
+            {
+                *kind = kind.trim().to_lowercase();
             }
         }
     }
 }
 
 fn normalize_criteria(criteria: &mut Value) {
-    if let Value::String(text) = criteria {
-        if !text.trim().is_empty() {
-            let text = std::mem::take(text);
-            *criteria = Value::Array(vec![Value::String(text)]);
-        }
+    if let Value::String(text) = criteria
+        && !text.trim().is_empty()
+    {
+        let text = std::mem::take(text);
+        *criteria = Value::Array(vec![Value::String(text)]);
     }
     if let Value::Array(items) = criteria {
         for item in items.iter_mut() {
@@ -876,14 +876,14 @@ fn check_target(spec: &Object, out: &mut Vec<Violation>) {
                     Some("linkedin") => Some((20, 200)),
                     _ => None,
                 };
-                if let (Some((low, high)), Some(name)) = (bounds, channel(spec)) {
-                    if !(low..=high).contains(&size) {
-                        out.push(violation(
-                            RULE,
-                            "target.size",
-                            format!("target.size for {name} must be {low}-{high}, got {size}"),
-                        ));
-                    }
+                if let (Some((low, high)), Some(name)) = (bounds, channel(spec))
+                    && !(low..=high).contains(&size)
+                {
+                    out.push(violation(
+                        RULE,
+                        "target.size",
+                        format!("target.size for {name} must be {low}-{high}, got {size}"),
+                    ));
                 }
             }
             None => out.push(violation(
@@ -1578,7 +1578,9 @@ mod tests {
             (json!(500.0), 500),
         ] {
             let mut spec = prd_spec();
-            spec.get_mut("target").map(|t| t["size"] = raw.clone());
+            if let Some(t) = spec.get_mut("target") {
+                t["size"] = raw.clone();
+            }
             normalize(&mut spec);
             assert_eq!(spec["target"]["size"], json!(expected), "{raw}");
             assert!(validate(&spec).is_empty());
@@ -1919,8 +1921,9 @@ mod tests {
     fn placeholder_scan_is_linear_on_unmatched_delimiters() {
         let mut spec = prd_spec();
         let template = "<[{{ ".repeat(200_000);
-        spec.get_mut("outreach")
-            .map(|o| o["template"] = json!(template));
+        if let Some(o) = spec.get_mut("outreach") {
+            o["template"] = json!(template);
+        }
         let started = std::time::Instant::now();
         let _ = validate(&spec);
         assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());

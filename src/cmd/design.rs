@@ -124,22 +124,21 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         args.max_iterations,
     )?;
     let ctx = design::load_context(conn.as_mut(), &designer.product_context).await;
-    if let Some(conn) = conn.as_mut() {
-        if let Some(reason) = crate::spend::Gate::from_config(&env.config)?
+    if let Some(conn) = conn.as_mut()
+        && let Some(reason) = crate::spend::Gate::from_config(&env.config)?
             .blocked(conn)
             .await?
-        {
-            return Err(Fail::limit(reason));
-        }
+    {
+        return Err(Fail::limit(reason));
     }
     let cancel = crate::signal::shutdown_channel();
     let bar = crate::term::spinner(crate::term::progress_enabled(global.quiet), "designing");
     let designed = designer.design(&request, &ctx, cancel).await?;
     bar.finish_and_clear();
-    if let Some(conn) = conn.as_mut() {
-        if let Err(err) = crate::spend::add(conn, designed.cost_usd).await {
-            tracing::warn!("recording spend: {err:#}");
-        }
+    if let Some(conn) = conn.as_mut()
+        && let Err(err) = crate::spend::add(conn, designed.cost_usd).await
+    {
+        tracing::warn!("recording spend: {err:#}");
     }
     let mut report = json!({
         "v": 1,

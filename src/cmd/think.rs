@@ -121,16 +121,15 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     for w in &ctx.warnings {
         tracing::warn!("{w}");
     }
-    if let Some(conn) = conn.as_mut() {
-        if let Some(reason) = crate::spend::Gate::from_config(&env.config)?
+    if let Some(conn) = conn.as_mut()
+        && let Some(reason) = crate::spend::Gate::from_config(&env.config)?
             .blocked(conn)
             .await?
-        {
-            let mut decision = crate::decision::Decision::no_action(message, reason.clone());
-            decision.fallback = Some("spend_limit".into());
-            env.emit(&decision)?;
-            return Err(Fail::limit(reason));
-        }
+    {
+        let mut decision = crate::decision::Decision::no_action(message, reason.clone());
+        decision.fallback = Some("spend_limit".into());
+        env.emit(&decision)?;
+        return Err(Fail::limit(reason));
     }
     let bar = crate::term::spinner(crate::term::progress_enabled(global.quiet), "thinking");
     let progress_bar = bar.clone();
@@ -148,15 +147,15 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             (decision, Exit::Upstream)
         }
     };
-    if let (Some(conn), Some(cost)) = (conn.as_mut(), decision.cost_usd) {
-        if let Err(err) = crate::spend::add(conn, cost).await {
-            tracing::warn!("recording spend: {err:#}");
-        }
+    if let (Some(conn), Some(cost)) = (conn.as_mut(), decision.cost_usd)
+        && let Err(err) = crate::spend::add(conn, cost).await
+    {
+        tracing::warn!("recording spend: {err:#}");
     }
-    if !args.no_log {
-        if let Err(err) = log_decision(&env.config.decision_log(), &decision) {
-            tracing::warn!("decision log: {err:#}");
-        }
+    if !args.no_log
+        && let Err(err) = log_decision(&env.config.decision_log(), &decision)
+    {
+        tracing::warn!("decision log: {err:#}");
     }
     env.emit(&decision)?;
     Ok(exit)

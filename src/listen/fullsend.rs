@@ -466,10 +466,10 @@ fn missing_tool(error: &str) -> Option<String> {
     }
     if let Some(i) = error.find("Tool '") {
         let rest = &error[i + "Tool '".len()..];
-        if let Some(end) = rest.find('\'') {
-            if rest[end..].starts_with("' not found") {
-                return word(&rest[..end]);
-            }
+        if let Some(end) = rest.find('\'')
+            && rest[end..].starts_with("' not found")
+        {
+            return word(&rest[..end]);
         }
     }
     None

@@ -219,16 +219,16 @@ pub async fn run<H: Handler>(
     let sem = Arc::new(Semaphore::new(opts.concurrency));
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let heartbeat = tokio::spawn(heartbeat_loop(
-        conn_ok.clone(),
-        opts.clone(),
-        consumer.clone(),
-        token.clone(),
-        stats.clone(),
-        sem.clone(),
-        last_error.clone(),
-        stop_rx.clone(),
-    ));
+    let beat = Beat {
+        conn: conn_ok.clone(),
+        opts: opts.clone(),
+        consumer: consumer.clone(),
+        token: token.clone(),
+        stats: stats.clone(),
+        sem: sem.clone(),
+        last_error: last_error.clone(),
+    };
+    let heartbeat = tokio::spawn(heartbeat_loop(beat, stop_rx.clone()));
     let ingest = opts.ingest.then(|| {
         tokio::spawn(ingest_loop(
             opts.redis_url.clone(),
@@ -684,16 +684,27 @@ async fn renew_loop(mut conn: Conn, fence: Fence, lease: Duration, cancel: watch
     }
 }
 
-async fn heartbeat_loop(
-    mut conn: Conn,
+/// What the heartbeat reports about its listener.
+struct Beat {
+    conn: Conn,
     opts: Options,
     consumer: String,
     token: String,
     stats: Arc<Stats>,
     sem: Arc<Semaphore>,
     last_error: Arc<std::sync::Mutex<String>>,
-    mut stop: watch::Receiver<bool>,
-) {
+}
+
+async fn heartbeat_loop(beat: Beat, mut stop: watch::Receiver<bool>) {
+    let Beat {
+        mut conn,
+        opts,
+        consumer,
+        token,
+        stats,
+        sem,
+        last_error,
+    } = beat;
     let key = heartbeat_key(&opts.group, &consumer);
     let started = crate::msg::now_iso_seconds();
     loop {
@@ -923,10 +934,10 @@ fn pid_alive(pid: i32) -> bool {
 
 /// This machine's name (stable across restarts, unlike the pid).
 pub fn hostname() -> String {
-    if let Ok(h) = std::env::var("FULLSEND_HOSTNAME") {
-        if !h.is_empty() {
-            return h;
-        }
+    if let Ok(h) = std::env::var("FULLSEND_HOSTNAME")
+        && !h.is_empty()
+    {
+        return h;
     }
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length.

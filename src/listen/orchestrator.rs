@@ -139,10 +139,10 @@ impl OrchestratorRole {
         };
         match outcome {
             Outcome::Decided(decision) => {
-                if let Some(cost) = decision.cost_usd {
-                    if let Err(err) = crate::spend::add(conn, cost).await {
-                        tracing::warn!("recording spend: {err:#}");
-                    }
+                if let Some(cost) = decision.cost_usd
+                    && let Err(err) = crate::spend::add(conn, cost).await
+                {
+                    tracing::warn!("recording spend: {err:#}");
                 }
                 if let Err(err) = crate::cmd::think::log_decision(&self.decision_log, &decision) {
                     tracing::warn!("decision log: {err:#}");

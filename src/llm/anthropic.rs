@@ -329,10 +329,10 @@ impl Accumulator {
                     .as_str()
                     .unwrap_or("")
                     .to_string();
-                if kind == "text" {
-                    if let Some(t) = data["content_block"]["text"].as_str() {
-                        self.text.push_str(t);
-                    }
+                if kind == "text"
+                    && let Some(t) = data["content_block"]["text"].as_str()
+                {
+                    self.text.push_str(t);
                 }
                 self.block_types.push(kind);
             }

@@ -49,13 +49,13 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     if text.is_empty() {
         return Err(Fail::usage("the learning is empty"));
     }
-    if let Some(id) = &args.id {
-        if !crate::msg::is_safe_id(id) {
-            return Err(Fail::usage(format!(
-                "--id {:?} is not a safe id",
-                crate::msg::preview(id, 40)
-            )));
-        }
+    if let Some(id) = &args.id
+        && !crate::msg::is_safe_id(id)
+    {
+        return Err(Fail::usage(format!(
+            "--id {:?} is not a safe id",
+            crate::msg::preview(id, 40)
+        )));
     }
     if !args.tactical {
         let path = env.config.context_path().join("learnings.md");
@@ -85,13 +85,13 @@ pub async fn append_tactical(
     source: &str,
     id: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
-    if let Some(exp) = experiment {
-        if !crate::dispatch::valid_key_id(exp) {
-            return Err(Fail::usage(format!(
-                "invalid experiment id {:?}",
-                crate::msg::preview(exp, 40)
-            )));
-        }
+    if let Some(exp) = experiment
+        && !crate::dispatch::valid_key_id(exp)
+    {
+        return Err(Fail::usage(format!(
+            "invalid experiment id {:?}",
+            crate::msg::preview(exp, 40)
+        )));
     }
     let effects = crate::learn::tactical_effects(text, experiment, source);
     let key = match &effects[0] {
