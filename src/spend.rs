@@ -82,6 +82,15 @@ impl Gate {
         Ok(Some(reason))
     }
 
+    /// For listeners: the reason to pause, treating a failed check as no pause
+    /// (the model call's own spend accounting still runs).
+    pub async fn pause_reason(&self, mut conn: Conn) -> Option<String> {
+        self.blocked(&mut conn).await.unwrap_or_else(|err| {
+            tracing::debug!("spend check failed: {err:#}");
+            None
+        })
+    }
+
     async fn notify_once(&self, conn: &mut Conn, reason: &str) {
         let marker = format!("fullsend:spend:notified:{}", today());
         let first: Result<Option<String>, _> = redis::cmd("SET")

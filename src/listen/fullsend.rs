@@ -28,11 +28,8 @@ pub struct FullsendRole {
 }
 
 impl Handler for FullsendRole {
-    async fn paused(&self, mut conn: Conn) -> Option<String> {
-        self.gate.blocked(&mut conn).await.unwrap_or_else(|err| {
-            tracing::debug!("spend check failed: {err:#}");
-            None
-        })
+    async fn paused(&self, conn: Conn) -> Option<String> {
+        self.gate.pause_reason(conn).await
     }
 
     async fn handle(

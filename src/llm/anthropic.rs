@@ -402,35 +402,10 @@ impl Accumulator {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::llm::retry::backoff;
 
     fn request(model: &str) -> ModelRequest {
-        ModelRequest {
-            model: model.into(),
-            system: vec![PromptBlock {
-                text: "sys".into(),
-                cache: true,
-            }],
-            user: vec![
-                PromptBlock {
-                    text: "ctx".into(),
-                    cache: true,
-                },
-                PromptBlock {
-                    text: "msg".into(),
-                    cache: false,
-                },
-            ],
-            max_tokens: 16000,
-            thinking: ThinkingMode::Auto,
-            thinking_budget: 10000,
-            effort: None,
-            timeout: Duration::from_secs(60),
-            max_retries: 2,
-        }
+        crate::llm::test_request(model)
     }
 
     #[test]
@@ -479,19 +454,5 @@ mod tests {
             reqwest::header::HeaderValue::from_static("false"),
         );
         assert!(!should_retry(500, &h, None));
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert(
-            "retry-after",
-            reqwest::header::HeaderValue::from_static("2"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert(
-            "retry-after",
-            reqwest::header::HeaderValue::from_static("600"),
-        );
-        assert_eq!(retry_after(&h), None);
-        assert!(backoff(1) <= Duration::from_millis(500));
-        assert!(backoff(10) <= Duration::from_secs(8));
     }
 }

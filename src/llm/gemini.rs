@@ -507,32 +507,9 @@ impl Accumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::PromptBlock;
 
     fn request(model: &str) -> ModelRequest {
-        ModelRequest {
-            model: model.into(),
-            system: vec![PromptBlock {
-                text: "sys".into(),
-                cache: true,
-            }],
-            user: vec![
-                PromptBlock {
-                    text: "ctx".into(),
-                    cache: true,
-                },
-                PromptBlock {
-                    text: "msg".into(),
-                    cache: false,
-                },
-            ],
-            max_tokens: 16000,
-            thinking: ThinkingMode::Auto,
-            thinking_budget: 10000,
-            effort: None,
-            timeout: Duration::from_secs(60),
-            max_retries: 2,
-        }
+        crate::llm::test_request(model)
     }
 
     #[test]

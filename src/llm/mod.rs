@@ -304,6 +304,34 @@ pub fn estimate_tokens(text: &str) -> usize {
     (text.len() * 2).div_ceil(7)
 }
 
+/// A typical request for unit tests: cached system and context blocks, the message last.
+#[cfg(test)]
+pub(crate) fn test_request(model: &str) -> ModelRequest {
+    ModelRequest {
+        model: model.into(),
+        system: vec![PromptBlock {
+            text: "sys".into(),
+            cache: true,
+        }],
+        user: vec![
+            PromptBlock {
+                text: "ctx".into(),
+                cache: true,
+            },
+            PromptBlock {
+                text: "msg".into(),
+                cache: false,
+            },
+        ],
+        max_tokens: 16000,
+        thinking: ThinkingMode::Auto,
+        thinking_budget: 10000,
+        effort: None,
+        timeout: Duration::from_secs(60),
+        max_retries: 2,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

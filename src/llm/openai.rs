@@ -447,34 +447,11 @@ impl Accumulator {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
     fn request(model: &str) -> ModelRequest {
-        ModelRequest {
-            model: model.into(),
-            system: vec![PromptBlock {
-                text: "sys".into(),
-                cache: true,
-            }],
-            user: vec![
-                PromptBlock {
-                    text: "ctx".into(),
-                    cache: true,
-                },
-                PromptBlock {
-                    text: "msg".into(),
-                    cache: false,
-                },
-            ],
-            max_tokens: 16000,
-            thinking: ThinkingMode::Auto,
-            thinking_budget: 10000,
-            effort: None,
-            timeout: Duration::from_secs(60),
-            max_retries: 2,
-        }
+        crate::llm::test_request(model)
     }
 
     #[test]
