@@ -872,3 +872,52 @@ fn fullsend_acts_on_what_the_executor_and_builder_report() {
     );
     assert_eq!(l.stop(), 0);
 }
+
+#[test]
+fn the_pipelines_in_commands_run_as_written() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
+    let bin_dir = crate::support::bin()
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let w = w.set("PATH", &path);
+    w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &escalation("via the pipeline file", None).to_string(),
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("commands/orchestrator.sh");
+    let cmd = w.cmd(&[]);
+    // Run the file, not the binary: the same environment, the script's own argv.
+    let mut bash = std::process::Command::new("bash");
+    bash.arg(&script).arg("--once").arg("--no-ingest");
+    bash.env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            bash.env(k, v);
+        }
+    }
+    let out = crate::support::wait_output(
+        bash.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("bash"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["action"], "dispatch_to_fullsend");
+    assert_eq!(experiment_requests(&w).len(), 1);
+}

@@ -56,6 +56,9 @@ pub struct Args {
     /// Max RALPH iterations.
     #[arg(long, default_value_t = 50)]
     pub max_iterations: u32,
+    /// Path of the claude executable [env: FULLSEND_CLAUDE_BIN].
+    #[arg(long)]
+    pub claude_bin: Option<std::path::PathBuf>,
 }
 
 /// `design --parse`: model output on stdin → the validated spec, or exit 1 with the violations.
@@ -82,7 +85,12 @@ pub fn parse(_args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
 
 /// Runs `design`.
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
-    let env = Env::load(global, Vec::new())?;
+    let flags = args
+        .claude_bin
+        .iter()
+        .map(|p| ("claude_bin", p.display().to_string()))
+        .collect();
+    let env = Env::load(global, flags)?;
     let original: Map<String, Value> = match &args.idea {
         Some(idea) => {
             let r = Request::from_idea(idea, &args.context).map_err(Fail::usage)?;
