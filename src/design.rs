@@ -523,6 +523,38 @@ impl Designer {
     }
 }
 
+/// Renders every design prompt with placeholder values, so that a broken
+/// override stops a listener at start rather than failing each message.
+pub fn check_prompts(prompts: &Prompts) -> anyhow::Result<()> {
+    let x = || "x".to_string();
+    let design_vars = BTreeMap::from([
+        ("idea", x()),
+        ("context", x()),
+        ("product_context", x()),
+        ("available_tools", x()),
+        ("recent_learnings", x()),
+        ("today", x()),
+        ("today_compact", x()),
+    ]);
+    prompts.render("design.txt", &design_vars)?;
+    prompts.render("design_ralph_context.txt", &design_vars)?;
+    prompts.render(
+        "design_repair.txt",
+        &BTreeMap::from([
+            ("previous", x()),
+            ("errors", x()),
+            ("today", x()),
+            ("idea", x()),
+        ]),
+    )?;
+    prompts.render(
+        "ralph_task.txt",
+        &BTreeMap::from([("task_id", x()), ("task_title", x())]),
+    )?;
+    prompts.render("ralph_breakdown.txt", &BTreeMap::from([("goal", x())]))?;
+    Ok(())
+}
+
 /// RALPH options with the task and breakdown prompts rendered from `prompts`.
 pub fn ralph_options(
     prompts: &Prompts,

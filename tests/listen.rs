@@ -921,3 +921,42 @@ fn the_pipelines_in_commands_run_as_written() {
     assert_eq!(lines[0]["action"], "dispatch_to_fullsend");
     assert_eq!(experiment_requests(&w).len(), 1);
 }
+
+#[test]
+fn a_broken_prompt_override_stops_the_daemon_at_start() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
+    let prompts = w.path("prompts");
+    std::fs::create_dir_all(&prompts).expect("dir");
+    std::fs::write(
+        prompts.join("context.txt"),
+        "{{ worklist }} {{ no_such_value }}",
+    )
+    .expect("write");
+    let r = w.run(
+        &[
+            "listen",
+            "orchestrator",
+            "--prompts-dir",
+            prompts.to_str().expect("utf8"),
+        ],
+        "",
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no_such_value"), "{}", r.stderr);
+    std::fs::write(prompts.join("design.txt"), "{{ idea }} {{ nope }}").expect("write");
+    let fake_dir = w.path("fake");
+    std::fs::create_dir_all(&fake_dir).expect("dir");
+    let claude = write_fake_claude(&fake_dir, Behavior::Reply("x".into()));
+    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let r = w.run(
+        &[
+            "listen",
+            "fullsend",
+            "--prompts-dir",
+            prompts.to_str().expect("utf8"),
+        ],
+        "",
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("nope"), "{}", r.stderr);
+}

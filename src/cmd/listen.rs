@@ -135,6 +135,8 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 args.provider.as_deref(),
                 None,
             )?;
+            // A broken prompt override stops the daemon here, not each message.
+            orchestrator.prompt(&serde_json::Map::new(), &crate::context::Context::default())?;
             let role = crate::listen::orchestrator::OrchestratorRole {
                 orchestrator,
                 target: crate::cmd::dispatch::target(&env)?,
@@ -155,6 +157,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 args.provider.as_deref(),
                 50,
             )?;
+            crate::design::check_prompts(&designer.prompts)?;
             let role = crate::listen::fullsend::FullsendRole {
                 designer,
                 keys,
