@@ -960,3 +960,114 @@ fn a_broken_prompt_override_stops_the_daemon_at_start() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("nope"), "{}", r.stderr);
 }
+
+/// Trimming keeps every entry a consumer group still needs (pending or not yet
+/// delivered), whatever its age.
+#[test]
+fn trimming_never_removes_what_a_group_still_needs() {
+    let w = World::with_redis();
+    let mut c = w.conn();
+    let stream = "fullsend:{trimtest}:stream";
+    for i in 1..=10 {
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg(format!("{i}-0"))
+            .arg("data")
+            .arg("{}")
+            .query(&mut c)
+            .expect("xadd");
+    }
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("fast")
+        .arg("0")
+        .query(&mut c)
+        .expect("group");
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("slow")
+        .arg("0")
+        .query(&mut c)
+        .expect("group");
+    // "fast" read everything and acknowledged all but entry 7; "slow" read up to 4, entry 3 pending.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("fast")
+        .arg("c")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query(&mut c)
+        .expect("read");
+    for i in (1..=10).filter(|i| *i != 7) {
+        let _: i64 = redis::cmd("XACK")
+            .arg(stream)
+            .arg("fast")
+            .arg(format!("{i}-0"))
+            .query(&mut c)
+            .expect("ack");
+    }
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("slow")
+        .arg("c")
+        .arg("COUNT")
+        .arg(4)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query(&mut c)
+        .expect("read");
+    for i in [1, 2, 4] {
+        let _: i64 = redis::cmd("XACK")
+            .arg(stream)
+            .arg("slow")
+            .arg(format!("{i}-0"))
+            .query(&mut c)
+            .expect("ack");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let trimmed = runtime.block_on(async {
+        let mut conn = fullsend::store::connect(&w.redis_url())
+            .await
+            .expect("connect");
+        fullsend::listen::trim_stream(&mut conn, stream, Duration::ZERO)
+            .await
+            .expect("trim")
+    });
+    assert_eq!(
+        trimmed, 2,
+        "only entries 1 and 2 were finished by every group"
+    );
+    let left: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .expect("xrange");
+    assert_eq!(left.first().map(|e| e.0.as_str()), Some("3-0"));
+    assert_eq!(left.len(), 8);
+    // XAUTOCLAIM finds no deleted pending entries.
+    let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+        .arg(stream)
+        .arg("slow")
+        .arg("other")
+        .arg(0)
+        .arg("0-0")
+        .query(&mut c)
+        .expect("autoclaim");
+    let redis::Value::Array(parts) = reply else {
+        panic!("unexpected XAUTOCLAIM reply")
+    };
+    assert!(
+        matches!(parts.get(2), Some(redis::Value::Array(deleted)) if deleted.is_empty()),
+        "no deleted ids: {parts:?}"
+    );
+}

@@ -1024,17 +1024,28 @@ async fn autoclaim(
 
 async fn trim(conn: &mut Conn, stream: &str) {
     // Keep a day of history for inspection; never what a group still needs.
-    let floor = format!("{}-0", crate::msg::now_millis() - 24 * 3600 * 1000);
-    let trimmed: Result<i64, _> = redis::Script::new(TRIM_SCRIPT)
+    match trim_stream(conn, stream, Duration::from_secs(24 * 3600)).await {
+        Ok(n) if n > 0 => tracing::info!("trimmed {n} finished entries from {stream}"),
+        Ok(_) => {}
+        Err(err) => tracing::debug!("trim of {stream} failed: {err:#}"),
+    }
+}
+
+/// Deletes entries older than `keep` that every consumer group has finished
+/// with: below each group's oldest pending entry and last-delivered id. Returns
+/// how many were deleted.
+pub async fn trim_stream(conn: &mut Conn, stream: &str, keep: Duration) -> anyhow::Result<i64> {
+    let floor = format!(
+        "{}-0",
+        crate::msg::now_millis() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)
+    );
+    let trimmed: i64 = redis::Script::new(TRIM_SCRIPT)
         .key(stream)
         .arg(floor)
         .invoke_async(conn)
-        .await;
-    match trimmed {
-        Ok(n) if n > 0 => tracing::info!("trimmed {n} finished entries from {stream}"),
-        Ok(_) => {}
-        Err(err) => tracing::debug!("trim of {stream} failed: {err}"),
-    }
+        .await
+        .with_context(|| format!("trimming {stream}"))?;
+    Ok(trimmed)
 }
 
 fn as_array(v: redis::Value) -> Vec<redis::Value> {
