@@ -1071,3 +1071,13 @@ fn trimming_never_removes_what_a_group_still_needs() {
         "no deleted ids: {parts:?}"
     );
 }
+
+#[test]
+fn a_listener_without_an_api_key_refuses_to_start() {
+    let w = World::with_redis();
+    let r = w.run(&["listen", "orchestrator"], "");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("ANTHROPIC_API_KEY"), "{}", r.stderr);
+    let r = w.run(&["listen", "fullsend", "--engine", "api"], "");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

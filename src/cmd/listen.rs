@@ -135,7 +135,12 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 args.provider.as_deref(),
                 None,
             )?;
-            // A broken prompt override stops the daemon here, not each message.
+            // A missing key or a broken prompt override stops the daemon here,
+            // rather than failing (and dead-lettering) every message.
+            orchestrator
+                .provider
+                .ready()
+                .map_err(crate::llm::LlmError::into_anyhow)?;
             orchestrator.prompt(&serde_json::Map::new(), &crate::context::Context::default())?;
             let role = crate::listen::orchestrator::OrchestratorRole {
                 orchestrator,
@@ -158,6 +163,11 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 50,
             )?;
             crate::design::check_prompts(&designer.prompts)?;
+            if let Some((provider, _)) = &designer.api {
+                provider
+                    .ready()
+                    .map_err(crate::llm::LlmError::into_anyhow)?;
+            }
             let role = crate::listen::fullsend::FullsendRole {
                 designer,
                 keys,

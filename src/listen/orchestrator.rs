@@ -157,18 +157,23 @@ impl OrchestratorRole {
                 if let Err(err) = crate::cmd::think::log_decision(&self.decision_log, &decision) {
                     tracing::warn!("decision log: {err:#}");
                 }
-                if decision.fallback.as_deref() == Some("timeout") {
-                    self.still_thinking_once(job, &decision, conn).await;
+                match error {
+                    // A model that answered without usable text: the decision is
+                    // no_action with the reason, handled like any other.
+                    crate::llm::LlmError::Protocol(_) => Ok(decision),
+                    // Only a request the API calls malformed is dead-lettered at
+                    // once; an outage, a rate limit or a revoked key is retried up
+                    // to the delivery cap, so fixing the key in time loses nothing.
+                    crate::llm::LlmError::Api {
+                        status: 400 | 413, ..
+                    } => Err(JobError::Permanent(error.into())),
+                    other => {
+                        if decision.fallback.as_deref() == Some("timeout") {
+                            self.still_thinking_once(job, &decision, conn).await;
+                        }
+                        Err(JobError::Transient(other.into()))
+                    }
                 }
-                let err = anyhow::Error::new(error);
-                let transient = err
-                    .downcast_ref::<crate::llm::LlmError>()
-                    .is_some_and(crate::llm::LlmError::is_transient);
-                Err(if transient {
-                    JobError::Transient(err)
-                } else {
-                    JobError::Permanent(err)
-                })
             }
         }
     }

@@ -40,6 +40,11 @@ impl Anthropic {
         })
     }
 
+    /// Whether a key is configured.
+    pub fn has_key(&self) -> bool {
+        self.api_key.as_deref().is_some_and(|k| !k.is_empty())
+    }
+
     /// Sends the request with retries until it succeeds, fails for good, or the deadline passes.
     pub async fn complete(
         &self,

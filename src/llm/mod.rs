@@ -263,6 +263,21 @@ impl Provider {
         }
     }
 
+    /// Whether the provider can be called at all (its key is set); daemons
+    /// check this at start rather than failing every message.
+    pub fn ready(&self) -> Result<(), LlmError> {
+        let missing = |name: &str| {
+            Err(LlmError::Config(format!(
+                "{name} is not set (export it, or choose another provider)"
+            )))
+        };
+        match self {
+            Provider::Anthropic(p) if !p.has_key() => missing("ANTHROPIC_API_KEY"),
+            Provider::Gemini(p) if !p.has_key() => missing("GEMINI_API_KEY"),
+            _ => Ok(()),
+        }
+    }
+
     /// A short name for logs and reports.
     pub fn name(&self) -> String {
         match self {
