@@ -1081,3 +1081,47 @@ fn a_listener_without_an_api_key_refuses_to_start() {
     let r = w.run(&["listen", "fullsend", "--engine", "api"], "");
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// A restarted listener takes back its pending entry once: no second worker
+/// for an entry already in flight, no delivery counted per idle re-read.
+#[test]
+fn a_restarted_listener_takes_its_pending_entry_back_exactly_once() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| {
+        Reply::Delay(Duration::from_millis(1500), Box::new(dispatching_model(r)))
+    }));
+    w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &escalation("only one", None).to_string(),
+    );
+    let args = [
+        "orchestrator",
+        "--no-ingest",
+        "--concurrency",
+        "2",
+        "--lease",
+        "30",
+    ];
+    let a = Listener::start(&w, &args, "a.log");
+    eventually(Duration::from_secs(10), "first call", || {
+        (w.mock_api().request_count() == 1).then_some(())
+    });
+    a.kill();
+    let b = Listener::start(&w, &args, "b.log");
+    eventually(Duration::from_secs(15), "handled after the restart", || {
+        (experiment_requests(&w).len() == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        w.mock_api().request_count(),
+        2,
+        "one call before the kill, one after: no duplicate worker"
+    );
+    assert_eq!(experiment_requests(&w).len(), 1);
+    assert_eq!(b.lines().len(), 1);
+    assert!(
+        !read(&w.path("b.log")).contains("NotPending"),
+        "{}",
+        read(&w.path("b.log"))
+    );
+    b.stop();
+}

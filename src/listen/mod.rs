@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, watch};
 
@@ -251,10 +251,19 @@ pub async fn run<H: Handler>(
             keys.stream().trim_end_matches(":stream"),
             opts.group
         ),
+        failures_key: format!(
+            "{}:failures:{}",
+            keys.stream().trim_end_matches(":stream"),
+            opts.group
+        ),
+        in_flight: Default::default(),
     });
 
     // A restarted listener first finishes its own pending entries.
     let mut own_pending = true;
+    // Paging through our own pending entries: re-reading from "0" would hand
+    // back entries already being worked on (and count a delivery each time).
+    let mut own_cursor = String::from("0-0");
     let mut blocking: Option<redis::aio::MultiplexedConnection> = None;
     let mut backoff = Backoff::default();
     let mut last_reclaim = Instant::now();
@@ -300,11 +309,12 @@ pub async fn run<H: Handler>(
                     &consumer,
                     free,
                     None,
-                    "0",
+                    &own_cursor,
                 )
                 .await?;
-                if entries.is_empty() {
-                    own_pending = false;
+                match entries.last() {
+                    Some(last) => own_cursor = last.0.clone(),
+                    None => own_pending = false,
                 }
             } else if last_reclaim.elapsed() >= reclaim_every {
                 last_reclaim = Instant::now();
@@ -333,8 +343,9 @@ pub async fn run<H: Handler>(
                         &opts.group,
                         &consumer,
                         free,
-                        // Draining (--once) must notice an empty stream at once.
-                        (!opts.once).then_some(opts.block),
+                        // Draining (--once) must notice an empty stream at once;
+                        // otherwise wake in time for the next reclaim.
+                        (!opts.once).then_some(opts.block.min(reclaim_every)),
                         ">",
                     )
                     .await?;
@@ -359,12 +370,21 @@ pub async fn run<H: Handler>(
                     continue;
                 }
                 for entry in entries {
-                    let Some(permit) = permits.pop() else { break };
+                    // Never two workers for one entry in this process.
+                    if !ctx.claim(&entry.0) {
+                        continue;
+                    }
+                    let Some(permit) = permits.pop() else {
+                        ctx.release(&entry.0);
+                        break;
+                    };
                     let worker = ctx.clone();
                     let handler = handler.clone();
                     let conn = conn_ok.clone();
                     tokio::spawn(async move {
+                        let id = entry.0.clone();
                         worker.process(entry, handler, conn).await;
+                        worker.release(&id);
                         drop(permit);
                     });
                 }
@@ -377,6 +397,7 @@ pub async fn run<H: Handler>(
                     );
                     let _ = ensure_group(&mut conn_ok, &stream, &opts.group).await;
                     own_pending = true;
+                    own_cursor = String::from("0-0");
                 }
                 blocking = None;
                 ctx.note_error(&text);
@@ -420,12 +441,35 @@ struct Worker {
     output: Output,
     last_error: Arc<std::sync::Mutex<String>>,
     errors_key: String,
+    failures_key: String,
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// One stream entry: id and fields (None when the entry was deleted).
 type Entry = (String, Option<Vec<(String, String)>>, u64);
 
+/// Deliveries that end without a recorded failure (the listener was killed
+/// mid-message) are tolerated up to this multiple of `--max-deliveries`, so a
+/// kill storm does not dead-letter healthy messages, while a message that
+/// kills its listener every time still ends in the dead-letter stream.
+const CRASH_ALLOWANCE: u64 = 3;
+
 impl Worker {
+    /// Marks an entry as being worked on here; false if it already is.
+    fn claim(&self, entry_id: &str) -> bool {
+        self.in_flight
+            .lock()
+            .map(|mut set| set.insert(entry_id.to_string()))
+            .unwrap_or(false)
+    }
+
+    /// Unmarks an entry.
+    fn release(&self, entry_id: &str) {
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.remove(entry_id);
+        }
+    }
+
     fn note_error(&self, text: &str) {
         if let Ok(mut e) = self.last_error.lock() {
             *e = crate::msg::preview(text, 300);
@@ -437,7 +481,18 @@ impl Worker {
         let deliveries = if known_deliveries > 0 {
             known_deliveries
         } else {
-            self.deliveries(&mut conn, &entry_id).await.unwrap_or(1)
+            match self.deliveries(&mut conn, &entry_id).await {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    // Acknowledged or taken over meanwhile: not ours to handle.
+                    tracing::info!("entry {entry_id} is no longer pending here; skipping it");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!("entry {entry_id}: {err:#}; leaving it pending");
+                    return;
+                }
+            }
         };
         let Some(fields) = fields else {
             // The body was trimmed or deleted: nothing to do but acknowledge.
@@ -469,7 +524,21 @@ impl Worker {
             }
         };
         let payload = raw.unwrap_or_else(|| Value::Object(message.clone()).to_string());
-        if deliveries > self.opts.max_deliveries {
+        let failures: u64 = if deliveries > 1 {
+            redis::cmd("HGET")
+                .arg(&self.failures_key)
+                .arg(&entry_id)
+                .query_async::<Option<u64>>(&mut conn)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        if failures >= self.opts.max_deliveries
+            || deliveries > self.opts.max_deliveries * CRASH_ALLOWANCE
+        {
             let last: Option<String> = redis::cmd("HGET")
                 .arg(&self.errors_key)
                 .arg(&entry_id)
@@ -478,9 +547,11 @@ impl Worker {
                 .ok()
                 .flatten();
             let reason = format!(
-                "gave up after {} deliveries; last error: {}",
+                "gave up after {} deliveries ({failures} failed, the rest cut short); last error: {}",
                 deliveries - 1,
-                last.unwrap_or_else(|| "none recorded (crashed mid-message?)".into())
+                last.unwrap_or_else(
+                    || "none recorded (the listener died mid-message each time?)".into()
+                )
             );
             self.dead_letter(&mut conn, &entry_id, payload, &reason, deliveries)
                 .await;
@@ -515,7 +586,22 @@ impl Worker {
             self.opts.lease,
             cancel_tx,
         ));
-        let result = handler.handle(job, conn.clone(), fence, cancel_rx).await;
+        // A panicking handler is a failed delivery like any other (counted
+        // toward the dead-letter cap), not a dead worker.
+        let result =
+            std::panic::AssertUnwindSafe(handler.handle(job, conn.clone(), fence, cancel_rx))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let text = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(JobError::Transient(anyhow::anyhow!(
+                        "the handler panicked: {text}"
+                    )))
+                });
         renew.abort();
         match result {
             Ok(handled) => match &handled.commit {
@@ -523,9 +609,15 @@ impl Worker {
                     self.stats.processed.fetch_add(1, Ordering::Relaxed);
                     if deliveries > 1 {
                         // Only a retried entry can have a recorded error.
-                        let _: Result<i64, _> = redis::cmd("HDEL")
+                        let _: Result<(), _> = redis::pipe()
+                            .cmd("HDEL")
                             .arg(&self.errors_key)
                             .arg(&entry_id)
+                            .ignore()
+                            .cmd("HDEL")
+                            .arg(&self.failures_key)
+                            .arg(&entry_id)
+                            .ignore()
                             .query_async(&mut conn)
                             .await;
                     }
@@ -550,18 +642,7 @@ impl Worker {
                 tracing::warn!(
                     "entry {entry_id} ({identity}) failed on delivery {deliveries}: {text}; it will be retried"
                 );
-                let _: Result<(), _> = redis::pipe()
-                    .cmd("HSET")
-                    .arg(&self.errors_key)
-                    .arg(&entry_id)
-                    .arg(crate::msg::preview(&text, 1000))
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&self.errors_key)
-                    .arg(7 * 24 * 3600)
-                    .ignore()
-                    .query_async(&mut conn)
-                    .await;
+                self.record_failure(&mut conn, &entry_id, &text).await;
             }
             Err(JobError::Permanent(err)) => {
                 self.dead_letter(
@@ -576,7 +657,34 @@ impl Worker {
         }
     }
 
-    async fn deliveries(&self, conn: &mut Conn, entry_id: &str) -> anyhow::Result<u64> {
+    /// Remembers why a delivery failed and counts it toward the dead-letter cap.
+    async fn record_failure(&self, conn: &mut Conn, entry_id: &str, text: &str) {
+        let week = 7 * 24 * 3600;
+        let _: Result<(), _> = redis::pipe()
+            .cmd("HSET")
+            .arg(&self.errors_key)
+            .arg(entry_id)
+            .arg(crate::msg::preview(text, 1000))
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&self.errors_key)
+            .arg(week)
+            .ignore()
+            .cmd("HINCRBY")
+            .arg(&self.failures_key)
+            .arg(entry_id)
+            .arg(1)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&self.failures_key)
+            .arg(week)
+            .ignore()
+            .query_async(conn)
+            .await;
+    }
+
+    /// Times the entry was delivered, or None when it is no longer pending here.
+    async fn deliveries(&self, conn: &mut Conn, entry_id: &str) -> anyhow::Result<Option<u64>> {
         let reply: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
             .arg(&self.stream)
             .arg(&self.opts.group)
@@ -585,7 +693,7 @@ impl Worker {
             .arg(1)
             .query_async(conn)
             .await?;
-        Ok(reply.first().map(|r| r.3).unwrap_or(1))
+        Ok(reply.first().filter(|r| r.1 == self.consumer).map(|r| r.3))
     }
 
     async fn dead_letter(
