@@ -165,8 +165,10 @@ pub struct Designer {
     pub mode: Mode,
     /// Claude Code or the API.
     pub engine: Engine,
-    /// Spawner settings (agent, model, timeouts, permissions).
-    pub spawn: SpawnOptions,
+    /// Spawner settings (agent, model, permissions) for the Claude engine.
+    pub spawn: Option<SpawnOptions>,
+    /// How long one agent or model call may take.
+    pub timeout: std::time::Duration,
     /// Root of work dirs.
     pub work_root: PathBuf,
     /// Product context file.
@@ -417,7 +419,9 @@ impl Designer {
         designed: &mut Designed,
         cancel: tokio::sync::watch::Receiver<bool>,
     ) -> Result<String, String> {
-        let mut opts = self.spawn.clone();
+        let Some(mut opts) = self.spawn.clone() else {
+            return Err("no coding agent configured".into());
+        };
         opts.work_dir = work_dir.to_path_buf();
         opts.label = label.to_string();
         let result = spawn::spawn(&opts, prompt, cancel)
@@ -460,7 +464,7 @@ impl Designer {
             thinking: ThinkingMode::Auto,
             thinking_budget: 4000,
             effort: None,
-            timeout: self.spawn.timeout,
+            timeout: self.timeout,
             max_retries: 2,
         };
         let response = provider
@@ -487,7 +491,9 @@ impl Designer {
             .map(|t| (*t).to_string())
             .collect();
         crate::ralph::setup(work_dir, &titles, &initial).map_err(|e| format!("{e:#}"))?;
-        let mut spawn = self.spawn.clone();
+        let Some(mut spawn) = self.spawn.clone() else {
+            return Err("no coding agent configured".into());
+        };
         spawn.work_dir = work_dir.to_path_buf();
         let opts = ralph_options(
             &self.prompts,

@@ -233,14 +233,13 @@ pub fn designer(
         Some(cmd) => Some(Agent::Raw(crate::spawn::parse_agent_command(cmd)?)),
         None => None,
     };
-    let spawn = match (engine, agent) {
-        (Engine::Api, _) => {
-            crate::spawn::SpawnOptions::new(Agent::Raw(vec!["true".into()]), work_root.clone())
-        }
-        (Engine::Claude, agent) => design::spawn_options(cfg, agent, work_root.clone())?,
+    // The Claude engine needs the CLI (found now, so a missing one fails
+    // before any work); the API engine needs none.
+    let timeout = cfg.fullsend_timeout()?;
+    let spawn = match engine {
+        Engine::Api => None,
+        Engine::Claude => Some(design::spawn_options(cfg, agent, work_root.clone())?),
     };
-    let mut spawn = spawn;
-    spawn.timeout = cfg.fullsend_timeout()?;
     let api = match engine {
         Engine::Api => {
             let spec = provider
@@ -258,6 +257,7 @@ pub fn designer(
         mode,
         engine,
         spawn,
+        timeout,
         work_root,
         product_context: cfg.context_path().join("product_context.md"),
         api,
