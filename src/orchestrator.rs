@@ -137,6 +137,12 @@ impl Orchestrator {
             );
             d.fallback = Some("status_rule".into());
             d.provider = "rule".into();
+            // Work that started is worth a line in the worklist's Active section.
+            if let Some(content) = worklist_with_started(&ctx.worklist, msg) {
+                d.action = Action::UpdateWorklist;
+                d.priority = Priority::Low;
+                d.payload = Map::from_iter([("content".to_string(), json!(content))]);
+            }
             return Ok(Outcome::Decided(d));
         }
         let built = prompt::orchestrator_prompt(&self.prompts, ctx, msg, self.prompt_budget)?;
@@ -212,5 +218,97 @@ impl Orchestrator {
                 Outcome::Failed { decision: d, error }
             }
         })
+    }
+}
+
+/// The worklist with a line for work that a status notice says has started
+/// (`builder_started`, `fullsend_started`, `design_started`) under
+/// "## Active", or None when there is nothing to add (other notices, or the
+/// line is already there).
+pub fn worklist_with_started(worklist: &str, msg: &Map<String, Value>) -> Option<String> {
+    let text = |k: &str| {
+        msg.get(k)
+            .and_then(Value::as_str)
+            .map(|s| crate::msg::preview(s, 80))
+            .filter(|s| !s.is_empty())
+    };
+    let line = match msg.get("type").and_then(Value::as_str)? {
+        "builder_started" => format!(
+            "- [ ] **{}** - Builder working on it ({})",
+            text("tool_name")?,
+            text("request_id").unwrap_or_else(|| "no request id".into())
+        ),
+        "fullsend_started" | "design_started" => format!(
+            "- [ ] **Experiment design {}** - FULLSEND designing",
+            text("request_id").or_else(|| text("experiment_id"))?
+        ),
+        _ => return None,
+    };
+    if worklist.contains(&line) {
+        return None;
+    }
+    let base = if worklist.trim().is_empty() {
+        "# Fullsend Worklist\n\n## Active (In Progress)\n".to_string()
+    } else {
+        worklist.to_string()
+    };
+    let mut lines: Vec<&str> = base.lines().collect();
+    match lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("## Active"))
+    {
+        Some(heading) => {
+            // After the heading and any lines already in the section.
+            let end = lines[heading + 1..]
+                .iter()
+                .position(|l| l.starts_with("## "))
+                .map(|i| heading + 1 + i)
+                .unwrap_or(lines.len());
+            let mut at = end;
+            while at > heading + 1 && lines[at - 1].trim().is_empty() {
+                at -= 1;
+            }
+            lines.insert(at, &line);
+        }
+        None => {
+            lines.push("");
+            lines.push("## Active (In Progress)");
+            lines.push(&line);
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn started_work_goes_under_active_once() {
+        let worklist = "# Fullsend Worklist\n\n## Active (In Progress)\n- [ ] **GitHub stargazer campaign**\n\n## Ready (Prioritized Queue)\n1. YC founders\n";
+        let m =
+            msg(json!({"type": "builder_started", "tool_name": "hn_scraper", "request_id": "r1"}));
+        let updated = worklist_with_started(worklist, &m).expect("a line is added");
+        assert!(updated.contains("**GitHub stargazer campaign**\n- [ ] **hn_scraper** - Builder working on it (r1)\n\n## Ready"), "{updated}");
+        assert_eq!(worklist_with_started(&updated, &m), None, "idempotent");
+        let m = msg(json!({"type": "fullsend_started", "request_id": "req_9"}));
+        assert!(
+            worklist_with_started("", &m)
+                .expect("line")
+                .contains("## Active (In Progress)\n- [ ] **Experiment design req_9**")
+        );
+        assert_eq!(
+            worklist_with_started(worklist, &msg(json!({"type": "learning_recorded"}))),
+            None
+        );
     }
 }

@@ -226,6 +226,19 @@ fn status_notices_flow_without_the_model() {
     assert_eq!(r.lines().len(), 3);
     assert!(r.lines().iter().all(|l| l["fallback"] == "status_rule"));
     assert_eq!(w.mock_api().request_count(), 0);
+    // Started work shows in the worklist's Active section.
+    let worklist = read(&w.context().join("worklist.md"));
+    assert!(
+        worklist.contains(
+            "## Active (In Progress)\n- [ ] **Experiment design r1** - FULLSEND designing"
+        ),
+        "{worklist}"
+    );
+    assert_eq!(
+        worklist.matches("Experiment design r1").count(),
+        1,
+        "design_started for the same request adds nothing"
+    );
 }
 
 #[test]
