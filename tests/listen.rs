@@ -1138,3 +1138,35 @@ fn a_restarted_listener_takes_its_pending_entry_back_exactly_once() {
     );
     b.stop();
 }
+
+/// Messages that arrive only by PUBLISH are taken into the stream once, however
+/// many listeners hear them.
+#[test]
+fn published_messages_are_ingested_once_by_several_listeners() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
+    let a = Listener::start(&w, &["orchestrator"], "a.log");
+    let b = Listener::start(&w, &["orchestrator"], "b.log");
+    wait_ready(&w, "orchestrator", "fullsend:to_orchestrator", 2);
+    for i in 0..10 {
+        // No msg_id, as the Watcher sends them.
+        publish(
+            &w,
+            "fullsend:to_orchestrator",
+            &escalation(&format!("watcher idea {i}"), None).to_string(),
+        );
+    }
+    eventually(Duration::from_secs(20), "all handled", || {
+        (experiment_requests(&w).len() >= 10).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let mut c = w.conn();
+    let entries: u64 = redis::cmd("XLEN").arg(STREAM).query(&mut c).expect("xlen");
+    assert_eq!(
+        entries, 10,
+        "each published message entered the stream once"
+    );
+    assert_eq!(experiment_requests(&w).len(), 10);
+    assert_eq!(a.lines().len() + b.lines().len(), 10);
+    a.stop();
+    b.stop();
+}
