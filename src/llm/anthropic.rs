@@ -13,36 +13,22 @@ use super::{
 const API_VERSION: &str = "2026-10-21";
 
 /// A Messages API client.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Anthropic {
-    api_key: Option<String>,
-    base_url: String,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for Anthropic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the key.
-        f.debug_struct("Anthropic")
-            .field("base_url", &self.base_url)
-            .finish_non_exhaustive()
-    }
+    endpoint: retry::Endpoint,
 }
 
 impl Anthropic {
     /// A client for `base_url` (e.g. `https://api.anthropic.com`).
     pub fn new(api_key: Option<String>, base_url: &str) -> anyhow::Result<Self> {
-        let http = retry::http_client()?;
         Ok(Anthropic {
-            api_key,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            http,
+            endpoint: retry::Endpoint::new(api_key, base_url)?,
         })
     }
 
     /// Whether a key is configured.
     pub fn has_key(&self) -> bool {
-        self.api_key.as_deref().is_some_and(|k| !k.is_empty())
+        self.endpoint.has_key()
     }
 
     /// Sends the request with retries until it succeeds, fails for good, or the deadline passes.
@@ -51,7 +37,7 @@ impl Anthropic {
         request: &ModelRequest,
         progress: Option<&ProgressFn>,
     ) -> Result<ModelResponse, LlmError> {
-        let Some(api_key) = self.api_key.as_deref() else {
+        let Some(api_key) = self.endpoint.api_key.as_deref() else {
             return Err(LlmError::Config(
                 "ANTHROPIC_API_KEY is not set (export it, or use --provider replay:FILE for recorded replies)".into(),
             ));
@@ -90,8 +76,9 @@ impl Anthropic {
         attempt: u32,
         progress: Option<&ProgressFn>,
     ) -> Result<ModelResponse, Failure> {
-        let url = format!("{}/v1/messages", self.base_url);
+        let url = format!("{}/v1/messages", self.endpoint.base_url);
         let response = self
+            .endpoint
             .http
             .post(&url)
             .header("x-api-key", api_key)

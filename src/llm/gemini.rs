@@ -25,36 +25,22 @@ const MIN_PRO_BUDGET: u32 = 128;
 const ANSWER_ROOM: u32 = 2048;
 
 /// A Gemini API client.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Gemini {
-    api_key: Option<String>,
-    base_url: String,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for Gemini {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the key.
-        f.debug_struct("Gemini")
-            .field("base_url", &self.base_url)
-            .finish_non_exhaustive()
-    }
+    endpoint: retry::Endpoint,
 }
 
 impl Gemini {
     /// A client for `base_url` (e.g. `https://generativelanguage.googleapis.com`).
     pub fn new(api_key: Option<String>, base_url: &str) -> anyhow::Result<Self> {
-        let http = retry::http_client()?;
         Ok(Gemini {
-            api_key,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            http,
+            endpoint: retry::Endpoint::new(api_key, base_url)?,
         })
     }
 
     /// Whether a key is configured.
     pub fn has_key(&self) -> bool {
-        self.api_key.as_deref().is_some_and(|k| !k.is_empty())
+        self.endpoint.has_key()
     }
 
     /// Sends the request with retries until it succeeds, fails for good, or the deadline passes.
@@ -63,7 +49,7 @@ impl Gemini {
         request: &ModelRequest,
         progress: Option<&ProgressFn>,
     ) -> Result<ModelResponse, LlmError> {
-        let Some(api_key) = self.api_key.as_deref() else {
+        let Some(api_key) = self.endpoint.api_key.as_deref() else {
             return Err(LlmError::Config(
                 "GEMINI_API_KEY is not set (export it, or use --provider replay:FILE for recorded replies)".into(),
             ));
@@ -92,11 +78,11 @@ impl Gemini {
                 "{PROVIDER}: {model:?} is not a model id (e.g. gemini-2.5-flash)"
             )));
         }
-        let last = self.base_url.rsplit('/').next().unwrap_or("");
+        let last = self.endpoint.base_url.rsplit('/').next().unwrap_or("");
         let root = if last.starts_with("v1") {
-            self.base_url.clone()
+            self.endpoint.base_url.clone()
         } else {
-            format!("{}/v1beta", self.base_url)
+            format!("{}/v1beta", self.endpoint.base_url)
         };
         Ok(format!(
             "{root}/models/{model}:streamGenerateContent?alt=sse"
@@ -113,6 +99,7 @@ impl Gemini {
         progress: Option<&ProgressFn>,
     ) -> Result<ModelResponse, Failure> {
         let response = self
+            .endpoint
             .http
             .post(url)
             .header("x-goog-api-key", api_key)

@@ -15,40 +15,31 @@ use super::{
 const PROVIDER: &str = "openai";
 
 /// A chat-completions client.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct OpenAi {
-    api_key: Option<String>,
-    base_url: String,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for OpenAi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the key.
-        f.debug_struct("OpenAi")
-            .field("base_url", &self.base_url)
-            .finish_non_exhaustive()
-    }
+    endpoint: retry::Endpoint,
 }
 
 impl OpenAi {
     /// A client for `base_url` (e.g. `https://api.openai.com` or
     /// `http://localhost:11434/v1`). The key is optional: local servers need none.
     pub fn new(api_key: Option<String>, base_url: &str) -> anyhow::Result<Self> {
-        let http = retry::http_client()?;
         Ok(OpenAi {
-            api_key: api_key.filter(|k| !k.trim().is_empty()),
-            base_url: base_url.trim_end_matches('/').to_string(),
-            http,
+            endpoint: retry::Endpoint::new(api_key.filter(|k| !k.trim().is_empty()), base_url)?,
         })
+    }
+
+    /// Whether a key is configured (local servers need none).
+    pub fn has_key(&self) -> bool {
+        self.endpoint.has_key()
     }
 
     /// `{base}/v1/chat/completions`, without doubling a `/v1` the base already has.
     fn url(&self) -> String {
-        if self.base_url.ends_with("/v1") {
-            format!("{}/chat/completions", self.base_url)
+        if self.endpoint.base_url.ends_with("/v1") {
+            format!("{}/chat/completions", self.endpoint.base_url)
         } else {
-            format!("{}/v1/chat/completions", self.base_url)
+            format!("{}/v1/chat/completions", self.endpoint.base_url)
         }
     }
 
@@ -75,11 +66,12 @@ impl OpenAi {
         progress: Option<&ProgressFn>,
     ) -> Result<ModelResponse, Failure> {
         let mut builder = self
+            .endpoint
             .http
             .post(url)
             .header("content-type", "application/json")
             .header("x-stainless-retry-count", (attempt - 1).to_string());
-        if let Some(key) = &self.api_key {
+        if let Some(key) = &self.endpoint.api_key {
             builder = builder.bearer_auth(key);
         }
         let response = builder
@@ -154,7 +146,7 @@ impl OpenAi {
     /// An API error whose message names the provider and the setting to fix.
     fn api_error(&self, status: u16, error: ErrorBody, request_id: Option<String>) -> LlmError {
         let hint = match status {
-            401 | 403 if self.api_key.is_none() => {
+            401 | 403 if self.endpoint.api_key.is_none() => {
                 Some("OPENAI_API_KEY is not set and this server needs one")
             }
             401 | 403 => Some("check OPENAI_API_KEY"),
@@ -480,7 +472,7 @@ mod tests {
         assert_eq!(c.url(), "http://localhost:11434/v1/chat/completions");
         let c = OpenAi::new(Some(String::new()), "https://api.openai.com").expect("client");
         assert_eq!(c.url(), "https://api.openai.com/v1/chat/completions");
-        assert!(c.api_key.is_none(), "an empty key is no key");
+        assert!(!c.has_key(), "an empty key is no key");
     }
 
     #[test]

@@ -46,6 +46,41 @@ pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
+/// Where a provider sends its requests, with which key (never printed).
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    /// The key, if set.
+    pub(crate) api_key: Option<String>,
+    /// The base URL, without a trailing slash.
+    pub(crate) base_url: String,
+    /// The HTTP client.
+    pub(crate) http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint at `base_url`.
+    pub(crate) fn new(api_key: Option<String>, base_url: &str) -> anyhow::Result<Self> {
+        Ok(Endpoint {
+            api_key,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            http: http_client()?,
+        })
+    }
+
+    /// Whether a (non-empty) key is configured.
+    pub(crate) fn has_key(&self) -> bool {
+        self.api_key.as_deref().is_some_and(|k| !k.is_empty())
+    }
+}
+
 /// Runs `attempt` (given the 1-based attempt number) until it succeeds, fails
 /// for good, `max_retries` retries are spent, or `timeout` has passed.
 pub(crate) async fn with_retries<F, Fut>(
