@@ -4,7 +4,7 @@
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::retry::{self, Failure, describe_reqwest, header, retry_after};
+use super::http::{self, Failure, describe_reqwest, header, retry_after};
 use super::{
     LlmError, ModelRequest, ModelResponse, ProgressFn, PromptBlock, ThinkingMode, Usage, sse,
 };
@@ -15,14 +15,14 @@ const API_VERSION: &str = "2026-10-21";
 /// A Messages API client.
 #[derive(Debug, Clone)]
 pub struct Anthropic {
-    endpoint: retry::Endpoint,
+    endpoint: http::Endpoint,
 }
 
 impl Anthropic {
     /// A client for `base_url` (e.g. `https://api.anthropic.com`).
     pub fn new(api_key: Option<String>, base_url: &str) -> anyhow::Result<Self> {
         Ok(Anthropic {
-            endpoint: retry::Endpoint::new(api_key, base_url)?,
+            endpoint: http::Endpoint::new(api_key, base_url)?,
         })
     }
 
@@ -45,7 +45,7 @@ impl Anthropic {
         // The thinking mode is chosen per model; a model that takes only the
         // other mode answers 400, and the next attempt switches (once).
         let mode = std::sync::Mutex::new((request.thinking.for_model(&request.model), false));
-        retry::with_retries(request.timeout, request.max_retries, |n| {
+        http::with_retries(request.timeout, request.max_retries, |n| {
             let current = mode.lock().map(|m| m.0).unwrap_or(ThinkingMode::Adaptive);
             let mode = &mode;
             async move {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::retry::{self, Failure, describe_reqwest, header, retry_after, within_limit};
+use super::http::{self, Failure, describe_reqwest, header, retry_after, within_limit};
 use super::{LlmError, ModelRequest, ModelResponse, ProgressFn, ThinkingMode, Usage, sse};
 
 /// The provider name in responses, logs and error messages.
@@ -27,14 +27,14 @@ const ANSWER_ROOM: u32 = 2048;
 /// A Gemini API client.
 #[derive(Debug, Clone)]
 pub struct Gemini {
-    endpoint: retry::Endpoint,
+    endpoint: http::Endpoint,
 }
 
 impl Gemini {
     /// A client for `base_url` (e.g. `https://generativelanguage.googleapis.com`).
     pub fn new(api_key: Option<String>, base_url: &str) -> anyhow::Result<Self> {
         Ok(Gemini {
-            endpoint: retry::Endpoint::new(api_key, base_url)?,
+            endpoint: http::Endpoint::new(api_key, base_url)?,
         })
     }
 
@@ -56,7 +56,7 @@ impl Gemini {
         };
         let url = self.url(&request.model)?;
         let body = build_body(request);
-        retry::with_retries(request.timeout, request.max_retries, |n| {
+        http::with_retries(request.timeout, request.max_retries, |n| {
             self.attempt(&url, api_key, &body, n, &request.model, progress)
         })
         .await

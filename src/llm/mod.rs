@@ -3,9 +3,9 @@
 
 mod anthropic;
 mod gemini;
+mod http;
 mod openai;
 mod replay;
-mod retry;
 mod sse;
 
 use std::time::Duration;

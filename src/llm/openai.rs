@@ -6,7 +6,7 @@
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::retry::{self, Failure, describe_reqwest, header, retry_after};
+use super::http::{self, Failure, describe_reqwest, header, retry_after};
 use super::{
     LlmError, ModelRequest, ModelResponse, ProgressFn, PromptBlock, ThinkingMode, Usage, sse,
 };
@@ -17,7 +17,7 @@ const PROVIDER: &str = "openai";
 /// A chat-completions client.
 #[derive(Debug, Clone)]
 pub struct OpenAi {
-    endpoint: retry::Endpoint,
+    endpoint: http::Endpoint,
 }
 
 impl OpenAi {
@@ -25,7 +25,7 @@ impl OpenAi {
     /// `http://localhost:11434/v1`). The key is optional: local servers need none.
     pub fn new(api_key: Option<String>, base_url: &str) -> anyhow::Result<Self> {
         Ok(OpenAi {
-            endpoint: retry::Endpoint::new(api_key.filter(|k| !k.trim().is_empty()), base_url)?,
+            endpoint: http::Endpoint::new(api_key.filter(|k| !k.trim().is_empty()), base_url)?,
         })
     }
 
@@ -51,7 +51,7 @@ impl OpenAi {
     ) -> Result<ModelResponse, LlmError> {
         let url = self.url();
         let body = build_body(request);
-        retry::with_retries(request.timeout, request.max_retries, |n| {
+        http::with_retries(request.timeout, request.max_retries, |n| {
             self.attempt(&url, &body, request, n, progress)
         })
         .await
