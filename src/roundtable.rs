@@ -43,6 +43,10 @@ pub async fn run(command: &str, request: &Value, timeout: Duration) -> anyhow::R
             );
         }
     };
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // Anything the command left running in its group goes with it.
+        unsafe { libc::killpg(pid, libc::SIGKILL) };
+    }
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         bail!(

@@ -439,7 +439,6 @@ impl Accumulator {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
 
     fn request(model: &str) -> ModelRequest {
