@@ -1,10 +1,11 @@
-//! The command line: global flags and the subcommand tree (clap derive).
+//! The command line: the subcommand tree (clap derive) and the single match
+//! that hands each subcommand to its module in `cmd/`. `cli` depends on `cmd`,
+//! never the other way round.
 
-use std::path::PathBuf;
+use clap::{CommandFactory, Parser, Subcommand};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use crate::cmd;
+use crate::cmd::{self, args::GlobalArgs};
+use crate::support::exit::Exit;
 
 /// The exit-code table, shown by `fullsend --help` and in fullsend(1).
 pub const EXIT_CODES: &str = "\
@@ -37,44 +38,6 @@ pub struct Cli {
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Options shared by every subcommand.
-#[derive(Debug, Clone, Args)]
-pub struct GlobalArgs {
-    /// Only print errors on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
-    pub quiet: bool,
-    /// More detail on stderr (-v info, -vv debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Log format on stderr (json suits journald).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FULLSEND_LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// Pretty-print JSON output.
-    #[arg(long, global = true)]
-    pub pretty: bool,
-    /// Read configuration from this file only.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Ignore configuration files.
-    #[arg(long, global = true)]
-    pub no_config: bool,
-    /// Directory of product_context.md, worklist.md and learnings.md [env: CONTEXT_PATH].
-    #[arg(long, global = true, value_name = "DIR")]
-    pub context_path: Option<PathBuf>,
-    /// Directory of prompt files overriding the built-in ones [env: FULLSEND_PROMPTS_DIR].
-    #[arg(long, global = true, value_name = "DIR")]
-    pub prompts_dir: Option<PathBuf>,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The subcommands.
@@ -145,4 +108,58 @@ pub enum RalphCommand {
     Run(cmd::ralph::run::Args),
     /// Run one coding-agent call and print its result.
     Spawn(cmd::ralph::spawn::Args),
+}
+
+/// The command's name for error messages (`fullsend learn append: …`).
+pub fn name(command: &Command) -> String {
+    match command {
+        Command::Think(_) => "think",
+        Command::Dispatch(_) => "dispatch",
+        Command::Learn(LearnCommand::Append(_)) => "learn append",
+        Command::Worklist(WorklistCommand::Set(_)) => "worklist set",
+        Command::Listen(_) => "listen",
+        Command::Publish(_) => "publish",
+        Command::Status(_) => "status",
+        Command::Dlq(_) => "dlq",
+        Command::Ralph(RalphCommand::Run(_)) => "ralph run",
+        Command::Ralph(RalphCommand::Spawn(_)) => "ralph spawn",
+        Command::Design(_) => "design",
+        Command::Config(_) => "config",
+        Command::Doctor(_) => "doctor",
+        Command::Completions(_) => "completions",
+        Command::Generate(_) => "generate",
+    }
+    .to_string()
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let g = &cli.global;
+    match cli.command {
+        // Parsing needs no runtime, configuration or network: keep it instant.
+        Command::Think(args) if args.parse => cmd::think::parse(args, g),
+        Command::Think(args) => cmd::block_on(false, cmd::think::run(args, g)),
+        Command::Dispatch(args) => cmd::block_on(false, cmd::dispatch::run(args, g)),
+        Command::Learn(LearnCommand::Append(args)) => {
+            cmd::block_on(false, cmd::learn::append::run(args, g))
+        }
+        Command::Worklist(WorklistCommand::Set(args)) => cmd::worklist::set::run(args, g),
+        Command::Listen(args) => cmd::block_on(true, cmd::listen::run(args, g)),
+        Command::Publish(args) => cmd::block_on(false, cmd::publish::run(args, g)),
+        Command::Status(args) => cmd::block_on(false, cmd::status::run(args, g)),
+        Command::Dlq(DlqCommand::List(args)) => cmd::block_on(false, cmd::dlq::list(args, g)),
+        Command::Dlq(DlqCommand::Requeue(args)) => cmd::block_on(false, cmd::dlq::requeue(args, g)),
+        Command::Ralph(RalphCommand::Run(args)) => {
+            cmd::block_on(true, cmd::ralph::run::run(args, g))
+        }
+        Command::Ralph(RalphCommand::Spawn(args)) => {
+            cmd::block_on(true, cmd::ralph::spawn::run(args, g))
+        }
+        Command::Design(args) if args.parse => cmd::design::parse(args, g),
+        Command::Design(args) => cmd::block_on(true, cmd::design::run(args, g)),
+        Command::Config(args) => cmd::config::run(args, g),
+        Command::Doctor(args) => cmd::block_on(false, cmd::doctor::run(args, g)),
+        Command::Completions(args) => cmd::completions::run(args, g, Cli::command()),
+        Command::Generate(args) => cmd::generate::run(args, g, Cli::command()),
+    }
 }

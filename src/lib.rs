@@ -2,38 +2,28 @@
 //! system, as composable subcommands over Redis, the Messages API and the
 //! Claude Code CLI.
 //!
-//! Domain modules (`context`, `prompt`, `decision`, `dispatch`, `design`,
-//! `ralph`, `spawn`, `listen`, …) know nothing of clap or stdout; `cmd/` is the
-//! glue; `io.rs` is the only writer of stdout; `exit.rs` holds the exit codes.
+//! The folders are the parts of the system, and dependencies point one way:
+//!
+//! ```text
+//! cli → cmd → orchestrator, designer → context → bus, llm → support
+//! ```
+//!
+//! `cmd/` is the CLI glue (one file per subcommand); `orchestrator/` and
+//! `designer/` are the two services; `context/` is what they know and how it
+//! becomes a prompt; `bus/` is delivery and the exactly-once commit over
+//! Redis; `llm/` speaks to model providers; `support/` is the plumbing
+//! (configuration, exit codes, stdout, files, processes). Nothing below
+//! `cmd/` knows of clap or writes to stdout except `support::io`.
+//! `docs/architecture.md` follows one message through these folders.
 
+pub mod bus;
 pub mod cli;
 pub mod cmd;
-pub mod config;
 pub mod context;
-pub mod cron;
-pub mod decision;
-pub mod design;
-pub mod dispatch;
-pub mod effects;
-pub mod exit;
-pub mod extract;
-pub mod files;
-pub mod io;
-pub mod learn;
-pub mod listen;
+pub mod designer;
 pub mod llm;
-pub mod msg;
 pub mod orchestrator;
-pub mod price;
-pub mod prompt;
-pub mod ralph;
-pub mod roundtable;
-pub mod signal;
-pub mod spawn;
-pub mod spec;
-pub mod spend;
-pub mod store;
-pub mod term;
+pub mod support;
 
 use clap::Parser;
 
@@ -48,23 +38,23 @@ pub fn run() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let code = if err.use_stderr() {
-                exit::Exit::Usage
+                support::exit::Exit::Usage
             } else {
-                exit::Exit::Success
+                support::exit::Exit::Success
             };
             let _ = err.print();
             return code.into();
         }
     };
-    term::init_logging(&cli.global);
+    support::term::init_logging(cli.global.logging());
     install_crypto_provider();
-    let name = cmd::name(&cli.command);
-    match cmd::run(cli) {
+    let name = cli::name(&cli.command);
+    match cli::run(cli) {
         Ok(code) => code.into(),
         Err(err) => {
-            let code = exit::classify(&err);
-            if !exit::is_broken_pipe(&err) {
-                term::report_error(&name, &err);
+            let code = support::exit::classify(&err);
+            if !support::exit::is_broken_pipe(&err) {
+                support::term::report_error(&name, &err);
             }
             code.into()
         }

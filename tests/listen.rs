@@ -1048,10 +1048,10 @@ fn trimming_never_removes_what_a_group_still_needs() {
         .build()
         .expect("runtime");
     let trimmed = runtime.block_on(async {
-        let mut conn = fullsend::store::connect(&w.redis_url())
+        let mut conn = fullsend::bus::store::connect(&w.redis_url())
             .await
             .expect("connect");
-        fullsend::listen::trim_stream(&mut conn, stream, Duration::ZERO)
+        fullsend::bus::runner::trim_stream(&mut conn, stream, Duration::ZERO)
             .await
             .expect("trim")
     });

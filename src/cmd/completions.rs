@@ -1,10 +1,8 @@
 //! `fullsend completions SHELL`: the completion script for bash, zsh or fish
 //! on stdout.
 
-use clap::CommandFactory;
-
-use crate::cli::{Cli, GlobalArgs};
-use crate::exit::Exit;
+use crate::cmd::args::GlobalArgs;
+use crate::support::exit::Exit;
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -34,14 +32,16 @@ pub enum Shell {
 }
 
 /// Runs `completions`.
-pub fn run(args: Args, _global: &GlobalArgs) -> anyhow::Result<Exit> {
+///
+/// `cli` is the whole command tree (passed in, so that `cmd` never depends on `cli`).
+pub fn run(args: Args, _global: &GlobalArgs, mut cli: clap::Command) -> anyhow::Result<Exit> {
     let shell = match args.shell {
         Shell::Bash => clap_complete::Shell::Bash,
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "fullsend", &mut out);
-    crate::io::emit_text(&String::from_utf8_lossy(&out))?;
+    clap_complete::generate(shell, &mut cli, "fullsend", &mut out);
+    crate::support::io::emit_text(&String::from_utf8_lossy(&out))?;
     Ok(Exit::Success)
 }

@@ -1,9 +1,9 @@
 //! `fullsend config`: the effective configuration, secrets redacted, with the
 //! source of each value (flag, env, file, default).
 
-use crate::cli::GlobalArgs;
 use crate::cmd::Env;
-use crate::exit::Exit;
+use crate::cmd::args::GlobalArgs;
+use crate::support::exit::Exit;
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\

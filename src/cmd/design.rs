@@ -5,12 +5,12 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::cli::GlobalArgs;
+use crate::bus::effects::{self, CommitStatus};
 use crate::cmd::Env;
-use crate::design::{self, Designer, Engine, Mode, Request};
-use crate::effects::{self, CommitStatus};
-use crate::exit::{Exit, Fail};
-use crate::spawn::Agent;
+use crate::cmd::args::GlobalArgs;
+use crate::designer::design::{self, Designer, Engine, Mode, Request};
+use crate::designer::spawn::Agent;
+use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -63,17 +63,17 @@ pub struct Args {
 
 /// `design --parse`: model output on stdin → the validated spec, or exit 1 with the violations.
 pub fn parse(_args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
-    let text = crate::io::read_stdin("model output")?;
+    let text = crate::support::io::read_stdin("model output")?;
     match design::check(&text) {
         Ok((spec, tool)) => {
-            crate::io::emit(
+            crate::support::io::emit(
                 &json!({"v": 1, "valid": true, "spec": spec, "tool_request": tool}),
                 global.pretty,
             )?;
             Ok(Exit::Success)
         }
         Err(problems) => {
-            crate::io::emit(
+            crate::support::io::emit(
                 &json!({"v": 1, "valid": false, "error": problems.error, "violations": problems.violations}),
                 global.pretty,
             )?;
@@ -96,15 +96,15 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             let r = Request::from_idea(idea, &args.context).map_err(Fail::usage)?;
             r.original
         }
-        None => crate::io::parse_json_object(
-            &crate::io::read_stdin("an experiment_request")?,
+        None => crate::support::io::parse_json_object(
+            &crate::support::io::read_stdin("an experiment_request")?,
             "the experiment_request",
         )?,
     };
     let mut conn = if args.dry_run {
         crate::cmd::optional_redis(&env.config).await
     } else {
-        Some(crate::store::connect(&env.config.redis_url()).await?)
+        Some(crate::bus::store::connect(&env.config.redis_url()).await?)
     };
     let channels = env.config.channels();
     let request = match Request::from_message(&original) {
@@ -133,18 +133,21 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     )?;
     let ctx = design::load_context(conn.as_mut(), &designer.product_context).await;
     if let Some(conn) = conn.as_mut()
-        && let Some(reason) = crate::spend::Gate::from_config(&env.config)?
+        && let Some(reason) = crate::bus::spend::Gate::from_config(&env.config)?
             .blocked(conn)
             .await?
     {
         return Err(Fail::limit(reason));
     }
-    let cancel = crate::signal::shutdown_channel();
-    let bar = crate::term::spinner(crate::term::progress_enabled(global.quiet), "designing");
+    let cancel = crate::support::signal::shutdown_channel();
+    let bar = crate::support::term::spinner(
+        crate::support::term::progress_enabled(global.quiet),
+        "designing",
+    );
     let designed = designer.design(&request, &ctx, cancel).await?;
     bar.finish_and_clear();
     if let Some(conn) = conn.as_mut()
-        && let Err(err) = crate::spend::add(conn, designed.cost_usd).await
+        && let Err(err) = crate::bus::spend::add(conn, designed.cost_usd).await
     {
         tracing::warn!("recording spend: {err:#}");
     }
@@ -230,7 +233,9 @@ pub fn designer(
     let cfg = &env.config;
     let work_root = cfg.work_root();
     let agent = match agent {
-        Some(cmd) => Some(Agent::Raw(crate::spawn::parse_agent_command(cmd)?)),
+        Some(cmd) => Some(Agent::Raw(crate::support::process::parse_agent_command(
+            cmd,
+        )?)),
         None => None,
     };
     // The Claude engine needs the CLI (found now, so a missing one fails
@@ -253,7 +258,7 @@ pub fn designer(
         Engine::Claude => None,
     };
     Ok(Designer {
-        prompts: crate::prompt::Prompts::new(cfg.prompts_dir()),
+        prompts: crate::context::prompt::Prompts::new(cfg.prompts_dir()),
         mode,
         engine,
         spawn,

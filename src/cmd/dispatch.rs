@@ -3,12 +3,12 @@
 
 use serde_json::{Map, Value};
 
-use crate::cli::GlobalArgs;
+use crate::bus::store::ChannelKeys;
 use crate::cmd::Env;
-use crate::decision::Decision;
-use crate::dispatch::{self, Target};
-use crate::exit::{Exit, Fail};
-use crate::store::ChannelKeys;
+use crate::cmd::args::GlobalArgs;
+use crate::orchestrator::decision::Decision;
+use crate::orchestrator::dispatch::{self, Target};
+use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -33,13 +33,13 @@ pub struct Args {
 /// Runs `dispatch`.
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let env = Env::load(global, Vec::new())?;
-    let text = crate::io::read_stdin("a decision")?;
+    let text = crate::support::io::read_stdin("a decision")?;
     let decision = read_decision(&text)?;
     let target = target(&env)?;
     let mut conn = if args.dry_run {
         crate::cmd::optional_redis(&env.config).await
     } else {
-        Some(crate::store::connect(&env.config.redis_url()).await?)
+        Some(crate::bus::store::connect(&env.config.redis_url()).await?)
     };
     let plan = dispatch::plan(&decision, &target, conn.as_mut()).await?;
     for w in &plan.warnings {
@@ -52,7 +52,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let report = match (args.dry_run, conn.as_mut()) {
         (true, _) => dispatch::dry_run(plan, &decision),
         (false, Some(conn)) => {
-            let msg_id = crate::msg::msg_id_of(&decision.message).map(str::to_string);
+            let msg_id = crate::support::msg::msg_id_of(&decision.message).map(str::to_string);
             let seen = msg_id
                 .as_deref()
                 .map(|id| ChannelKeys::new(&target.channels.to_orchestrator).seen("dispatch", id));
@@ -80,7 +80,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
 /// A decision from JSON: `think`'s output, or a bare `{action, payload, …}`
 /// normalised by the same rules as model output.
 pub fn read_decision(text: &str) -> anyhow::Result<Decision> {
-    let object = crate::io::parse_json_object(text, "the decision")?;
+    let object = crate::support::io::parse_json_object(text, "the decision")?;
     if !object.contains_key("action") {
         return Err(Fail::usage("the decision has no \"action\" field"));
     }

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use crate::cli::GlobalArgs;
+use crate::bus::store::ChannelKeys;
 use crate::cmd::Env;
+use crate::cmd::args::GlobalArgs;
 use crate::cmd::listen::Role;
-use crate::exit::{Exit, Fail};
-use crate::store::ChannelKeys;
+use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -63,7 +63,7 @@ type Entries = Vec<(String, HashMap<String, String>)>;
 pub async fn list(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let env = Env::load(global, Vec::new())?;
     let keys = ChannelKeys::new(&channel(&env, args.role));
-    let mut conn = crate::store::connect(&env.config.redis_url()).await?;
+    let mut conn = crate::bus::store::connect(&env.config.redis_url()).await?;
     let entries: Entries = redis::cmd("XRANGE")
         .arg(keys.dlq())
         .arg("-")
@@ -82,7 +82,7 @@ pub async fn list(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
 pub async fn requeue(args: RequeueArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let env = Env::load(global, Vec::new())?;
     let keys = ChannelKeys::new(&channel(&env, args.role));
-    let mut conn = crate::store::connect(&env.config.redis_url()).await?;
+    let mut conn = crate::bus::store::connect(&env.config.redis_url()).await?;
     let entries: Entries = if args.all {
         redis::cmd("XRANGE")
             .arg(keys.dlq())

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::GlobalArgs;
 use crate::cmd::Env;
-use crate::exit::Exit;
+use crate::cmd::args::GlobalArgs;
+use crate::support::exit::Exit;
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -63,7 +63,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let mut checks = Vec::new();
 
     let url = cfg.redis_url();
-    match tokio::time::timeout(Duration::from_secs(5), crate::store::connect(&url)).await {
+    match tokio::time::timeout(Duration::from_secs(5), crate::bus::store::connect(&url)).await {
         Ok(Ok(mut conn)) => {
             let health = crate::cmd::status::redis_health(&mut conn).await?;
             let warnings: Vec<String> = health["warnings"]
@@ -74,7 +74,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 .collect();
             let detail = format!(
                 "{} (Redis {})",
-                crate::store::redacted_url(&url),
+                crate::support::config::redacted_url(&url),
                 health["version"].as_str().unwrap_or("?")
             );
             if warnings.is_empty() {
@@ -101,7 +101,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             kind: Kind::Unreachable,
             detail: format!(
                 "{} did not answer within 5 s",
-                crate::store::redacted_url(&url)
+                crate::support::config::redacted_url(&url)
             ),
         }),
     }
@@ -137,7 +137,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         checks.push(model_check(&env).await);
     }
 
-    match crate::spawn::find_claude(cfg.claude_bin().as_deref()) {
+    match crate::designer::spawn::find_claude(cfg.claude_bin().as_deref()) {
         Ok(path) => {
             let version = tokio::time::timeout(
                 Duration::from_secs(15),
@@ -188,16 +188,16 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         }),
     }
 
-    let prompts = crate::prompt::Prompts::new(cfg.prompts_dir());
+    let prompts = crate::context::prompt::Prompts::new(cfg.prompts_dir());
     let mut broken = Vec::new();
-    for name in crate::prompt::Prompts::names() {
+    for name in crate::context::prompt::Prompts::names() {
         if let Err(err) = prompts.source(name) {
             broken.push(format!("{name}: {err:#}"));
         }
     }
-    if let Err(err) = crate::prompt::orchestrator_prompt(
+    if let Err(err) = crate::context::prompt::orchestrator_prompt(
         &prompts,
-        &crate::context::Context::default(),
+        &crate::context::loader::Context::default(),
         &serde_json::Map::new(),
         24_000,
     ) {
@@ -277,7 +277,7 @@ async fn model_check(env: &Env) -> Check {
             detail: format!(
                 "{} answered ({} via {})",
                 cfg.orchestrator_model(),
-                crate::msg::preview(&r.text, 40),
+                crate::support::msg::preview(&r.text, 40),
                 r.provider
             ),
         },

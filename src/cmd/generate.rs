@@ -4,10 +4,8 @@
 
 use std::path::PathBuf;
 
-use clap::CommandFactory;
-
-use crate::cli::{Cli, GlobalArgs};
-use crate::exit::Exit;
+use crate::cmd::args::GlobalArgs;
+use crate::support::exit::Exit;
 
 /// Arguments of `fullsend generate`.
 #[derive(Debug, clap::Args)]
@@ -27,11 +25,13 @@ pub enum What {
 }
 
 /// Runs `generate`.
-pub fn run(args: Args, _global: &GlobalArgs) -> anyhow::Result<Exit> {
+///
+/// `cli` is the whole command tree (passed in, so that `cmd` never depends on `cli`).
+pub fn run(args: Args, _global: &GlobalArgs, cli: clap::Command) -> anyhow::Result<Exit> {
     match args.what {
         What::Man => {
             std::fs::create_dir_all(&args.dir)?;
-            let mut cmd = Cli::command().disable_help_subcommand(true);
+            let mut cmd = cli.clone().disable_help_subcommand(true);
             cmd.build();
             write_pages(&cmd, &args.dir)?;
         }

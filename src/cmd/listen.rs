@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::GlobalArgs;
+use crate::bus::runner::{self, Options};
+use crate::bus::store::ChannelKeys;
 use crate::cmd::Env;
-use crate::exit::{Exit, Fail};
-use crate::listen::{self, Options};
-use crate::store::ChannelKeys;
+use crate::cmd::args::GlobalArgs;
+use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -69,11 +69,11 @@ pub struct Args {
     #[arg(long)]
     pub provider: Option<String>,
     /// Design mode for the fullsend role.
-    #[arg(long, value_enum, default_value_t = crate::design::Mode::Single)]
-    pub mode: crate::design::Mode,
+    #[arg(long, value_enum, default_value_t = crate::designer::design::Mode::Single)]
+    pub mode: crate::designer::design::Mode,
     /// Design engine for the fullsend role.
-    #[arg(long, value_enum, default_value_t = crate::design::Engine::Claude, env = "FULLSEND_ENGINE")]
-    pub engine: crate::design::Engine,
+    #[arg(long, value_enum, default_value_t = crate::designer::design::Engine::Claude, env = "FULLSEND_ENGINE")]
+    pub engine: crate::designer::design::Engine,
     /// Coding agent command instead of claude (no shell; the prompt is appended).
     #[arg(long)]
     pub agent: Option<String>,
@@ -117,11 +117,11 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             Role::Fullsend => vec![EXPERIMENT_RESULTS.to_string(), BUILDER_RESULTS.to_string()],
         },
     };
-    let shutdown = crate::signal::shutdown_channel();
+    let shutdown = crate::support::signal::shutdown_channel();
     let pretty = global.pretty;
-    let output: listen::Output = Arc::new(move |line| {
-        if let Err(err) = crate::io::emit(line, pretty) {
-            if crate::exit::is_broken_pipe(&err) {
+    let output: runner::Output = Arc::new(move |line| {
+        if let Err(err) = crate::support::io::emit(line, pretty) {
+            if crate::support::exit::is_broken_pipe(&err) {
                 std::process::exit(0);
             }
             tracing::error!("writing output: {err:#}");
@@ -130,7 +130,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let keys = ChannelKeys::new(&channel);
     let stats = match args.role {
         Role::Orchestrator => {
-            let orchestrator = crate::orchestrator::Orchestrator::from_config(
+            let orchestrator = crate::orchestrator::think::Orchestrator::from_config(
                 &env.config,
                 args.provider.as_deref(),
                 None,
@@ -141,17 +141,20 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 .provider
                 .ready()
                 .map_err(crate::llm::LlmError::into_anyhow)?;
-            orchestrator.prompt(&serde_json::Map::new(), &crate::context::Context::default())?;
-            let role = crate::listen::orchestrator::OrchestratorRole {
+            orchestrator.prompt(
+                &serde_json::Map::new(),
+                &crate::context::loader::Context::default(),
+            )?;
+            let role = crate::orchestrator::listener::OrchestratorRole {
                 orchestrator,
                 target: crate::cmd::dispatch::target(&env)?,
                 decision_log: env.config.decision_log(),
                 keys,
                 group: group.to_string(),
-                loader: tokio::sync::Mutex::new(crate::context::Loader::default()),
-                gate: crate::spend::Gate::from_config(&env.config)?,
+                loader: tokio::sync::Mutex::new(crate::context::loader::Loader::default()),
+                gate: crate::bus::spend::Gate::from_config(&env.config)?,
             };
-            listen::run(opts, Arc::new(role), shutdown, output).await?
+            runner::run(opts, Arc::new(role), shutdown, output).await?
         }
         Role::Fullsend => {
             let designer = crate::cmd::design::designer(
@@ -162,19 +165,19 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 args.provider.as_deref(),
                 50,
             )?;
-            crate::design::check_prompts(&designer.prompts)?;
+            crate::designer::design::check_prompts(&designer.prompts)?;
             if let Some((provider, _)) = &designer.api {
                 provider
                     .ready()
                     .map_err(crate::llm::LlmError::into_anyhow)?;
             }
-            let role = crate::listen::fullsend::FullsendRole {
+            let role = crate::designer::listener::FullsendRole {
                 designer,
                 keys,
                 group: group.to_string(),
-                gate: crate::spend::Gate::from_config(&env.config)?,
+                gate: crate::bus::spend::Gate::from_config(&env.config)?,
             };
-            listen::run(opts, Arc::new(role), shutdown, output).await?
+            runner::run(opts, Arc::new(role), shutdown, output).await?
         }
     };
     tracing::info!(

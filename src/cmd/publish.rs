@@ -2,9 +2,9 @@
 //! `--message`) is stamped with a `msg_id`, added to the channel's stream and
 //! PUBLISHed, in one atomic step.
 
-use crate::cli::GlobalArgs;
 use crate::cmd::Env;
-use crate::exit::{Exit, Fail};
+use crate::cmd::args::GlobalArgs;
+use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -38,16 +38,17 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     {
         return Err(Fail::usage(format!(
             "invalid channel name {:?}",
-            crate::msg::preview(&args.channel, 60)
+            crate::support::msg::preview(&args.channel, 60)
         )));
     }
     let text = match args.message {
         Some(m) => m,
-        None => crate::io::read_stdin("the message")?,
+        None => crate::support::io::read_stdin("the message")?,
     };
-    let message = crate::io::parse_json_object(&text, "the message")?;
-    let mut conn = crate::store::connect(&env.config.redis_url()).await?;
-    let published = crate::dispatch::publish_now(&mut conn, &args.channel, message, None).await?;
+    let message = crate::support::io::parse_json_object(&text, "the message")?;
+    let mut conn = crate::bus::store::connect(&env.config.redis_url()).await?;
+    let published =
+        crate::bus::effects::publish_now(&mut conn, &args.channel, message, None).await?;
     env.emit(&published)?;
     Ok(Exit::Success)
 }

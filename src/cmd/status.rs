@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::cli::GlobalArgs;
+use crate::bus::store::{ChannelKeys, Conn};
 use crate::cmd::Env;
-use crate::exit::Exit;
-use crate::store::{ChannelKeys, Conn};
+use crate::cmd::args::GlobalArgs;
+use crate::support::exit::Exit;
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -29,10 +29,10 @@ pub struct Args {}
 pub async fn run(_args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let env = Env::load(global, Vec::new())?;
     let url = env.config.redis_url();
-    let mut conn = match crate::store::connect(&url).await {
+    let mut conn = match crate::bus::store::connect(&url).await {
         Ok(c) => c,
         Err(err) => {
-            env.emit(&json!({"v": 1, "redis": {"url": crate::store::redacted_url(&url), "reachable": false, "error": format!("{err:#}")}}))?;
+            env.emit(&json!({"v": 1, "redis": {"url": crate::support::config::redacted_url(&url), "reachable": false, "error": format!("{err:#}")}}))?;
             return Ok(Exit::Upstream);
         }
     };
@@ -48,9 +48,11 @@ pub async fn run(_args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     ] {
         roles.push(role_status(&mut conn, group, &channel).await?);
     }
-    let spent = crate::spend::spent_today(&mut conn).await.unwrap_or(0.0);
-    let mut report = json!({"v": 1, "redis": redis, "roles": roles, "spend": crate::spend::report(spent, env.config.daily_spend_limit()?)});
-    report["redis"]["url"] = json!(crate::store::redacted_url(&url));
+    let spent = crate::bus::spend::spent_today(&mut conn)
+        .await
+        .unwrap_or(0.0);
+    let mut report = json!({"v": 1, "redis": redis, "roles": roles, "spend": crate::bus::spend::report(spent, env.config.daily_spend_limit()?)});
+    report["redis"]["url"] = json!(crate::support::config::redacted_url(&url));
     env.emit(&report)?;
     Ok(Exit::Success)
 }
@@ -146,7 +148,7 @@ async fn role_status(conn: &mut Conn, group: &str, channel: &str) -> anyhow::Res
         }
     }
     let listener_keys =
-        crate::store::scan_keys(conn, &format!("fullsend:listeners:{group}:*")).await?;
+        crate::bus::store::scan_keys(conn, &format!("fullsend:listeners:{group}:*")).await?;
     let mut listeners = Vec::new();
     let mut last_error = String::new();
     for key in listener_keys {

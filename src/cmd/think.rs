@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::cli::GlobalArgs;
 use crate::cmd::Env;
-use crate::exit::{Exit, Fail};
-use crate::orchestrator::{Orchestrator, Outcome};
+use crate::cmd::args::GlobalArgs;
+use crate::orchestrator::think::{Orchestrator, Outcome};
+use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -62,13 +62,13 @@ pub struct Args {
 
 /// `think --parse`: no configuration, no runtime, no network.
 pub fn parse(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
-    let text = crate::io::read_stdin("a model answer")?;
+    let text = crate::support::io::read_stdin("a model answer")?;
     let message = match &args.message {
-        Some(m) => crate::io::parse_json_object(m, "--message")?,
+        Some(m) => crate::support::io::parse_json_object(m, "--message")?,
         None => Map::new(),
     };
-    let decision = crate::decision::Decision::from_model_text(&text, message);
-    crate::io::emit(&decision, global.pretty)?;
+    let decision = crate::orchestrator::decision::Decision::from_model_text(&text, message);
+    crate::support::io::emit(&decision, global.pretty)?;
     Ok(Exit::Success)
 }
 
@@ -83,7 +83,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     }
     let env = Env::load(global, flags)?;
     let mut conn = crate::cmd::optional_redis(&env.config).await;
-    let mut loader = crate::context::Loader::default();
+    let mut loader = crate::context::loader::Loader::default();
     let context_path = env.config.context_path();
     if args.context_only {
         let ctx = loader.load(&context_path, conn.as_mut()).await;
@@ -122,16 +122,20 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         tracing::warn!("{w}");
     }
     if let Some(conn) = conn.as_mut()
-        && let Some(reason) = crate::spend::Gate::from_config(&env.config)?
+        && let Some(reason) = crate::bus::spend::Gate::from_config(&env.config)?
             .blocked(conn)
             .await?
     {
-        let mut decision = crate::decision::Decision::no_action(message, reason.clone());
+        let mut decision =
+            crate::orchestrator::decision::Decision::no_action(message, reason.clone());
         decision.fallback = Some("spend_limit".into());
         env.emit(&decision)?;
         return Err(Fail::limit(reason));
     }
-    let bar = crate::term::spinner(crate::term::progress_enabled(global.quiet), "thinking");
+    let bar = crate::support::term::spinner(
+        crate::support::term::progress_enabled(global.quiet),
+        "thinking",
+    );
     let progress_bar = bar.clone();
     // Streaming deltas arrive as text; about four characters make a token.
     let progress = move |chars: usize| progress_bar.set_position(chars.div_ceil(4) as u64);
@@ -148,12 +152,13 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         }
     };
     if let (Some(conn), Some(cost)) = (conn.as_mut(), decision.cost_usd)
-        && let Err(err) = crate::spend::add(conn, cost).await
+        && let Err(err) = crate::bus::spend::add(conn, cost).await
     {
         tracing::warn!("recording spend: {err:#}");
     }
     if !args.no_log
-        && let Err(err) = log_decision(&env.config.decision_log(), &decision)
+        && let Err(err) =
+            crate::orchestrator::log::log_decision(&env.config.decision_log(), &decision)
     {
         tracing::warn!("decision log: {err:#}");
     }
@@ -171,21 +176,8 @@ fn read_message(flag: Option<&str>) -> anyhow::Result<Map<String, Value>> {
                     "expected the incoming message as JSON on stdin or --message",
                 ));
             }
-            crate::io::read_stdin("the incoming message")?
+            crate::support::io::read_stdin("the incoming message")?
         }
     };
-    crate::io::parse_json_object(&text, "the incoming message")
-}
-
-/// Appends a decision, with its reasoning and thinking, to the decision log.
-pub fn log_decision(
-    path: &std::path::Path,
-    decision: &crate::decision::Decision,
-) -> anyhow::Result<()> {
-    let record = serde_json::json!({
-        "logged_at": crate::msg::now_iso_micros(),
-        "msg_id": crate::msg::msg_id_of(&decision.message),
-        "decision": decision,
-    });
-    crate::files::append_jsonl(path, &record)
+    crate::support::io::parse_json_object(&text, "the incoming message")
 }

@@ -238,11 +238,15 @@ fn parse_error_body(text: &str) -> (String, String, Option<String>) {
                 e["message"]
                     .as_str()
                     .map(str::to_string)
-                    .unwrap_or_else(|| crate::msg::preview(text, 300)),
+                    .unwrap_or_else(|| crate::support::msg::preview(text, 300)),
                 e["details"]["error_code"].as_str().map(str::to_string),
             )
         }
-        Err(_) => ("unknown_error".into(), crate::msg::preview(text, 300), None),
+        Err(_) => (
+            "unknown_error".into(),
+            crate::support::msg::preview(text, 300),
+            None,
+        ),
     }
 }
 

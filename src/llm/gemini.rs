@@ -298,7 +298,7 @@ fn parse_error_body(text: &str) -> ErrorBody {
     if !e.is_object() {
         return ErrorBody {
             status: "UNKNOWN".into(),
-            message: crate::msg::preview(text, 300),
+            message: crate::support::msg::preview(text, 300),
             ..ErrorBody::default()
         };
     }
@@ -309,7 +309,7 @@ fn parse_error_body(text: &str) -> ErrorBody {
         message: e["message"]
             .as_str()
             .map(str::to_string)
-            .unwrap_or_else(|| crate::msg::preview(text, 300)),
+            .unwrap_or_else(|| crate::support::msg::preview(text, 300)),
         retry_delay: details
             .iter()
             .find(|d| kind(d, "google.rpc.RetryInfo"))

@@ -2,15 +2,17 @@
 //! response shape, whichever provider answers.
 
 mod anthropic;
+pub mod extract;
 mod gemini;
 mod http;
 mod openai;
+pub mod price;
 mod replay;
 mod sse;
 
 use std::time::Duration;
 
-use crate::exit::Fail;
+use crate::support::exit::Fail;
 
 pub use anthropic::Anthropic;
 pub use gemini::Gemini;
@@ -239,7 +241,7 @@ pub enum Provider {
 impl Provider {
     /// Builds the provider named by `spec` (`anthropic`, `gemini`, `openai` or
     /// `replay:FILE`), with its key and base URL from `cfg`.
-    pub fn from_spec(spec: &str, cfg: &crate::config::Config) -> anyhow::Result<Provider> {
+    pub fn from_spec(spec: &str, cfg: &crate::support::config::Config) -> anyhow::Result<Provider> {
         let spec = spec.trim();
         if let Some(path) = spec.strip_prefix("replay:") {
             return Ok(Provider::Replay(Replay::load(std::path::Path::new(path))?));

@@ -252,7 +252,7 @@ fn parse_error_body(text: &str) -> ErrorBody {
     if !e.is_object() {
         return ErrorBody {
             kind: "unknown_error".into(),
-            message: crate::msg::preview(text, 300),
+            message: crate::support::msg::preview(text, 300),
             code: None,
         };
     }
@@ -270,7 +270,7 @@ fn parse_error_body(text: &str) -> ErrorBody {
         message: e["message"]
             .as_str()
             .map(str::to_string)
-            .unwrap_or_else(|| crate::msg::preview(text, 300)),
+            .unwrap_or_else(|| crate::support::msg::preview(text, 300)),
         code,
     }
 }

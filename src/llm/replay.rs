@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::{LlmError, ModelRequest, ModelResponse, Usage};
-use crate::exit::Fail;
+use crate::support::exit::Fail;
 
 /// One recorded reply.
 #[derive(Debug, Clone, serde::Deserialize)]

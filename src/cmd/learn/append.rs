@@ -4,10 +4,10 @@
 
 use serde_json::json;
 
-use crate::cli::GlobalArgs;
+use crate::bus::effects::{self, CommitStatus, Effect};
 use crate::cmd::Env;
-use crate::effects::{self, CommitStatus, Effect};
-use crate::exit::{Exit, Fail};
+use crate::cmd::args::GlobalArgs;
+use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -41,7 +41,7 @@ pub struct Args {
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let env = Env::load(global, Vec::new())?;
     let text = if args.text.is_empty() {
-        crate::io::read_stdin("the learning")?
+        crate::support::io::read_stdin("the learning")?
     } else {
         args.text.join(" ")
     };
@@ -50,20 +50,20 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         return Err(Fail::usage("the learning is empty"));
     }
     if let Some(id) = &args.id
-        && !crate::msg::is_safe_id(id)
+        && !crate::support::msg::is_safe_id(id)
     {
         return Err(Fail::usage(format!(
             "--id {:?} is not a safe id",
-            crate::msg::preview(id, 40)
+            crate::support::msg::preview(id, 40)
         )));
     }
     if !args.tactical {
         let path = env.config.context_path().join("learnings.md");
-        let done = crate::files::append_learning(&path, &text, args.id.as_deref())?;
+        let done = crate::support::files::append_learning(&path, &text, args.id.as_deref())?;
         env.emit(&json!({"v": 1, "kind": "strategic", "path": done.path, "appended": done.appended, "timestamp": done.timestamp, "bytes": done.bytes}))?;
         return Ok(Exit::Success);
     }
-    let mut conn = crate::store::connect(&env.config.redis_url()).await?;
+    let mut conn = crate::bus::store::connect(&env.config.redis_url()).await?;
     let record = append_tactical(
         &mut conn,
         &text,
@@ -79,21 +79,21 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
 /// Writes one tactical learning (`learnings:tactical:<time>_<unique>` + index)
 /// atomically; a repeated `id` writes nothing. Returns a JSON report.
 pub async fn append_tactical(
-    conn: &mut crate::store::Conn,
+    conn: &mut crate::bus::store::Conn,
     text: &str,
     experiment: Option<&str>,
     source: &str,
     id: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
     if let Some(exp) = experiment
-        && !crate::dispatch::valid_key_id(exp)
+        && !crate::support::msg::valid_key_id(exp)
     {
         return Err(Fail::usage(format!(
             "invalid experiment id {:?}",
-            crate::msg::preview(exp, 40)
+            crate::support::msg::preview(exp, 40)
         )));
     }
-    let effects = crate::learn::tactical_effects(text, experiment, source);
+    let effects = crate::context::learn::tactical_effects(text, experiment, source);
     let key = match &effects[0] {
         Effect::HashSet { key, .. } => key.clone(),
         _ => String::new(),

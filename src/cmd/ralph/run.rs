@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::GlobalArgs;
 use crate::cmd::Env;
-use crate::exit::{Exit, Fail};
-use crate::ralph::{Progress, RalphStatus, RalphSummary, Task};
-use crate::spawn::{Agent, SpawnResult};
+use crate::cmd::args::GlobalArgs;
+use crate::designer::ralph::{Progress, RalphStatus, RalphSummary, Task};
+use crate::designer::spawn::{Agent, SpawnResult};
+use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -73,10 +73,13 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     std::fs::create_dir_all(&args.work_dir)
         .map_err(|e| Fail::usage(format!("work dir {}: {e}", args.work_dir.display())))?;
     let agent = match &args.agent {
-        Some(cmd) => Some(Agent::Raw(crate::spawn::parse_agent_command(cmd)?)),
+        Some(cmd) => Some(Agent::Raw(crate::support::process::parse_agent_command(
+            cmd,
+        )?)),
         None => None,
     };
-    let mut spawn = crate::design::spawn_options(&env.config, agent, args.work_dir.clone())?;
+    let mut spawn =
+        crate::designer::design::spawn_options(&env.config, agent, args.work_dir.clone())?;
     if let Some(tools) = args.allowed_tools {
         spawn.allowed_tools = tools;
     }
@@ -85,8 +88,8 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         Some(_) => return Err(Fail::usage("--timeout must be positive")),
         None => None,
     };
-    let prompts = crate::prompt::Prompts::new(env.config.prompts_dir());
-    let mut opts = crate::design::ralph_options(
+    let prompts = crate::context::prompt::Prompts::new(env.config.prompts_dir());
+    let mut opts = crate::designer::design::ralph_options(
         &prompts,
         spawn,
         args.max_iterations,
@@ -96,9 +99,9 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         args.context,
     )?;
     opts.max_attempts_per_task = args.max_attempts.max(1);
-    let progress = Bar::new(crate::term::progress_enabled(global.quiet));
-    let cancel = crate::signal::shutdown_channel();
-    let summary = crate::ralph::run(opts, &progress, cancel).await?;
+    let progress = Bar::new(crate::support::term::progress_enabled(global.quiet));
+    let cancel = crate::support::signal::shutdown_channel();
+    let summary = crate::designer::ralph::run(opts, &progress, cancel).await?;
     env.emit(&summary)?;
     Ok(exit_for(&summary))
 }
@@ -109,7 +112,7 @@ pub fn exit_for(summary: &RalphSummary) -> Exit {
         RalphStatus::Complete => Exit::Success,
         RalphStatus::MaxIterations | RalphStatus::Timeout | RalphStatus::Budget => Exit::Limit,
         RalphStatus::Stalled | RalphStatus::Failed => Exit::Failed,
-        RalphStatus::Cancelled => crate::signal::received().unwrap_or(Exit::Interrupted),
+        RalphStatus::Cancelled => crate::support::signal::received().unwrap_or(Exit::Interrupted),
     }
 }
 
@@ -147,7 +150,7 @@ impl Progress for Bar {
         tracing::info!(
             "iteration {n}: {} attempt {attempt}: {}",
             task.id,
-            crate::msg::preview(&task.title, 80)
+            crate::support::msg::preview(&task.title, 80)
         );
     }
     fn finished_call(&self, task: &Task, result: &SpawnResult, done_now: bool) {

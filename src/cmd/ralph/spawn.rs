@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use crate::cli::GlobalArgs;
 use crate::cmd::Env;
-use crate::exit::{Exit, Fail};
-use crate::spawn::Agent;
+use crate::cmd::args::GlobalArgs;
+use crate::designer::spawn::Agent;
+use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -68,21 +68,23 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             .keep(),
     };
     let agent = match &args.agent {
-        Some(cmd) => Some(Agent::Raw(crate::spawn::parse_agent_command(cmd)?)),
+        Some(cmd) => Some(Agent::Raw(crate::support::process::parse_agent_command(
+            cmd,
+        )?)),
         None => None,
     };
-    let mut opts = crate::design::spawn_options(&env.config, agent, work_dir)?;
+    let mut opts = crate::designer::design::spawn_options(&env.config, agent, work_dir)?;
     if let Some(tools) = args.allowed_tools {
         opts.allowed_tools = tools;
     }
     opts.label = "spawn".into();
-    let cancel = crate::signal::shutdown_channel();
-    let result = crate::spawn::spawn(&opts, &prompt, cancel).await?;
+    let cancel = crate::support::signal::shutdown_channel();
+    let result = crate::designer::spawn::spawn(&opts, &prompt, cancel).await?;
     env.emit(&result)?;
     Ok(if result.ok {
         Exit::Success
     } else if result.cancelled {
-        crate::signal::received().unwrap_or(Exit::Interrupted)
+        crate::support::signal::received().unwrap_or(Exit::Interrupted)
     } else if result.timed_out {
         Exit::Upstream
     } else {

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::cli::GlobalArgs;
 use crate::cmd::Env;
-use crate::exit::{Exit, Fail};
+use crate::cmd::args::GlobalArgs;
+use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
 pub const EXAMPLES: &str = "\
@@ -35,7 +35,7 @@ pub fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         Some(path) => {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
         }
-        None => crate::io::read_stdin("the new worklist")?,
+        None => crate::support::io::read_stdin("the new worklist")?,
     };
     if content.trim().is_empty() {
         return Err(Fail::usage(
@@ -43,8 +43,11 @@ pub fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         ));
     }
     let dir = env.config.context_path();
-    let done =
-        crate::files::replace_atomic(&dir.join("worklist.md"), &content, &dir.join(".history"))?;
+    let done = crate::support::files::replace_atomic(
+        &dir.join("worklist.md"),
+        &content,
+        &dir.join(".history"),
+    )?;
     env.emit(&json!({"v": 1, "path": done.path, "bytes": done.bytes, "previous": done.previous, "changed": done.changed}))?;
     Ok(Exit::Success)
 }

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::store::{self, Conn, KeyValue};
+use crate::bus::store::{self, Conn, KeyValue};
 
 /// An experiment as the Orchestrator sees it.
 #[derive(Debug, Clone, Serialize)]

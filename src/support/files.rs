@@ -99,7 +99,7 @@ pub const LEARNINGS_HEADER: &str = "# Strategic Learnings\n";
 /// Appends a learning as `\n\n## <ISO-8601>\n<text>`. With an `id`, the
 /// heading carries an invisible marker so a redelivered message adds nothing.
 pub fn append_learning(path: &Path, text: &str, id: Option<&str>) -> anyhow::Result<Appended> {
-    let timestamp = crate::msg::now_iso_micros();
+    let timestamp = crate::support::msg::now_iso_micros();
     let marker = id.map(|id| format!("<!-- fullsend:{id} -->"));
     let heading = match &marker {
         Some(m) => format!("## {timestamp} {m}"),

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::store::{ChannelKeys, Conn, INGEST_MARKER_TTL_SECS};
+use crate::bus::store::{ChannelKeys, Conn, INGEST_MARKER_TTL_SECS};
 
 /// A precondition on a hash write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,7 +109,7 @@ pub fn apply_files(effects: &[Effect], marker: Option<&str>) -> anyhow::Result<V
         match effect {
             Effect::AppendLearning { path, text } => {
                 let id = marker.map(|m| format!("{m}#{index}"));
-                let done = crate::files::append_learning(path, text, id.as_deref())?;
+                let done = crate::support::files::append_learning(path, text, id.as_deref())?;
                 reports.push(json!({"effect": "append_learning", "path": path, "appended": done.appended, "timestamp": done.timestamp}));
             }
             Effect::ReplaceFile {
@@ -117,7 +117,7 @@ pub fn apply_files(effects: &[Effect], marker: Option<&str>) -> anyhow::Result<V
                 content,
                 history_dir,
             } => {
-                let done = crate::files::replace_atomic(path, content, history_dir)?;
+                let done = crate::support::files::replace_atomic(path, content, history_dir)?;
                 reports.push(json!({"effect": "replace_file", "path": path, "bytes": done.bytes, "previous": done.previous, "changed": done.changed}));
             }
             _ => {}
@@ -243,9 +243,9 @@ pub async fn commit(
         match effect {
             Effect::Publish { channel, message } => {
                 let channel_keys = ChannelKeys::new(channel);
-                let msg_id = crate::msg::msg_id_of(message)
+                let msg_id = crate::support::msg::msg_id_of(message)
                     .map(str::to_string)
-                    .unwrap_or_else(crate::msg::new_msg_id);
+                    .unwrap_or_else(crate::support::msg::new_msg_id);
                 let k = key_index(&mut keys, channel_keys.stream());
                 let m = key_index(&mut keys, channel_keys.ingested(&msg_id));
                 ops.push(json!({"op": "publish", "k": k, "m": m, "channel": channel, "payload": Value::Object(message.clone()).to_string(), "ttl": INGEST_MARKER_TTL_SECS}));
@@ -316,4 +316,31 @@ pub async fn commit(
     };
     let stream_ids = reply.map(|id| id.filter(|s| !s.is_empty())).collect();
     Ok(Commit { status, stream_ids })
+}
+
+/// A publish effect with the message stamped (msg_id, causation_id, timestamp).
+pub fn publish(
+    channel: &str,
+    mut message: Map<String, Value>,
+    cause: &Map<String, Value>,
+) -> Effect {
+    crate::support::msg::stamp(&mut message, Some(cause));
+    Effect::Publish {
+        channel: channel.to_string(),
+        message,
+    }
+}
+
+/// Publishes one message durably, outside a commit (used by `publish` and notices).
+pub async fn publish_now(
+    conn: &mut Conn,
+    channel: &str,
+    mut message: Map<String, Value>,
+    cause: Option<&Map<String, Value>>,
+) -> anyhow::Result<crate::bus::store::Published> {
+    crate::support::msg::stamp(&mut message, cause);
+    let msg_id = crate::support::msg::msg_id_of(&message)
+        .map(str::to_string)
+        .unwrap_or_else(crate::support::msg::new_msg_id);
+    crate::bus::store::publish(conn, channel, &msg_id, &Value::Object(message).to_string()).await
 }

@@ -3,10 +3,28 @@
 
 use std::io::IsTerminal;
 
-use crate::cli::{GlobalArgs, LogFormat};
+/// Log line format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (suits journald).
+    Json,
+}
+
+/// What the global flags ask of logging.
+#[derive(Debug, Clone, Copy)]
+pub struct Logging {
+    /// Errors only.
+    pub quiet: bool,
+    /// 0 warn, 1 info, 2+ debug.
+    pub verbose: u8,
+    /// Line format.
+    pub format: LogFormat,
+}
 
 /// Sets up `tracing` on stderr: warn by default, -v info, -vv debug, -q errors.
-pub fn init_logging(global: &GlobalArgs) {
+pub fn init_logging(global: Logging) {
     let level = if global.quiet {
         tracing::Level::ERROR
     } else {
@@ -21,7 +39,7 @@ pub fn init_logging(global: &GlobalArgs) {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false);
-    let _ = match global.log_format {
+    let _ = match global.format {
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
         LogFormat::Text => builder.with_ansi(color).without_time().try_init(),
     };

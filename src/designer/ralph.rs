@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 
-use crate::spawn::{self, SpawnOptions, SpawnResult};
+use crate::designer::spawn::{self, SpawnOptions, SpawnResult};
 
 /// The task list file in the work dir.
 pub const TASKS_FILE: &str = "TASKS.md";
@@ -828,7 +828,7 @@ pub async fn run(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::spawn::Agent;
+    use crate::designer::spawn::Agent;
     use std::os::unix::fs::PermissionsExt as _;
     use std::sync::Mutex;
 

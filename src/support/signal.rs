@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::exit::Exit;
+use crate::support::exit::Exit;
 
 static RECEIVED: AtomicU8 = AtomicU8::new(0);
 

@@ -6,11 +6,11 @@
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use super::{Handled, Handler, Job, JobError};
-use crate::design::{self, Designed, Designer, Request};
-use crate::dispatch::publish;
-use crate::effects::{self, CommitStatus, Effect, Fence};
-use crate::store::{ChannelKeys, Conn};
+use crate::bus::effects::publish;
+use crate::bus::effects::{self, CommitStatus, Effect, Fence};
+use crate::bus::runner::{Handled, Handler, Job, JobError};
+use crate::bus::store::{ChannelKeys, Conn};
+use crate::designer::design::{self, Designed, Designer, Request};
 
 /// How long a finished design is memoised (a redelivery must not pay twice).
 const MEMO_TTL_SECS: u64 = 24 * 3600;
@@ -24,7 +24,7 @@ pub struct FullsendRole {
     /// The consumer group.
     pub group: String,
     /// The daily spend limit.
-    pub gate: crate::spend::Gate,
+    pub gate: crate::bus::spend::Gate,
 }
 
 impl Handler for FullsendRole {
@@ -142,7 +142,7 @@ impl FullsendRole {
                             "lease lost during the design"
                         )));
                     }
-                    if let Err(err) = crate::spend::add(conn, designed.cost_usd).await {
+                    if let Err(err) = crate::bus::spend::add(conn, designed.cost_usd).await {
                         tracing::warn!("recording spend: {err:#}");
                     }
                     let memo = MemoDesign::from(&designed);
@@ -228,7 +228,7 @@ impl FullsendRole {
             .get("status")
             .and_then(Value::as_str)
             .unwrap_or("active");
-        if name.is_empty() || !crate::dispatch::valid_key_id(&name) {
+        if name.is_empty() || !crate::support::msg::valid_key_id(&name) {
             return Err(JobError::Permanent(anyhow::anyhow!(
                 "tool message without a valid tool name"
             )));
@@ -255,7 +255,10 @@ impl FullsendRole {
             .map_err(|e| JobError::Transient(e.into()))?;
         let mut effects = Vec::new();
         let mut released = Vec::new();
-        for exp in waiting.iter().filter(|e| crate::dispatch::valid_key_id(e)) {
+        for exp in waiting
+            .iter()
+            .filter(|e| crate::support::msg::valid_key_id(e))
+        {
             // An experiment deleted meanwhile is dropped from the wait list, not run.
             if !design::experiment_exists(conn, exp)
                 .await
@@ -265,7 +268,7 @@ impl FullsendRole {
                 continue;
             }
             released.push(exp.clone());
-            let now = crate::msg::now_iso_seconds();
+            let now = crate::support::msg::now_iso_seconds();
             effects.push(Effect::HashSet {
                 key: format!("experiments:{exp}"),
                 fields: [("state", "ready"), ("status", "ready")]
@@ -297,7 +300,7 @@ impl FullsendRole {
             .get("experiment_id")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if !crate::dispatch::valid_key_id(id) {
+        if !crate::support::msg::valid_key_id(id) {
             return Err(JobError::Permanent(anyhow::anyhow!(
                 "run_direct needs a valid experiment_id"
             )));
@@ -379,7 +382,7 @@ fn obj(v: Value) -> Map<String, Value> {
 
 /// What the Executor reported (`fullsend:experiment_results`), turned into
 /// the messages the Orchestrator and Builder expect (fullsend-system.md §3, §8).
-fn executor_result(job: &Job, channels: &crate::config::Channels) -> (Vec<Effect>, Value) {
+fn executor_result(job: &Job, channels: &crate::support::config::Channels) -> (Vec<Effect>, Value) {
     let msg = &job.message;
     let text = |k: &str| {
         msg.get(k)
@@ -403,8 +406,8 @@ fn executor_result(job: &Job, channels: &crate::config::Channels) -> (Vec<Effect
     }
     let error = text("error");
     if let Some(tool) = missing_tool(&error)
-        .filter(|t| crate::dispatch::valid_key_id(t))
-        .filter(|_| crate::dispatch::valid_key_id(&exp))
+        .filter(|t| crate::support::msg::valid_key_id(t))
+        .filter(|_| crate::support::msg::valid_key_id(&exp))
     {
         // Wait for the tool, and ask the Builder for it (once per experiment and tool).
         let request_id = format!("auto_{exp}_{tool}");

@@ -4,8 +4,8 @@
 
 use serde_json::{Map, json};
 
-use crate::config::Config;
-use crate::store::Conn;
+use crate::bus::store::Conn;
+use crate::support::config::Config;
 
 /// The Redis key of a day's spend.
 pub fn day_key(day: &str) -> String {
@@ -122,8 +122,8 @@ impl Gate {
         );
         msg.insert("priority".into(), json!("high"));
         msg.insert("source".into(), json!("orchestrator"));
-        let effect = crate::dispatch::publish(&self.from_orchestrator, msg, &Map::new());
-        if let Err(err) = crate::effects::commit(conn, &[effect], None, None).await {
+        let effect = crate::bus::effects::publish(&self.from_orchestrator, msg, &Map::new());
+        if let Err(err) = crate::bus::effects::commit(conn, &[effect], None, None).await {
             tracing::warn!("sending the spend-limit notice failed: {err:#}");
         }
     }

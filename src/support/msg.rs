@@ -76,6 +76,15 @@ pub fn preview(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// Experiment ids that may become keys: `[A-Za-z0-9_-]`, 1–64 characters.
+pub fn valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

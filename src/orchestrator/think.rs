@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use crate::config::Config;
-use crate::context::Context;
-use crate::decision::{Action, Decision, Priority};
+use crate::context::loader::Context;
+use crate::context::prompt::{self, Prompts};
 use crate::llm::{LlmError, ModelRequest, ProgressFn, Provider, ThinkingMode};
-use crate::prompt::{self, Prompts};
+use crate::orchestrator::decision::{Action, Decision, Priority};
+use crate::support::config::Config;
 
 /// The PRD's reply when thinking takes too long.
 pub const STILL_THINKING: &str = "I'm still thinking about this. Will update soon.";
@@ -89,7 +89,7 @@ impl Orchestrator {
             model: model
                 .map(str::to_string)
                 .unwrap_or_else(|| cfg.orchestrator_model()),
-            thinking: cfg.thinking_mode()?,
+            thinking: crate::llm::ThinkingMode::parse(cfg.thinking_mode())?,
             thinking_budget: cfg.thinking_budget()?,
             effort: cfg.effort(),
             max_tokens: cfg.max_tokens()?,
@@ -176,11 +176,11 @@ impl Orchestrator {
                     response.model
                 };
                 d.usage = response.usage;
-                d.cost_usd = crate::price::cost(&d.model, &d.usage);
+                d.cost_usd = crate::llm::price::cost(&d.model, &d.usage);
                 d.thinking = response.thinking;
                 d.elapsed_ms = elapsed_ms;
                 if d.action == Action::NoAction && d.parse_note.is_some() && d.raw.is_none() {
-                    d.raw = Some(crate::msg::preview(&response.text, 2000));
+                    d.raw = Some(crate::support::msg::preview(&response.text, 2000));
                 }
                 Outcome::Decided(d)
             }
@@ -205,7 +205,7 @@ impl Orchestrator {
                             ("error_type".to_string(), json!(other.kind_name())),
                             (
                                 "error_message".to_string(),
-                                json!(crate::msg::preview(&other.to_string(), 500)),
+                                json!(crate::support::msg::preview(&other.to_string(), 500)),
                             ),
                         ]);
                         d.fallback = Some("model_error".into());
@@ -229,7 +229,7 @@ pub fn worklist_with_started(worklist: &str, msg: &Map<String, Value>) -> Option
     let text = |k: &str| {
         msg.get(k)
             .and_then(Value::as_str)
-            .map(|s| crate::msg::preview(s, 80))
+            .map(|s| crate::support::msg::preview(s, 80))
             .filter(|s| !s.is_empty())
     };
     let line = match msg.get("type").and_then(Value::as_str)? {

@@ -5,8 +5,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::cron;
-use crate::extract;
+use crate::designer::cron;
+use crate::llm::extract;
 
 /// A JSON object as produced by `serde_json`.
 type Object = Map<String, Value>;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::exit::Fail;
+use crate::support::exit::Fail;
 
 /// Where a configuration value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -456,7 +456,7 @@ impl Config {
         Ok(Duration::from_secs_f64(secs))
     }
 
-    /// The Redis URL (a secret: log [`crate::store::redacted_url`] instead).
+    /// The Redis URL (a secret: log [`redacted_url`] instead).
     pub fn redis_url(&self) -> String {
         self.raw("redis_url").to_string()
     }
@@ -506,9 +506,9 @@ impl Config {
     pub fn fullsend_api_model(&self) -> String {
         self.raw("fullsend_api_model").to_string()
     }
-    /// The thinking mode setting (auto | adaptive | enabled | disabled).
-    pub fn thinking_mode(&self) -> anyhow::Result<crate::llm::ThinkingMode> {
-        crate::llm::ThinkingMode::parse(self.raw("orchestrator_thinking"))
+    /// The thinking mode setting (auto | adaptive | enabled | disabled), unparsed.
+    pub fn thinking_mode(&self) -> &str {
+        self.raw("orchestrator_thinking")
     }
     /// The thinking budget in tokens.
     pub fn thinking_budget(&self) -> anyhow::Result<u32> {
@@ -617,7 +617,7 @@ impl Config {
             };
             let shown = if setting.secret && !r.value.is_empty() {
                 if setting.key == "redis_url" {
-                    serde_json::Value::String(crate::store::redacted_url(&r.value))
+                    serde_json::Value::String(redacted_url(&r.value))
                 } else {
                     serde_json::Value::String("<set>".into())
                 }
@@ -654,4 +654,20 @@ fn xdg_config_dir() -> Option<PathBuf> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+}
+
+/// `scheme://host:port/db` without user or password, safe to log.
+pub fn redacted_url(url: &str) -> String {
+    match redis::IntoConnectionInfo::into_connection_info(url) {
+        Ok(info) => {
+            let scheme = if url.starts_with("rediss://") {
+                "rediss"
+            } else {
+                "redis"
+            };
+            let addr = info.addr().to_string();
+            format!("{scheme}://{addr}/{}", info.redis_settings().db())
+        }
+        Err(_) => "<invalid redis url>".to_string(),
+    }
 }

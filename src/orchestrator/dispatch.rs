@@ -9,10 +9,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::config::Channels;
-use crate::decision::{Action, Decision};
-use crate::effects::{self, Commit, Effect, Fence, Guard};
-use crate::store::{self, Conn};
+use crate::bus::effects::publish;
+use crate::bus::effects::{self, Commit, Effect, Fence, Guard};
+use crate::bus::store::Conn;
+use crate::orchestrator::decision::{Action, Decision};
+use crate::support::config::Channels;
 
 /// Where a decision's effects go.
 #[derive(Debug, Clone)]
@@ -73,13 +74,13 @@ pub async fn plan(
                 "idea": Value::Object(payload.clone()),
                 "context": decision.context_for_fullsend,
                 "priority": priority,
-                "requested_at": crate::msg::now_iso_micros(),
+                "requested_at": crate::support::msg::now_iso_micros(),
                 "orchestrator_reasoning": decision.reasoning,
                 "source": "orchestrator",
             }));
             msg.insert(
                 "request_id".into(),
-                Value::String(format!("req_{}", crate::msg::new_msg_id())),
+                Value::String(format!("req_{}", crate::support::msg::new_msg_id())),
             );
             plan.effects
                 .push(publish(&target.channels.to_fullsend, msg, cause));
@@ -89,7 +90,7 @@ pub async fn plan(
                 "type": "tool_prd",
                 "requested_by": "orchestrator",
                 "priority": priority,
-                "requested_at": crate::msg::now_iso_micros(),
+                "requested_at": crate::support::msg::now_iso_micros(),
                 "orchestrator_reasoning": decision.reasoning,
                 "source": "orchestrator",
             }));
@@ -108,7 +109,7 @@ pub async fn plan(
             }
             msg.insert(
                 "request_id".into(),
-                Value::String(format!("req_{}", crate::msg::new_msg_id())),
+                Value::String(format!("req_{}", crate::support::msg::new_msg_id())),
             );
             plan.effects
                 .push(publish(&target.channels.builder_tasks, msg, cause));
@@ -260,7 +261,7 @@ pub async fn execute(
     if let (Some(request), Some((command, timeout))) =
         (plan.roundtable.clone(), target.roundtable.as_ref())
     {
-        let outcome = crate::roundtable::run(command, &request, *timeout).await;
+        let outcome = crate::orchestrator::roundtable::run(command, &request, *timeout).await;
         let mut msg = object(
             json!({"type": "roundtable_result", "source": "orchestrator", "prompt": request["prompt"]}),
         );
@@ -303,7 +304,7 @@ pub async fn execute(
         files,
         roundtable,
         commit,
-        causation_id: crate::msg::msg_id_of(&decision.message).map(str::to_string),
+        causation_id: crate::support::msg::msg_id_of(&decision.message).map(str::to_string),
     })
 }
 
@@ -317,7 +318,7 @@ pub fn dry_run(plan: Plan, decision: &Decision) -> Report {
         files: Vec::new(),
         roundtable: None,
         commit: None,
-        causation_id: crate::msg::msg_id_of(&decision.message).map(str::to_string),
+        causation_id: crate::support::msg::msg_id_of(&decision.message).map(str::to_string),
     }
 }
 
@@ -329,10 +330,10 @@ async fn kill_plan(
     let Some(id) = decision.experiment_id.as_deref() else {
         return Ok(Err("kill_experiment: no experiment_id given".into()));
     };
-    if !valid_key_id(id) {
+    if !crate::support::msg::valid_key_id(id) {
         return Ok(Err(format!(
             "kill_experiment: invalid experiment id {:?}",
-            crate::msg::preview(id, 80)
+            crate::support::msg::preview(id, 80)
         )));
     }
     let Some(conn) = conn else {
@@ -355,7 +356,7 @@ async fn kill_plan(
             )));
         }
     }
-    let now = crate::msg::now_iso_seconds();
+    let now = crate::support::msg::now_iso_seconds();
     let fields = BTreeMap::from([
         ("state".to_string(), "archived".to_string()),
         ("archived_at".to_string(), now.clone()),
@@ -384,15 +385,6 @@ fn archive_reason(decision: &Decision) -> String {
     first_text(&[decision.payload.get("reason")]).unwrap_or_else(|| decision.reasoning.clone())
 }
 
-/// Experiment ids that may become keys: `[A-Za-z0-9_-]`, 1–64 characters.
-pub fn valid_key_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 fn original(msg: &Map<String, Value>) -> Option<&Map<String, Value>> {
     msg.get("original_message").and_then(Value::as_object)
 }
@@ -415,7 +407,7 @@ fn reply_channel(
     if id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit()) {
         Some(Ok(id))
     } else {
-        Some(Err(crate::msg::preview(&id, 40)))
+        Some(Err(crate::support::msg::preview(&id, 40)))
     }
 }
 
@@ -456,19 +448,6 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
-/// A publish effect with the message stamped (msg_id, causation_id, timestamp).
-pub fn publish(
-    channel: &str,
-    mut message: Map<String, Value>,
-    cause: &Map<String, Value>,
-) -> Effect {
-    crate::msg::stamp(&mut message, Some(cause));
-    Effect::Publish {
-        channel: channel.to_string(),
-        message,
-    }
-}
-
 /// The last `n` entries of learnings.md, as a list (the Roundtable wants a list).
 fn recent_learnings(path: &std::path::Path, n: usize) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -480,18 +459,4 @@ fn recent_learnings(path: &std::path::Path, n: usize) -> Vec<String> {
         .map(|e| format!("## {}", e.trim()))
         .collect();
     entries.into_iter().rev().take(n).rev().collect()
-}
-
-/// Publishes one message durably, outside a commit (used by `publish` and notices).
-pub async fn publish_now(
-    conn: &mut Conn,
-    channel: &str,
-    mut message: Map<String, Value>,
-    cause: Option<&Map<String, Value>>,
-) -> anyhow::Result<store::Published> {
-    crate::msg::stamp(&mut message, cause);
-    let msg_id = crate::msg::msg_id_of(&message)
-        .map(str::to_string)
-        .unwrap_or_else(crate::msg::new_msg_id);
-    store::publish(conn, channel, &msg_id, &Value::Object(message).to_string()).await
 }

@@ -179,13 +179,13 @@ impl Decision {
 
     /// Parses a model's answer (prose, fences and all) into a decision about `message`.
     pub fn from_model_text(text: &str, message: Map<String, Value>) -> Decision {
-        match crate::extract::decision_object(text) {
+        match crate::llm::extract::decision_object(text) {
             Some(object) => Decision::from_object(object, message),
             None => {
                 let mut d =
                     Decision::no_action(message, "the model's answer contained no JSON decision");
                 d.parse_note = Some("no JSON object found".into());
-                d.raw = Some(crate::msg::preview(text, 2000));
+                d.raw = Some(crate::support::msg::preview(text, 2000));
                 d
             }
         }
@@ -209,13 +209,19 @@ impl Decision {
                 Some(a) => (a, None),
                 None => (
                     Action::NoAction,
-                    Some(format!("unknown action {:?}", crate::msg::preview(s, 80))),
+                    Some(format!(
+                        "unknown action {:?}",
+                        crate::support::msg::preview(s, 80)
+                    )),
                 ),
             },
             Some(Value::Null) => (Action::NoAction, Some("action was null".to_string())),
             Some(other) => (
                 Action::NoAction,
-                Some(format!("action was {}", crate::io::json_kind(other))),
+                Some(format!(
+                    "action was {}",
+                    crate::support::io::json_kind(other)
+                )),
             ),
             None => (Action::NoAction, Some("no action given".to_string())),
         };

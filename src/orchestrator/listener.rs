@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use serde_json::json;
 use tokio::sync::{Mutex, watch};
 
-use super::{Handled, Handler, Job, JobError};
-use crate::context::Loader;
-use crate::decision::Decision;
-use crate::dispatch::{self, Target};
-use crate::effects::{self, CommitStatus, Fence};
-use crate::orchestrator::{Orchestrator, Outcome};
-use crate::store::{ChannelKeys, Conn};
+use crate::bus::effects::{self, CommitStatus, Fence};
+use crate::bus::runner::{Handled, Handler, Job, JobError};
+use crate::bus::store::{ChannelKeys, Conn};
+use crate::context::loader::Loader;
+use crate::orchestrator::decision::Decision;
+use crate::orchestrator::dispatch::{self, Target};
+use crate::orchestrator::think::{Orchestrator, Outcome};
 
 /// How long a memoised decision is kept.
 const MEMO_TTL_SECS: u64 = 24 * 3600;
@@ -33,7 +33,7 @@ pub struct OrchestratorRole {
     /// Context loader (file cache shared across messages).
     pub loader: Mutex<Loader>,
     /// The daily spend limit.
-    pub gate: crate::spend::Gate,
+    pub gate: crate::bus::spend::Gate,
 }
 
 impl Handler for OrchestratorRole {
@@ -137,11 +137,13 @@ impl OrchestratorRole {
         match outcome {
             Outcome::Decided(decision) => {
                 if let Some(cost) = decision.cost_usd
-                    && let Err(err) = crate::spend::add(conn, cost).await
+                    && let Err(err) = crate::bus::spend::add(conn, cost).await
                 {
                     tracing::warn!("recording spend: {err:#}");
                 }
-                if let Err(err) = crate::cmd::think::log_decision(&self.decision_log, &decision) {
+                if let Err(err) =
+                    crate::orchestrator::log::log_decision(&self.decision_log, &decision)
+                {
                     tracing::warn!("decision log: {err:#}");
                 }
                 let _: Result<(), _> = redis::cmd("SET")
@@ -154,7 +156,9 @@ impl OrchestratorRole {
                 Ok(decision)
             }
             Outcome::Failed { decision, error } => {
-                if let Err(err) = crate::cmd::think::log_decision(&self.decision_log, &decision) {
+                if let Err(err) =
+                    crate::orchestrator::log::log_decision(&self.decision_log, &decision)
+                {
                     tracing::warn!("decision log: {err:#}");
                 }
                 match error {

@@ -12,13 +12,13 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::dispatch::publish;
-use crate::effects::{Effect, Guard};
-use crate::exit::Fail;
+use crate::bus::effects::publish;
+use crate::bus::effects::{Effect, Guard};
+use crate::bus::store::{self, Conn, KeyValue};
+use crate::context::prompt::Prompts;
+use crate::designer::spawn::{self, Agent, SpawnOptions};
 use crate::llm::{ModelRequest, PromptBlock, Provider, ThinkingMode};
-use crate::prompt::Prompts;
-use crate::spawn::{self, Agent, SpawnOptions};
-use crate::store::{self, Conn, KeyValue};
+use crate::support::exit::Fail;
 
 /// How the spec is produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -65,7 +65,7 @@ impl Request {
         {
             return Err(format!(
                 "expected an experiment_request, got type {:?}",
-                crate::msg::preview(t, 40)
+                crate::support::msg::preview(t, 40)
             ));
         }
         let idea = match msg.get("idea") {
@@ -78,19 +78,19 @@ impl Request {
             Some(other) => {
                 return Err(format!(
                     "the request's idea is {}, not text or an object",
-                    crate::io::json_kind(other)
+                    crate::support::io::json_kind(other)
                 ));
             }
         };
         let request_id = match msg.get("request_id").and_then(Value::as_str) {
-            Some(id) if crate::msg::is_safe_id(id) && id.len() <= 64 => id.to_string(),
+            Some(id) if crate::support::msg::is_safe_id(id) && id.len() <= 64 => id.to_string(),
             Some(id) => {
                 return Err(format!(
                     "invalid request_id {:?}",
-                    crate::msg::preview(id, 40)
+                    crate::support::msg::preview(id, 40)
                 ));
             }
-            None => format!("req_{}", crate::msg::new_msg_id()),
+            None => format!("req_{}", crate::support::msg::new_msg_id()),
         };
         let text = |k: &str| match msg.get(k) {
             Some(Value::String(s)) => s.clone(),
@@ -147,7 +147,7 @@ impl Request {
         format!(
             "# Experiment Request\n\n**Priority:** {}\n**Received:** {}\n**Request:** {}\n\n## Idea/Goal\n\n```json\n{}\n```\n\n## Context\n\n{}\n\n## Orchestrator Reasoning\n\n{}\n\n---\n*Design this experiment; write the spec as YAML.*\n",
             self.priority,
-            crate::msg::now_iso_seconds(),
+            crate::support::msg::now_iso_seconds(),
             self.request_id,
             serde_json::to_string_pretty(&self.idea).unwrap_or_default(),
             self.context,
@@ -176,7 +176,7 @@ pub struct Designer {
     /// For `--engine api`.
     pub api: Option<(Provider, String)>,
     /// Channel names.
-    pub channels: crate::config::Channels,
+    pub channels: crate::support::config::Channels,
     /// Max RALPH iterations.
     pub max_iterations: u32,
 }
@@ -193,7 +193,7 @@ pub struct Designed {
     /// Why it failed.
     pub reason: Option<String>,
     /// Rule violations of the last attempt.
-    pub violations: Vec<crate::spec::Violation>,
+    pub violations: Vec<crate::designer::spec::Violation>,
     /// Whether a repair round was needed.
     pub repaired: bool,
     /// The kept work dir.
@@ -226,7 +226,7 @@ pub async fn load_context(conn: Option<&mut Conn>, product_context: &Path) -> De
         ..Default::default()
     };
     if let Some(conn) = conn {
-        let mut loader = crate::context::Loader::default();
+        let mut loader = crate::context::loader::Loader::default();
         let full = loader
             .load(Path::new("/nonexistent-fullsend-dir"), Some(conn))
             .await;
@@ -237,7 +237,7 @@ pub async fn load_context(conn: Option<&mut Conn>, product_context: &Path) -> De
                 format!(
                     "- {}: {}",
                     t.name,
-                    crate::prompt::one_line(&t.description, 200)
+                    crate::context::prompt::one_line(&t.description, 200)
                 )
             })
             .collect::<Vec<_>>()
@@ -249,7 +249,7 @@ pub async fn load_context(conn: Option<&mut Conn>, product_context: &Path) -> De
             .map(|t| {
                 format!(
                     "- {} {}",
-                    crate::prompt::one_line(&t.text, 300),
+                    crate::context::prompt::one_line(&t.text, 300),
                     if t.experiment_id.is_empty() {
                         String::new()
                     } else {
@@ -359,7 +359,7 @@ impl Designer {
                 designed.violations = problems.violations.clone();
                 designed.repaired = true;
                 let mut repair_vars = BTreeMap::from([
-                    ("previous", crate::msg::preview(&text, 20_000)),
+                    ("previous", crate::support::msg::preview(&text, 20_000)),
                     ("errors", problems.summary()),
                     ("today", today),
                 ]);
@@ -400,7 +400,7 @@ impl Designer {
         std::fs::create_dir_all(&self.work_root)
             .with_context(|| format!("creating {}", self.work_root.display()))?;
         let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S").to_string();
-        let uid = crate::msg::new_msg_id();
+        let uid = crate::support::msg::new_msg_id();
         let dir = self.work_root.join(format!(
             "design_{stamp}_{}_{}",
             &uid[uid.len() - 6..],
@@ -471,7 +471,8 @@ impl Designer {
             .complete(&request, None)
             .await
             .map_err(|e| e.to_string())?;
-        designed.cost_usd += crate::price::cost(&response.model, &response.usage).unwrap_or(0.0);
+        designed.cost_usd +=
+            crate::llm::price::cost(&response.model, &response.usage).unwrap_or(0.0);
         Ok(response.text)
     }
 
@@ -490,7 +491,7 @@ impl Designer {
             .iter()
             .map(|t| (*t).to_string())
             .collect();
-        crate::ralph::setup(work_dir, &titles, &initial).map_err(|e| format!("{e:#}"))?;
+        crate::designer::ralph::setup(work_dir, &titles, &initial).map_err(|e| format!("{e:#}"))?;
         let Some(mut spawn) = self.spawn.clone() else {
             return Err("no coding agent configured".into());
         };
@@ -505,11 +506,12 @@ impl Designer {
             String::new(),
         )
         .map_err(|e| format!("{e:#}"))?;
-        let summary = crate::ralph::run(opts, &crate::ralph::NoProgress, cancel)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        let summary =
+            crate::designer::ralph::run(opts, &crate::designer::ralph::NoProgress, cancel)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
         designed.cost_usd += summary.cost_usd;
-        if summary.status != crate::ralph::RalphStatus::Complete {
+        if summary.status != crate::designer::ralph::RalphStatus::Complete {
             return Err(format!(
                 "RALPH design ended {:?}: {}",
                 summary.status,
@@ -570,11 +572,11 @@ pub fn ralph_options(
     budget_usd: Option<f64>,
     goal: Option<String>,
     initial_context: String,
-) -> anyhow::Result<crate::ralph::RalphOptions> {
+) -> anyhow::Result<crate::designer::ralph::RalphOptions> {
     let (task_template, _) = prompts.source("ralph_task.txt")?;
     let (breakdown_template, _) = prompts.source("ralph_breakdown.txt")?;
     // Render once up front so a broken override fails before any agent runs.
-    crate::prompt::render_str(
+    crate::context::prompt::render_str(
         &task_template,
         &BTreeMap::from([
             ("task_id", "TASK-001".to_string()),
@@ -582,12 +584,12 @@ pub fn ralph_options(
         ]),
     )
     .map_err(Fail::usage)?;
-    crate::prompt::render_str(
+    crate::context::prompt::render_str(
         &breakdown_template,
         &BTreeMap::from([("goal", "x".to_string())]),
     )
     .map_err(Fail::usage)?;
-    Ok(crate::ralph::RalphOptions {
+    Ok(crate::designer::ralph::RalphOptions {
         spawn,
         max_iterations,
         max_attempts_per_task: 3,
@@ -597,7 +599,7 @@ pub fn ralph_options(
         goal,
         initial_context,
         task_prompt: Box::new(move |task| {
-            crate::prompt::render_str(
+            crate::context::prompt::render_str(
                 &task_template,
                 &BTreeMap::from([
                     ("task_id", task.id.clone()),
@@ -607,7 +609,7 @@ pub fn ralph_options(
             .unwrap_or_default()
         }),
         breakdown_prompt: Box::new(move |goal| {
-            crate::prompt::render_str(
+            crate::context::prompt::render_str(
                 &breakdown_template,
                 &BTreeMap::from([("goal", goal.to_string())]),
             )
@@ -620,7 +622,7 @@ pub fn ralph_options(
 #[derive(Debug, Clone)]
 pub struct Problems {
     /// Rule violations (empty when extraction itself failed).
-    pub violations: Vec<crate::spec::Violation>,
+    pub violations: Vec<crate::designer::spec::Violation>,
     /// Extraction error.
     pub error: Option<String>,
 }
@@ -645,15 +647,15 @@ pub type Checked = (Map<String, Value>, Option<Map<String, Value>>);
 
 /// Extracts, normalises and validates a spec (and its tool request) from model output.
 pub fn check(text: &str) -> Result<Checked, Problems> {
-    let extracted = crate::spec::extract(text).map_err(|e| Problems {
+    let extracted = crate::designer::spec::extract(text).map_err(|e| Problems {
         violations: Vec::new(),
         error: Some(e),
     })?;
     let mut spec = extracted.experiment;
-    crate::spec::normalize(&mut spec);
-    let mut violations = crate::spec::validate(&spec);
+    crate::designer::spec::normalize(&mut spec);
+    let mut violations = crate::designer::spec::validate(&spec);
     if let Some(tool) = &extracted.tool_request {
-        violations.extend(crate::spec::validate_tool_request(tool));
+        violations.extend(crate::designer::spec::validate_tool_request(tool));
     }
     if violations.is_empty() {
         Ok((spec, extracted.tool_request))
@@ -673,7 +675,7 @@ fn finish(
 ) -> Designed {
     designed.learnings = tactical_learnings(output);
     spec.entry("created_at")
-        .or_insert_with(|| json!(crate::msg::now_iso_seconds()));
+        .or_insert_with(|| json!(crate::support::msg::now_iso_seconds()));
     designed.status = "ready";
     designed.spec = Some(spec);
     designed.tool_request = tool;
@@ -685,7 +687,7 @@ fn finish(
 /// `tactical_learnings:` list (of text, or of `{text}`/`{learning}` maps) in any
 /// YAML block. At most ten, each at most 1,000 characters.
 pub fn tactical_learnings(output: &str) -> Vec<String> {
-    let mut docs: Vec<String> = crate::extract::fenced_blocks(output)
+    let mut docs: Vec<String> = crate::llm::extract::fenced_blocks(output)
         .into_iter()
         .map(|(_, body)| body)
         .collect();
@@ -750,7 +752,7 @@ pub fn effects(
     tool: Option<&Map<String, Value>>,
     learnings: &[String],
     request: &Request,
-    channels: &crate::config::Channels,
+    channels: &crate::support::config::Channels,
     cause: &Map<String, Value>,
 ) -> anyhow::Result<Vec<Effect>> {
     let id = spec
@@ -758,19 +760,19 @@ pub fn effects(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    if !crate::spec::valid_experiment_id(&id) && !crate::dispatch::valid_key_id(&id) {
+    if !crate::designer::spec::valid_experiment_id(&id) && !crate::support::msg::valid_key_id(&id) {
         return Err(Fail::usage(format!(
             "invalid experiment id {:?}",
-            crate::msg::preview(&id, 40)
+            crate::support::msg::preview(&id, 40)
         )));
     }
-    let now = crate::msg::now_iso_seconds();
+    let now = crate::support::msg::now_iso_seconds();
     let execution = spec
         .get("execution")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let schedule = crate::cron::strip_comment(
+    let schedule = crate::designer::cron::strip_comment(
         execution
             .get("schedule")
             .and_then(Value::as_str)
@@ -796,12 +798,12 @@ pub fn effects(
     let state = if tool.is_some() { "draft" } else { "ready" };
     let mut full = spec.clone();
     full.insert("state".into(), json!(state));
-    let yaml = crate::spec::to_yaml(&full).map_err(|e| anyhow::anyhow!(e))?;
+    let yaml = crate::designer::spec::to_yaml(&full).map_err(|e| anyhow::anyhow!(e))?;
     let jsonish = |v: Option<&Value>| v.map(Value::to_string).unwrap_or_else(|| "[]".into());
     let fields = BTreeMap::from([
         ("id".to_string(), id.clone()),
         ("experiment_id".to_string(), id.clone()),
-        ("name".to_string(), crate::msg::preview(&hypothesis, 120)),
+        ("name".to_string(), crate::support::msg::preview(&hypothesis, 120)),
         ("summary".to_string(), hypothesis.clone()),
         ("hypothesis".to_string(), hypothesis.clone()),
         ("state".to_string(), state.to_string()),
@@ -857,7 +859,7 @@ pub fn effects(
         let req_id = format!(
             "req_{}_{}",
             jiff::Zoned::now().strftime("%Y%m%d"),
-            &crate::msg::new_msg_id()[24..]
+            &crate::support::msg::new_msg_id()[24..]
         );
         let mut prd = tool.clone();
         prd.insert("id".into(), json!(req_id));
@@ -889,7 +891,7 @@ pub fn effects(
         });
         out.push(publish(
             &channels.builder_tasks,
-            obj(json!({"type": "tool_prd", "prd": prd, "requested_by": "fullsend", "priority": tool.get("priority").cloned().unwrap_or(json!(request.priority)), "request_id": req_id, "experiment_blocked": id, "requested_at": crate::msg::now_iso_micros(), "source": "fullsend"})),
+            obj(json!({"type": "tool_prd", "prd": prd, "requested_by": "fullsend", "priority": tool.get("priority").cloned().unwrap_or(json!(request.priority)), "request_id": req_id, "experiment_blocked": id, "requested_at": crate::support::msg::now_iso_micros(), "source": "fullsend"})),
             cause,
         ));
         out.push(publish(
@@ -900,7 +902,7 @@ pub fn effects(
     }
     // Tactical learnings go through the same code as `fullsend learn append --tactical`.
     for learning in learnings {
-        out.extend(crate::learn::tactical_effects(
+        out.extend(crate::context::learn::tactical_effects(
             learning,
             Some(&id),
             "fullsend",
@@ -925,7 +927,7 @@ pub fn failed_effects(
     reason: &str,
     request: Option<&Request>,
     original: &Map<String, Value>,
-    channels: &crate::config::Channels,
+    channels: &crate::support::config::Channels,
     work_dir: Option<&Path>,
 ) -> Vec<Effect> {
     vec![publish(
@@ -986,7 +988,7 @@ pub async fn experiment_exists(conn: &mut Conn, id: &str) -> anyhow::Result<bool
 
 /// Spawner options from configuration.
 pub fn spawn_options(
-    cfg: &crate::config::Config,
+    cfg: &crate::support::config::Config,
     agent: Option<Agent>,
     work_dir: PathBuf,
 ) -> anyhow::Result<SpawnOptions> {

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read, Write};
 
 use anyhow::Context;
 
-use crate::exit::Fail;
+use crate::support::exit::Fail;
 
 /// Writes `value` as one line of JSON (or pretty JSON) to stdout and flushes,
 /// so that pipelines see each record at once.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use redis::aio::ConnectionManager;
 
-use crate::exit::Fail;
+use crate::support::config::redacted_url;
+use crate::support::exit::Fail;
 
 /// A Redis connection that reconnects by itself after faults.
 pub type Conn = ConnectionManager;
@@ -17,22 +18,6 @@ pub const INGEST_MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// Streams without a consumer group are capped (nobody needs their entries).
 const UNCONSUMED_STREAM_MAXLEN: u64 = 10_000;
-
-/// `scheme://host:port/db` without user or password, safe to log.
-pub fn redacted_url(url: &str) -> String {
-    match redis::IntoConnectionInfo::into_connection_info(url) {
-        Ok(info) => {
-            let scheme = if url.starts_with("rediss://") {
-                "rediss"
-            } else {
-                "redis"
-            };
-            let addr = info.addr().to_string();
-            format!("{scheme}://{addr}/{}", info.redis_settings().db())
-        }
-        Err(_) => "<invalid redis url>".to_string(),
-    }
-}
 
 /// Checks a Redis URL before use: it must parse, and TLS certificate checks
 /// may not be turned off.

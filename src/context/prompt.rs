@@ -8,28 +8,31 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use serde_json::{Map, Value};
 
-use crate::context::Context;
-use crate::exit::Fail;
+use crate::context::loader::Context;
 use crate::llm::{PromptBlock, estimate_tokens};
+use crate::support::exit::Fail;
 
 /// The prompt files compiled into the binary.
 const BUILTIN: &[(&str, &str)] = &[
-    ("system.txt", include_str!("../prompts/system.txt")),
-    ("context.txt", include_str!("../prompts/context.txt")),
-    ("message.txt", include_str!("../prompts/message.txt")),
-    ("design.txt", include_str!("../prompts/design.txt")),
+    ("system.txt", include_str!("../../prompts/system.txt")),
+    ("context.txt", include_str!("../../prompts/context.txt")),
+    ("message.txt", include_str!("../../prompts/message.txt")),
+    ("design.txt", include_str!("../../prompts/design.txt")),
     (
         "design_repair.txt",
-        include_str!("../prompts/design_repair.txt"),
+        include_str!("../../prompts/design_repair.txt"),
     ),
     (
         "design_ralph_context.txt",
-        include_str!("../prompts/design_ralph_context.txt"),
+        include_str!("../../prompts/design_ralph_context.txt"),
     ),
-    ("ralph_task.txt", include_str!("../prompts/ralph_task.txt")),
+    (
+        "ralph_task.txt",
+        include_str!("../../prompts/ralph_task.txt"),
+    ),
     (
         "ralph_breakdown.txt",
-        include_str!("../prompts/ralph_breakdown.txt"),
+        include_str!("../../prompts/ralph_breakdown.txt"),
     ),
 ];
 
@@ -523,7 +526,7 @@ fn floor_char_boundary(text: &str, mut index: usize) -> usize {
 
 /// One line, at most `max` characters.
 pub fn one_line(text: &str, max: usize) -> String {
-    crate::msg::preview(text.trim(), max)
+    crate::support::msg::preview(text.trim(), max)
 }
 
 #[cfg(test)]
@@ -569,7 +572,7 @@ mod tests {
             .map(|i| format!("## 2026-01-01T00:00:{i}\nlearning number {i} with some words\n"))
             .collect();
         ctx.experiments = (0..10_000)
-            .map(|i| crate::context::Experiment {
+            .map(|i| crate::context::loader::Experiment {
                 id: format!("exp_{i}"),
                 name: "n".repeat(50),
                 state: "draft".into(),
@@ -597,7 +600,7 @@ mod tests {
     fn small_sections_are_never_cut() {
         let prompts = Prompts::default();
         let mut ctx = Context::default();
-        ctx.experiments = vec![crate::context::Experiment {
+        ctx.experiments = vec![crate::context::loader::Experiment {
             id: "exp_1".into(),
             name: String::new(),
             state: "running".into(),

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 /// Runs `command` (split into words, no shell) with `request` on stdin.
 pub async fn run(command: &str, request: &Value, timeout: Duration) -> anyhow::Result<Value> {
-    let argv = crate::spawn::parse_agent_command(command)?;
+    let argv = crate::support::process::parse_agent_command(command)?;
     let Some((program, args)) = argv.split_first() else {
         bail!("the roundtable command is empty")
     };
@@ -52,11 +52,11 @@ pub async fn run(command: &str, request: &Value, timeout: Duration) -> anyhow::R
         bail!(
             "the roundtable command failed ({}): {}",
             output.status,
-            crate::msg::preview(stderr.trim(), 500)
+            crate::support::msg::preview(stderr.trim(), 500)
         );
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    match crate::extract::json_objects(&text).pop() {
+    match crate::llm::extract::json_objects(&text).pop() {
         Some(obj) => Ok(Value::Object(obj)),
         None => bail!("the roundtable command printed no JSON object"),
     }

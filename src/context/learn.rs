@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::effects::{Effect, Guard};
+use crate::bus::effects::{Effect, Guard};
 
 /// The effects of one tactical learning: the hash (never overwriting) and its index entry.
 pub fn tactical_effects(text: &str, experiment: Option<&str>, source: &str) -> Vec<Effect> {
     let now = jiff::Timestamp::now();
     // Second-resolution keys collided in the original; add micros and a unique tail.
-    let uid = crate::msg::new_msg_id();
+    let uid = crate::support::msg::new_msg_id();
     let key = format!(
         "learnings:tactical:{}_{}",
         now.strftime("%Y%m%d_%H%M%S_%6f"),

@@ -4,9 +4,6 @@
 //! in flight, dead consumers' entries are reclaimed, poison entries go to a
 //! dead-letter stream, and PUBLISH-only producers are bridged into the stream.
 
-pub mod fullsend;
-pub mod orchestrator;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +14,8 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use crate::effects::{CommitStatus, Fence};
-use crate::store::{self, ChannelKeys, Conn};
+use crate::bus::effects::{CommitStatus, Fence};
+use crate::bus::store::{self, ChannelKeys, Conn};
 
 /// How a listener runs.
 #[derive(Debug, Clone)]
@@ -206,7 +203,7 @@ pub async fn run<H: Handler>(
         return Ok(stats);
     };
     ensure_group(&mut conn_ok, &stream, &opts.group).await?;
-    let token = crate::msg::new_msg_id();
+    let token = crate::support::msg::new_msg_id();
     let consumer = claim_consumer_name(&mut conn_ok, &opts, &token).await?;
     tracing::info!(
         "listening on {} as {}/{} (concurrency {})",
@@ -472,7 +469,7 @@ impl Worker {
 
     fn note_error(&self, text: &str) {
         if let Ok(mut e) = self.last_error.lock() {
-            *e = crate::msg::preview(text, 300);
+            *e = crate::support::msg::preview(text, 300);
         }
     }
 
@@ -558,7 +555,7 @@ impl Worker {
             return;
         }
         let mut message = message;
-        let identity = crate::msg::msg_id_of(&message)
+        let identity = crate::support::msg::msg_id_of(&message)
             .map(str::to_string)
             .unwrap_or_else(|| entry_id.clone());
         // Messages from producers that set no id get the entry id, so what
@@ -664,7 +661,7 @@ impl Worker {
             .cmd("HSET")
             .arg(&self.errors_key)
             .arg(entry_id)
-            .arg(crate::msg::preview(text, 1000))
+            .arg(crate::support::msg::preview(text, 1000))
             .ignore()
             .cmd("EXPIRE")
             .arg(&self.errors_key)
@@ -713,7 +710,7 @@ impl Worker {
             .arg(&payload)
             .arg(reason)
             .arg(deliveries)
-            .arg(crate::msg::now_iso_micros())
+            .arg(crate::support::msg::now_iso_micros())
             .invoke_async(conn)
             .await;
         match done {
@@ -739,11 +736,11 @@ fn parse_entry(fields: &[(String, String)]) -> Result<Map<String, Value>, String
             Ok(Value::Object(m)) => Ok(m),
             Ok(other) => Err(format!(
                 "message is {}, not a JSON object",
-                crate::io::json_kind(&other)
+                crate::support::io::json_kind(&other)
             )),
             Err(e) => Err(format!(
                 "message is not JSON ({e}): {}",
-                crate::msg::preview(data, 200)
+                crate::support::msg::preview(data, 200)
             )),
         };
     }
@@ -814,7 +811,7 @@ async fn heartbeat_loop(beat: Beat, mut stop: watch::Receiver<bool>) {
         last_error,
     } = beat;
     let key = heartbeat_key(&opts.group, &consumer);
-    let started = crate::msg::now_iso_seconds();
+    let started = crate::support::msg::now_iso_seconds();
     loop {
         let in_flight = opts.concurrency - sem.available_permits().min(opts.concurrency);
         let error = last_error.lock().map(|e| e.clone()).unwrap_or_default();
@@ -825,7 +822,7 @@ async fn heartbeat_loop(beat: Beat, mut stop: watch::Receiver<bool>) {
             ("host".into(), hostname()),
             ("pid".into(), std::process::id().to_string()),
             ("started_at".into(), started.clone()),
-            ("last_beat".into(), crate::msg::now_iso_seconds()),
+            ("last_beat".into(), crate::support::msg::now_iso_seconds()),
             (
                 "processed".into(),
                 stats.processed.load(Ordering::Relaxed).to_string(),
@@ -917,7 +914,7 @@ async fn ingest_session(
                 let payload: String = msg.get_payload().unwrap_or_default();
                 let msg_id = serde_json::from_str::<Map<String, Value>>(&payload)
                     .ok()
-                    .and_then(|m| crate::msg::msg_id_of(&m).map(str::to_string))
+                    .and_then(|m| crate::support::msg::msg_id_of(&m).map(str::to_string))
                     .unwrap_or_default();
                 let added: Option<String> = redis::Script::new(INGEST_SCRIPT)
                     .key(&stream)
@@ -1025,7 +1022,7 @@ async fn claim_consumer_name(
             return Ok(name.clone());
         }
     }
-    Err(crate::exit::Fail::usage(match &opts.consumer {
+    Err(crate::support::exit::Fail::usage(match &opts.consumer {
         Some(name) => format!("consumer name {name} is held by a live listener"),
         None => "no free consumer name on this host".into(),
     }))
@@ -1145,7 +1142,7 @@ async fn trim(conn: &mut Conn, stream: &str) {
 pub async fn trim_stream(conn: &mut Conn, stream: &str, keep: Duration) -> anyhow::Result<i64> {
     let floor = format!(
         "{}-0",
-        crate::msg::now_millis() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)
+        crate::support::msg::now_millis() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)
     );
     let trimmed: i64 = redis::Script::new(TRIM_SCRIPT)
         .key(stream)

@@ -1,0 +1,17 @@
+//! FULLSEND, the experiment designer: an idea in, a complete, validated
+//! experiment spec out.
+//!
+//! [`design`] drives the coding agent ([`spawn`], the Claude Code CLI) single
+//! shot or in [`ralph`] task loops, or the Messages API directly; [`spec`]
+//! extracts, normalises and validates the YAML it produced ([`cron`] checks
+//! its schedule); the result is saved to Redis and announced to the Executor,
+//! the Builder and the Orchestrator. [`listener`] is the `listen fullsend`
+//! role. Depends on `context`, `bus`, `llm` and `support`; never on
+//! `orchestrator` or `cmd`.
+
+pub mod cron;
+pub mod design;
+pub mod listener;
+pub mod ralph;
+pub mod spawn;
+pub mod spec;

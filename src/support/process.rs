@@ -1,0 +1,92 @@
+//! Child processes: parsing a configured command line into argv (no shell).
+
+use anyhow::bail;
+
+/// Splits an --agent command line on whitespace (respecting simple '...' and "..." quoting; no shell).
+///
+/// Single quotes are literal; inside double quotes and outside quotes a backslash escapes the next
+/// character. Adjacent quoted and unquoted pieces join into one argument, as in a shell.
+pub fn parse_agent_command(cmd: &str) -> anyhow::Result<Vec<String>> {
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    // Tracks whether a (possibly empty) argument has started, so `""` yields an empty argument.
+    let mut started = false;
+    let mut chars = cmd.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                started = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(ch) => cur.push(ch),
+                        None => bail!("unterminated ' quote in agent command: {cmd}"),
+                    }
+                }
+            }
+            '"' => {
+                started = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(ch @ ('"' | '\\')) => cur.push(ch),
+                            Some(ch) => {
+                                cur.push('\\');
+                                cur.push(ch);
+                            }
+                            None => bail!("unterminated \" quote in agent command: {cmd}"),
+                        },
+                        Some(ch) => cur.push(ch),
+                        None => bail!("unterminated \" quote in agent command: {cmd}"),
+                    }
+                }
+            }
+            '\\' => {
+                started = true;
+                match chars.next() {
+                    Some(ch) => cur.push(ch),
+                    None => bail!("trailing backslash in agent command: {cmd}"),
+                }
+            }
+            c if c.is_whitespace() => {
+                if started {
+                    args.push(std::mem::take(&mut cur));
+                    started = false;
+                }
+            }
+            c => {
+                started = true;
+                cur.push(c);
+            }
+        }
+    }
+    if started {
+        args.push(cur);
+    }
+    if args.is_empty() {
+        bail!("the agent command is empty");
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_command_parsing() {
+        assert_eq!(
+            parse_agent_command("echo hello").unwrap(),
+            ["echo", "hello"]
+        );
+        assert_eq!(
+            parse_agent_command(r#"  my-agent --flag 'a b' "c \"d\"" e'f g'h "" "#).unwrap(),
+            ["my-agent", "--flag", "a b", "c \"d\"", "ef gh", ""]
+        );
+        assert_eq!(parse_agent_command(r"a\ b c").unwrap(), ["a b", "c"]);
+        assert!(parse_agent_command("   ").is_err());
+        assert!(parse_agent_command("echo 'oops").is_err());
+        assert!(parse_agent_command("echo \"oops").is_err());
+    }
+}
