@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use tokio::sync::watch;
+
 use crate::support::exit::Exit;
 
 static RECEIVED: AtomicU8 = AtomicU8::new(0);
@@ -41,5 +43,20 @@ pub fn received() -> Option<Exit> {
         130 => Some(Exit::Interrupted),
         143 => Some(Exit::Terminated),
         _ => None,
+    }
+}
+
+/// Resolves when the cancel flag is (or becomes) true; never if the sender is gone while false.
+pub async fn wait_cancelled(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            if *rx.borrow() {
+                return;
+            }
+            std::future::pending::<()>().await;
+        }
     }
 }

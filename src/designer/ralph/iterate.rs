@@ -217,7 +217,7 @@ impl Runner<'_> {
         };
         tokio::select! {
             () = tokio::time::sleep(d) => {}
-            () = spawn::wait_cancelled(&mut self.cancel) => {}
+            () = crate::support::signal::wait_cancelled(&mut self.cancel) => {}
         }
     }
 

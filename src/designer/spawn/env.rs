@@ -1,0 +1,71 @@
+//! The environment a child sees: an allow-list of the parent's variables plus a few forced
+//! ones, so that nothing else (keys, Redis URLs) leaks into a model-driven process.
+
+use super::SpawnOptions;
+use std::ffi::OsString;
+
+/// Parent environment variables a child may see. Everything else (REDIS_URL, admin credentials, ...) is
+/// dropped because the child runs model-driven tools.
+pub const ENV_ALLOW: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TMPDIR",
+    "TZ",
+    "TERM",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_MODEL",
+    "ANTHROPIC_CUSTOM_HEADERS",
+    "ANTHROPIC_DEFAULT_OPUS_MODEL",
+    "ANTHROPIC_DEFAULT_SONNET_MODEL",
+    "ANTHROPIC_DEFAULT_HAIKU_MODEL",
+    "CLAUDE_CONFIG_DIR",
+    "API_TIMEOUT_MS",
+    "CLAUDE_CODE_MAX_RETRIES",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "NODE_EXTRA_CA_CERTS",
+];
+/// Variables always set in the child: no telemetry, no auto-update, and no traffic except to the API.
+const ENV_FORCED: &[(&str, &str)] = &[
+    ("DISABLE_TELEMETRY", "1"),
+    ("DISABLE_AUTOUPDATER", "1"),
+    ("DISABLE_ERROR_REPORTING", "1"),
+    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+];
+/// Builds the child's environment from a snapshot of the parent's: the allow-list, forced switches and
+/// IS_SANDBOX when asked. Split out so the filtering is testable without touching the process env.
+pub(super) fn child_env<F>(opts: &SpawnOptions, parent: F) -> Vec<(String, OsString)>
+where
+    F: Fn(&str) -> Option<OsString>,
+{
+    let mut env: Vec<(String, OsString)> = Vec::new();
+    let names = ENV_ALLOW
+        .iter()
+        .copied()
+        .chain(opts.env_allow.iter().map(String::as_str));
+    for name in names {
+        if env.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        if let Some(v) = parent(name) {
+            env.push((name.to_owned(), v));
+        }
+    }
+    // Forced values win over anything passed through.
+    env.retain(|(n, _)| !ENV_FORCED.iter().any(|(f, _)| f == n) && n != "IS_SANDBOX");
+    for (n, v) in ENV_FORCED {
+        env.push(((*n).to_owned(), OsString::from(v)));
+    }
+    if opts.sandbox {
+        env.push(("IS_SANDBOX".to_owned(), OsString::from("1")));
+    }
+    env
+}

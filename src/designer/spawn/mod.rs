@@ -1,0 +1,314 @@
+//! The one spawner for every coding-agent call: builds a safe argv and environment, runs the agent in its
+//! own process group with a wall-clock limit, logs prompt/stdout/stderr to files and parses the result.
+
+use crate::support::process::{GroupGuard, kill_group, spawn_child};
+use crate::support::signal::wait_cancelled;
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+mod argv;
+mod env;
+mod result;
+#[cfg(test)]
+mod tests;
+
+use argv::build_argv;
+pub use argv::{check_options, find_claude};
+pub use env::ENV_ALLOW;
+use env::child_env;
+use result::fill_result;
+pub use result::parse_result_object;
+
+/// Tools allowed by default: enough to read the work dir and write files, no shell.
+pub const DEFAULT_ALLOWED_TOOLS: &[&str] = &["Read", "Write", "Edit", "Glob", "Grep"];
+
+/// Default wall-clock limit per call (the PRD's 300 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Default time between SIGTERM and SIGKILL of the child's process group.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// How the agent is invoked.
+#[derive(Debug, Clone)]
+pub enum Agent {
+    /// The Claude Code CLI (or a compatible fake) at this path; gets the claude flags.
+    Claude(PathBuf),
+    /// An arbitrary command (program + args, no shell); the prompt is appended as the last argv element;
+    /// stdout is taken as the result text.
+    Raw(Vec<String>),
+}
+
+/// Everything that shapes one agent call.
+#[derive(Debug, Clone)]
+pub struct SpawnOptions {
+    /// Which agent to run.
+    pub agent: Agent,
+    /// The child's cwd; log files go under `work_dir/.fullsend/calls/`.
+    pub work_dir: PathBuf,
+    /// `--model`.
+    pub model: Option<String>,
+    /// Passed as ONE argv element `--allowedTools=Read,Write,...` (the flag is variadic and the space form
+    /// would swallow the prompt). Empty: the flag is omitted.
+    pub allowed_tools: Vec<String>,
+    /// `--max-turns N`.
+    pub max_turns: Option<u32>,
+    /// `--max-budget-usd X`.
+    pub max_budget_usd: Option<f64>,
+    /// `--append-system-prompt S`.
+    pub append_system_prompt: Option<String>,
+    /// Opt-in `--dangerously-skip-permissions`; as root the CLI refuses it unless `sandbox` is set.
+    pub skip_permissions: bool,
+    /// Pass IS_SANDBOX=1 to the child.
+    pub sandbox: bool,
+    /// Wall-clock limit per call.
+    pub timeout: Duration,
+    /// SIGTERM → wait this long → SIGKILL of the child's process group.
+    pub kill_grace: Duration,
+    /// Extra environment variable names to pass through (Redis variables are refused).
+    pub env_allow: Vec<String>,
+    /// Names the log files, e.g. "task-TASK-003-attempt-1"; sanitised to `[A-Za-z0-9_-]`.
+    pub label: String,
+}
+
+impl SpawnOptions {
+    /// Options with the defaults: read/write tools, 300 s timeout, 5 s kill grace, no limits, label "call".
+    pub fn new(agent: Agent, work_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            agent,
+            work_dir: work_dir.into(),
+            model: None,
+            allowed_tools: DEFAULT_ALLOWED_TOOLS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            max_turns: None,
+            max_budget_usd: None,
+            append_system_prompt: None,
+            skip_permissions: false,
+            sandbox: false,
+            timeout: DEFAULT_TIMEOUT,
+            kill_grace: DEFAULT_KILL_GRACE,
+            env_allow: Vec::new(),
+            label: "call".to_owned(),
+        }
+    }
+}
+
+/// The outcome of one agent call.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpawnResult {
+    /// Exit 0 AND not `is_error` AND (for Claude) a result object was found; never true on timeout/cancel.
+    pub ok: bool,
+    /// The exit code, if the child exited normally.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the child, if any.
+    pub signal: Option<i32>,
+    /// The per-call timeout fired and the group was killed.
+    pub timed_out: bool,
+    /// The cancel signal fired and the group was killed.
+    pub cancelled: bool,
+    /// The result object's `is_error`.
+    pub is_error: bool,
+    /// The result text (Claude: `result`, "" when absent; Raw: stdout without trailing whitespace).
+    pub result: String,
+    /// The result object's `session_id`.
+    pub session_id: Option<String>,
+    /// The result object's `num_turns`.
+    pub num_turns: Option<u64>,
+    /// The result object's `total_cost_usd` (0 when absent).
+    pub total_cost_usd: f64,
+    /// The result object's `api_error_status` (429/529 mean rate limited or overloaded).
+    pub api_error_status: Option<u16>,
+    /// How many tool uses were denied.
+    pub permission_denials: usize,
+    /// The result object's `usage`.
+    pub usage: Option<Value>,
+    /// Wall-clock duration of the call.
+    pub duration_ms: u64,
+    /// Human reason when `!ok`.
+    pub error: Option<String>,
+    /// Where the prompt was written.
+    pub prompt_path: PathBuf,
+    /// Where stdout was captured.
+    pub stdout_path: PathBuf,
+    /// Where stderr was captured.
+    pub stderr_path: PathBuf,
+}
+
+/// Keeps only `[A-Za-z0-9_-]` so a label can never escape the calls directory.
+fn sanitize_label(label: &str) -> String {
+    let s: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    if s.is_empty() { "call".to_owned() } else { s }
+}
+
+/// Reserves the next `NNN-<label>` slot in `dir` by creating its prompt file exclusively.
+fn reserve_call_files(dir: &Path, label: &str) -> anyhow::Result<(PathBuf, std::fs::File, String)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Highest existing number + 1 equals "count + 1" when nothing was deleted, and never reuses a number.
+    let mut next = 1u32;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some((num, _)) = name.split_once('-')
+            && let Ok(n) = num.parse::<u32>()
+        {
+            next = next.max(n.saturating_add(1));
+        }
+    }
+    // create_new makes a concurrent caller that picked the same number move on instead of clobbering.
+    for n in next..next.saturating_add(10_000) {
+        let stem = format!("{n:03}-{label}");
+        let path = dir.join(format!("{stem}.prompt.txt"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f, stem)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+    bail!("could not reserve a call log name in {}", dir.display())
+}
+
+/// How the wait ended.
+enum End {
+    Exited(ExitStatus),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs one agent call. `cancel` flips to true on Ctrl-C/SIGTERM: then the group is killed and `cancelled`
+/// set. Errors are setup failures (bad options, unwritable log dir, program not startable); everything the
+/// agent does wrong comes back as `ok == false` with `error` set.
+pub async fn spawn(
+    opts: &SpawnOptions,
+    prompt: &str,
+    mut cancel: watch::Receiver<bool>,
+) -> anyhow::Result<SpawnResult> {
+    check_options(opts)?;
+    let (program, args) = build_argv(opts, prompt)?;
+
+    let calls_dir = opts.work_dir.join(".fullsend").join("calls");
+    let (prompt_path, mut prompt_file, stem) =
+        reserve_call_files(&calls_dir, &sanitize_label(&opts.label))?;
+    prompt_file
+        .write_all(prompt.as_bytes())
+        .and_then(|()| prompt_file.sync_all())
+        .with_context(|| format!("writing {}", prompt_path.display()))?;
+    drop(prompt_file);
+    let stdout_path = calls_dir.join(format!("{stem}.stdout"));
+    let stderr_path = calls_dir.join(format!("{stem}.stderr"));
+    let stdout_file = std::fs::File::create(&stdout_path)
+        .with_context(|| format!("creating {}", stdout_path.display()))?;
+    let stderr_file = std::fs::File::create(&stderr_path)
+        .with_context(|| format!("creating {}", stderr_path.display()))?;
+
+    let mut result = SpawnResult {
+        ok: false,
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        cancelled: false,
+        is_error: false,
+        result: String::new(),
+        session_id: None,
+        num_turns: None,
+        total_cost_usd: 0.0,
+        api_error_status: None,
+        permission_denials: 0,
+        usage: None,
+        duration_ms: 0,
+        error: None,
+        prompt_path,
+        stdout_path,
+        stderr_path,
+    };
+    if *cancel.borrow_and_update() {
+        result.cancelled = true;
+        result.error = Some("cancelled before start".to_owned());
+        return Ok(result);
+    }
+
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&args)
+        .current_dir(&opts.work_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout_file))
+        .stderr(Stdio::from(stderr_file))
+        .env_clear()
+        .envs(child_env(opts, |n| std::env::var_os(n)))
+        // Own process group: timeouts and cancels kill every tool process and subagent, not just the CLI.
+        .process_group(0)
+        .kill_on_drop(true);
+
+    let started = Instant::now();
+    let mut child =
+        spawn_child(&mut cmd).with_context(|| format!("starting agent {}", program.display()))?;
+    let pgid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .context("the agent process has no pid")?;
+    let guard = GroupGuard(pgid);
+
+    let end = tokio::select! {
+        biased;
+        st = child.wait() => End::Exited(st.context("waiting for the agent")?),
+        () = tokio::time::sleep(opts.timeout) => End::TimedOut,
+        () = wait_cancelled(&mut cancel) => End::Cancelled,
+    };
+    let status = match end {
+        End::Exited(st) => st,
+        End::TimedOut | End::Cancelled => {
+            result.timed_out = matches!(end, End::TimedOut);
+            result.cancelled = matches!(end, End::Cancelled);
+            kill_group(pgid, libc::SIGTERM);
+            match tokio::time::timeout(opts.kill_grace, child.wait()).await {
+                Ok(st) => st.context("waiting for the agent")?,
+                Err(_) => {
+                    kill_group(pgid, libc::SIGKILL);
+                    child.wait().await.context("waiting for the killed agent")?
+                }
+            }
+        }
+    };
+    // Always: grandchildren that outlived the CLI (or ignored SIGTERM) must not become orphans.
+    kill_group(pgid, libc::SIGKILL);
+    // Already killed above; skipping the guard avoids a second signal to a group id that may soon be free.
+    std::mem::forget(guard);
+    result.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    result.exit_code = status.code();
+    result.signal = status.signal();
+
+    let stdout = String::from_utf8_lossy(
+        &tokio::fs::read(&result.stdout_path)
+            .await
+            .unwrap_or_default(),
+    )
+    .into_owned();
+    let stderr = String::from_utf8_lossy(
+        &tokio::fs::read(&result.stderr_path)
+            .await
+            .unwrap_or_default(),
+    )
+    .into_owned();
+    fill_result(&mut result, opts, &stdout, &stderr);
+    Ok(result)
+}

@@ -1,0 +1,136 @@
+//! Reading a finished call: the CLI's JSON result object (cost, turns, session, errors) found in
+//! its stdout, filled into a [`SpawnResult`] with a short tail of what went wrong.
+
+use super::{Agent, SpawnOptions, SpawnResult};
+use serde_json::Value;
+use std::time::Duration;
+
+/// How many characters of stderr (or stdout) end up in `SpawnResult::error`.
+const ERROR_TAIL_CHARS: usize = 1000;
+/// The last `n` characters of `s`, trimmed.
+fn tail(s: &str, n: usize) -> String {
+    let s = s.trim();
+    let count = s.chars().count();
+    if count <= n {
+        s.to_owned()
+    } else {
+        s.chars().skip(count - n).collect()
+    }
+}
+/// "300s" for whole seconds, else milliseconds.
+fn fmt_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+/// Finds the Claude result object in stdout: one object; an array (`--verbose`) → its `type=="result"`
+/// element; NDJSON → the last `type=="result"` line. Non-JSON noise lines are skipped.
+pub fn parse_result_object(stdout: &str) -> Option<Value> {
+    let is_result = |v: &Value| v.get("type").and_then(Value::as_str) == Some("result");
+    let text = stdout.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        match v {
+            Value::Array(items) => return items.into_iter().rev().find(is_result),
+            // A single object without a type is accepted: compatible fakes and older CLIs omit it.
+            Value::Object(ref m) if is_result(&v) || !m.contains_key("type") => return Some(v),
+            _ => return None,
+        }
+    }
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .find(is_result)
+}
+/// Fills the parsed fields, `ok` and `error` from the captured output.
+pub(super) fn fill_result(r: &mut SpawnResult, opts: &SpawnOptions, stdout: &str, stderr: &str) {
+    let mut found = true;
+    let mut agent_errors = String::new();
+    match opts.agent {
+        Agent::Raw(_) => r.result = stdout.trim_end().to_owned(),
+        Agent::Claude(_) => match parse_result_object(stdout) {
+            Some(obj) => {
+                r.is_error = obj
+                    .get("is_error")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                r.result = obj
+                    .get("result")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                r.session_id = obj
+                    .get("session_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                r.num_turns = obj.get("num_turns").and_then(Value::as_u64);
+                r.total_cost_usd = obj
+                    .get("total_cost_usd")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                r.api_error_status = obj
+                    .get("api_error_status")
+                    .and_then(Value::as_u64)
+                    .and_then(|s| u16::try_from(s).ok());
+                r.permission_denials = obj
+                    .get("permission_denials")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                r.usage = obj.get("usage").filter(|u| !u.is_null()).cloned();
+                if let Some(errs) = obj.get("errors").and_then(Value::as_array) {
+                    agent_errors = errs
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                }
+            }
+            None => found = false,
+        },
+    }
+    // Where an error explanation lives: stderr normally, the result text for API errors, else stdout.
+    let detail = || {
+        if !stderr.trim().is_empty() {
+            tail(stderr, ERROR_TAIL_CHARS)
+        } else if !r.result.trim().is_empty() {
+            tail(&r.result, ERROR_TAIL_CHARS)
+        } else if !agent_errors.is_empty() {
+            tail(&agent_errors, ERROR_TAIL_CHARS)
+        } else {
+            tail(stdout, ERROR_TAIL_CHARS)
+        }
+    };
+    let error = if r.cancelled {
+        Some("cancelled".to_owned())
+    } else if r.timed_out {
+        Some(format!("timed out after {}", fmt_duration(opts.timeout)))
+    } else if let Some(sig) = r.signal {
+        Some(format!("killed by signal {sig}: {}", detail()))
+    } else if r.exit_code != Some(0) {
+        let code = r
+            .exit_code
+            .map_or_else(|| "?".to_owned(), |c| c.to_string());
+        Some(format!("exit {code}: {}", detail()))
+    } else if r.is_error {
+        let status = r
+            .api_error_status
+            .map(|s| format!(" (API status {s})"))
+            .unwrap_or_default();
+        let text = if r.result.trim().is_empty() {
+            agent_errors.clone()
+        } else {
+            tail(&r.result, ERROR_TAIL_CHARS)
+        };
+        Some(format!("agent reported an error{status}: {text}"))
+    } else if !found {
+        Some("no result object in output".to_owned())
+    } else {
+        None
+    };
+    r.ok = error.is_none();
+    r.error = error;
+}

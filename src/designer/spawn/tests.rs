@@ -1,0 +1,429 @@
+//! Unit tests of the parent module.
+
+use super::argv::{check_options, find_claude};
+use super::env::child_env;
+use super::result::parse_result_object;
+use super::*;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+use crate::support::process::parse_agent_command;
+use std::os::unix::fs::PermissionsExt as _;
+
+const RESULT_JSON: &str = r#"{"type":"result","subtype":"success","is_error":false,"result":"done","total_cost_usd":0.01,"session_id":"s","num_turns":1}"#;
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/usr/bin/env bash\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn no_cancel() -> watch::Receiver<bool> {
+    // The sender is dropped: the flag stays false forever.
+    watch::channel(false).1
+}
+
+/// True while `pid` exists and is not a zombie waiting for a (possibly lazy) init to reap it.
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn gone_within(pid: i32, d: Duration) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    !alive(pid)
+}
+
+#[test]
+fn result_object_shapes() {
+    let obj = parse_result_object(RESULT_JSON).unwrap();
+    assert_eq!(obj["result"], "done");
+    let arr =
+        format!(r#"[{{"type":"system","subtype":"init"}},{{"type":"assistant"}},{RESULT_JSON}]"#);
+    assert_eq!(parse_result_object(&arr).unwrap()["session_id"], "s");
+    let nd = format!(
+        "{{\"type\":\"system\"}}\nnoise\n{}\n{}\n",
+        r#"{"type":"result","result":"first"}"#, r#"{"type":"result","result":"last"}"#
+    );
+    assert_eq!(parse_result_object(&nd).unwrap()["result"], "last");
+    assert!(parse_result_object("").is_none());
+    assert!(parse_result_object("API Error: 500").is_none());
+    assert!(parse_result_object(r#"{"type":"assistant"}"#).is_none());
+    assert!(parse_result_object(r#"[{"type":"assistant"}]"#).is_none());
+}
+
+#[test]
+fn env_is_an_allow_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = SpawnOptions::new(Agent::Claude("/bin/true".into()), dir.path());
+    opts.env_allow = vec!["MY_EXTRA".into()];
+    let parent = |n: &str| match n {
+        "PATH" => Some(OsString::from("/usr/bin")),
+        "REDIS_URL" => Some(OsString::from("redis://secret")),
+        "MY_EXTRA" => Some(OsString::from("x")),
+        "IS_SANDBOX" | "DISABLE_TELEMETRY" => Some(OsString::from("0")),
+        "ANTHROPIC_API_KEY" => Some(OsString::from("k")),
+        _ => None,
+    };
+    let env = child_env(&opts, parent);
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("PATH"), Some("/usr/bin".into()));
+    assert_eq!(get("MY_EXTRA"), Some("x".into()));
+    assert_eq!(get("ANTHROPIC_API_KEY"), Some("k".into()));
+    assert_eq!(get("DISABLE_TELEMETRY"), Some("1".into()));
+    assert_eq!(
+        get("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"),
+        Some("1".into())
+    );
+    assert_eq!(get("REDIS_URL"), None);
+    assert_eq!(get("IS_SANDBOX"), None);
+    opts.sandbox = true;
+    let env = child_env(&opts, parent);
+    assert!(env.iter().any(|(n, v)| n == "IS_SANDBOX" && v == "1"));
+    opts.env_allow = vec!["REDIS_URL".into()];
+    assert!(check_options(&opts).is_err());
+}
+
+#[test]
+fn labels_are_sanitised() {
+    assert_eq!(
+        sanitize_label("task-TASK-003-attempt-1"),
+        "task-TASK-003-attempt-1"
+    );
+    assert_eq!(sanitize_label("../../etc/passwd"), "______etc_passwd");
+    assert_eq!(sanitize_label(""), "call");
+}
+
+#[test]
+fn find_claude_explicit() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = script(dir.path(), "claude", "exit 0");
+    assert_eq!(find_claude(Some(&fake)).unwrap(), fake);
+    let err = find_claude(Some(&dir.path().join("missing")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("npm install -g @anthropic-ai/claude-code"),
+        "{err}"
+    );
+    let err = find_claude(Some(Path::new("definitely-not-a-claude-binary")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("FULLSEND_CLAUDE_BIN"), "{err}");
+}
+
+#[tokio::test]
+async fn claude_argv_env_and_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = script(
+        dir.path(),
+        "fake-claude",
+        &format!(
+            "printf '%s\\0' \"$@\" > argv.bin\nenv -0 > env.bin\necho 'some stderr' >&2\necho '{RESULT_JSON}'"
+        ),
+    );
+    let mut opts = SpawnOptions::new(Agent::Claude(fake), dir.path());
+    opts.model = Some("sonnet".into());
+    opts.max_turns = Some(7);
+    opts.label = "task TASK-001/attempt 1".into();
+    let prompt = "Do it.\nLine two with 'quotes' and \"double\" and $HOME and `ticks`; rm -rf /";
+    let r = spawn(&opts, prompt, no_cancel()).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.result, "done");
+    assert_eq!(r.session_id.as_deref(), Some("s"));
+    assert_eq!(r.num_turns, Some(1));
+    assert!((r.total_cost_usd - 0.01).abs() < 1e-9);
+    let argv_raw = std::fs::read(dir.path().join("argv.bin")).unwrap();
+    let argv: Vec<String> = argv_raw
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8(s.to_vec()).unwrap())
+        .collect();
+    assert_eq!(argv[0], "-p");
+    assert_eq!(argv[1], prompt);
+    assert!(
+        argv.contains(&"--allowedTools=Read,Write,Edit,Glob,Grep".to_owned()),
+        "{argv:?}"
+    );
+    assert!(!argv.contains(&"--allowedTools".to_owned()));
+    assert!(argv.windows(2).any(|w| w == ["--output-format", "json"]));
+    assert!(argv.windows(2).any(|w| w == ["--model", "sonnet"]));
+    assert!(argv.windows(2).any(|w| w == ["--max-turns", "7"]));
+    assert!(!argv.contains(&"--dangerously-skip-permissions".to_owned()));
+    let env = String::from_utf8(std::fs::read(dir.path().join("env.bin")).unwrap()).unwrap();
+    let env: Vec<&str> = env.split('\0').collect();
+    assert!(env.contains(&"DISABLE_TELEMETRY=1"));
+    assert!(!env.iter().any(|e| e.starts_with("REDIS_URL=")));
+    assert!(!env.iter().any(|e| e.starts_with("IS_SANDBOX=")));
+    // Log files: prompt written verbatim, output captured, numbered and sanitised names.
+    assert!(
+        r.prompt_path
+            .ends_with(".fullsend/calls/001-task_TASK-001_attempt_1.prompt.txt"),
+        "{:?}",
+        r.prompt_path
+    );
+    assert_eq!(std::fs::read_to_string(&r.prompt_path).unwrap(), prompt);
+    assert!(
+        std::fs::read_to_string(&r.stdout_path)
+            .unwrap()
+            .contains("\"result\":\"done\"")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&r.stderr_path).unwrap(),
+        "some stderr\n"
+    );
+    let r2 = spawn(&opts, "again", no_cancel()).await.unwrap();
+    assert!(
+        r2.prompt_path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("002-")
+    );
+}
+
+#[tokio::test]
+async fn claude_failures_are_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = script(
+        dir.path(),
+        "api-error",
+        r#"echo '{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"result":"API Error: Request rejected (429)","total_cost_usd":0}'; exit 1"#,
+    );
+    let r = spawn(
+        &SpawnOptions::new(Agent::Claude(api), dir.path()),
+        "x",
+        no_cancel(),
+    )
+    .await
+    .unwrap();
+    assert!(!r.ok);
+    assert!(r.is_error);
+    assert_eq!(r.api_error_status, Some(429));
+    assert_eq!(r.exit_code, Some(1));
+    assert!(
+        r.error.as_deref().unwrap().starts_with("exit 1: API Error"),
+        "{r:?}"
+    );
+
+    // SIGINT case: exit 0 with empty stdout is a failure.
+    let empty = script(dir.path(), "empty", "exit 0");
+    let r = spawn(
+        &SpawnOptions::new(Agent::Claude(empty), dir.path()),
+        "x",
+        no_cancel(),
+    )
+    .await
+    .unwrap();
+    assert!(!r.ok);
+    assert_eq!(r.error.as_deref(), Some("no result object in output"));
+
+    let crash = script(dir.path(), "crash", "echo 'boom happened' >&2; exit 3");
+    let r = spawn(
+        &SpawnOptions::new(Agent::Claude(crash), dir.path()),
+        "x",
+        no_cancel(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.error.as_deref(), Some("exit 3: boom happened"));
+
+    // is_error with exit 0 and no result text (max turns shape).
+    let turns = script(
+        dir.path(),
+        "turns",
+        r#"echo '{"type":"result","subtype":"error_max_turns","is_error":true,"errors":["Reached maximum number of turns (1)"],"total_cost_usd":0.2}'"#,
+    );
+    let r = spawn(
+        &SpawnOptions::new(Agent::Claude(turns), dir.path()),
+        "x",
+        no_cancel(),
+    )
+    .await
+    .unwrap();
+    assert!(!r.ok);
+    assert_eq!(r.result, "");
+    assert!((r.total_cost_usd - 0.2).abs() < 1e-9);
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("Reached maximum number of turns"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn raw_agent_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::Raw(parse_agent_command("echo hello").unwrap());
+    let r = spawn(&SpawnOptions::new(agent, dir.path()), "", no_cancel())
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.result, "hello");
+    let agent = Agent::Raw(vec!["echo".into()]);
+    let r = spawn(
+        &SpawnOptions::new(agent, dir.path()),
+        "one  arg; $X",
+        no_cancel(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.result, "one  arg; $X");
+    let agent = Agent::Raw(vec!["false".into()]);
+    let r = spawn(&SpawnOptions::new(agent, dir.path()), "p", no_cancel())
+        .await
+        .unwrap();
+    assert!(!r.ok);
+    assert_eq!(r.exit_code, Some(1));
+    let agent = Agent::Raw(vec!["no-such-agent-program-xyz".into()]);
+    assert!(
+        spawn(&SpawnOptions::new(agent, dir.path()), "p", no_cancel())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn skip_permissions_as_root_fails_before_spawn() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fake = script(dir.path(), "fake", "touch ran; echo '{}'");
+    let mut opts = SpawnOptions::new(Agent::Claude(fake), dir.path());
+    opts.skip_permissions = true;
+    let err = spawn(&opts, "x", no_cancel())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("IS_SANDBOX=1") && err.contains("root") && err.contains("FULLSEND_IS_SANDBOX"),
+        "{err}"
+    );
+    assert!(!dir.path().join("ran").exists());
+    assert!(!dir.path().join(".fullsend").exists());
+    // Confirmed sandbox: allowed, and the child gets IS_SANDBOX=1 plus the flag.
+    opts.sandbox = true;
+    let fake = script(
+        dir.path(),
+        "fake2",
+        &format!("env > env.txt; echo \"$@\" > args.txt; echo '{RESULT_JSON}'"),
+    );
+    opts.agent = Agent::Claude(fake);
+    let r = spawn(&opts, "x", no_cancel()).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    assert!(
+        std::fs::read_to_string(dir.path().join("env.txt"))
+            .unwrap()
+            .contains("IS_SANDBOX=1")
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("args.txt"))
+            .unwrap()
+            .contains("--dangerously-skip-permissions")
+    );
+}
+
+/// A fake that forks a TERM-ignoring grandchild, records both pids and hangs.
+fn hanging_fake(dir: &Path) -> PathBuf {
+    script(
+        dir,
+        "hang",
+        "echo $$ > child.pid\n(trap '' TERM; exec sleep 1000) &\necho $! > grandchild.pid\nsleep 1000 & wait",
+    )
+}
+
+async fn read_pid(path: &Path) -> i32 {
+    for _ in 0..200 {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && let Ok(p) = s.trim().parse()
+        {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no pid in {}", path.display());
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = SpawnOptions::new(Agent::Claude(hanging_fake(dir.path())), dir.path());
+    opts.timeout = Duration::from_millis(800);
+    opts.kill_grace = Duration::from_millis(300);
+    let t0 = Instant::now();
+    let r = spawn(&opts, "x", no_cancel()).await.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(r.timed_out && !r.ok && !r.cancelled, "{r:?}");
+    assert_eq!(r.error.as_deref(), Some("timed out after 800ms"));
+    let child = read_pid(&dir.path().join("child.pid")).await;
+    let grandchild = read_pid(&dir.path().join("grandchild.pid")).await;
+    assert!(
+        gone_within(child, Duration::from_secs(2)).await,
+        "child {child} still alive"
+    );
+    assert!(
+        gone_within(grandchild, Duration::from_secs(2)).await,
+        "grandchild {grandchild} still alive"
+    );
+}
+
+#[tokio::test]
+async fn cancel_kills_the_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = SpawnOptions::new(Agent::Claude(hanging_fake(dir.path())), dir.path());
+    opts.kill_grace = Duration::from_millis(300);
+    let (tx, rx) = watch::channel(false);
+    let flip = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tx.send(true).ok();
+        tx
+    });
+    let r = spawn(&opts, "x", rx).await.unwrap();
+    drop(flip.await);
+    assert!(r.cancelled && !r.ok && !r.timed_out, "{r:?}");
+    let grandchild = read_pid(&dir.path().join("grandchild.pid")).await;
+    assert!(gone_within(grandchild, Duration::from_secs(2)).await);
+}
+
+#[tokio::test]
+async fn normal_exit_reaps_stray_grandchildren() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = script(
+        dir.path(),
+        "leaky",
+        &format!(
+            "(trap '' TERM; exec sleep 1000) &\necho $! > grandchild.pid\necho '{RESULT_JSON}'"
+        ),
+    );
+    let r = spawn(
+        &SpawnOptions::new(Agent::Claude(fake), dir.path()),
+        "x",
+        no_cancel(),
+    )
+    .await
+    .unwrap();
+    assert!(r.ok, "{r:?}");
+    let grandchild = read_pid(&dir.path().join("grandchild.pid")).await;
+    assert!(gone_within(grandchild, Duration::from_secs(2)).await);
+}
