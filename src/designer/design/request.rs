@@ -1,0 +1,138 @@
+//! The design request: an idea from the command line or an `experiment_request` from the
+//! Orchestrator, checked (hostile ids, missing text) and given an id.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// How the spec is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One coding-agent call with the design prompt.
+    Single,
+    /// The PRD's six-task RALPH loop.
+    Ralph,
+}
+/// Who produces the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// The Claude Code CLI.
+    Claude,
+    /// One Messages API call (hosts without Claude Code).
+    Api,
+}
+/// A design request, from `--idea` or an `experiment_request`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Request {
+    /// The idea: text or the Orchestrator's payload object.
+    pub idea: Value,
+    /// Context from the Orchestrator.
+    pub context: String,
+    /// Priority.
+    pub priority: String,
+    /// The request id (validated, or generated).
+    pub request_id: String,
+    /// The Orchestrator's reasoning.
+    pub orchestrator_reasoning: String,
+    /// The original message, whole.
+    pub original: Map<String, Value>,
+}
+impl Request {
+    /// From an `experiment_request` message. Errors name what is wrong.
+    pub fn from_message(msg: &Map<String, Value>) -> Result<Request, String> {
+        if let Some(t) = msg.get("type").and_then(Value::as_str)
+            && t != "experiment_request"
+        {
+            return Err(format!(
+                "expected an experiment_request, got type {:?}",
+                crate::support::msg::preview(t, 40)
+            ));
+        }
+        let idea = match msg.get("idea") {
+            Some(Value::String(s)) if !s.trim().is_empty() => Value::String(s.clone()),
+            Some(Value::Object(o)) if !o.is_empty() => Value::Object(o.clone()),
+            Some(Value::Null) | None => return Err("the request has no idea".into()),
+            Some(Value::String(_)) | Some(Value::Object(_)) => {
+                return Err("the request's idea is empty".into());
+            }
+            Some(other) => {
+                return Err(format!(
+                    "the request's idea is {}, not text or an object",
+                    crate::support::io::json_kind(other)
+                ));
+            }
+        };
+        let request_id = match msg.get("request_id").and_then(Value::as_str) {
+            Some(id) if crate::support::msg::is_safe_id(id) && id.len() <= 64 => id.to_string(),
+            Some(id) => {
+                return Err(format!(
+                    "invalid request_id {:?}",
+                    crate::support::msg::preview(id, 40)
+                ));
+            }
+            None => format!("req_{}", crate::support::msg::new_msg_id()),
+        };
+        let text = |k: &str| match msg.get(k) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        Ok(Request {
+            idea,
+            context: text("context"),
+            priority: msg
+                .get("priority")
+                .and_then(Value::as_str)
+                .unwrap_or("medium")
+                .to_string(),
+            request_id,
+            orchestrator_reasoning: text("orchestrator_reasoning"),
+            original: msg.clone(),
+        })
+    }
+
+    /// From `--idea TEXT`.
+    pub fn from_idea(idea: &str, context: &str) -> Result<Request, String> {
+        if idea.trim().is_empty() {
+            return Err("the idea is empty".into());
+        }
+        let mut msg = Map::new();
+        msg.insert("type".into(), json!("experiment_request"));
+        msg.insert("idea".into(), json!(idea));
+        msg.insert("context".into(), json!(context));
+        Request::from_message(&msg)
+    }
+
+    /// The RALPH path is asked for by `spawn_ralph` or a string idea naming RALPH.
+    pub fn wants_ralph(&self) -> bool {
+        match &self.idea {
+            Value::Object(o) => o
+                .get("spawn_ralph")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            Value::String(s) => s.contains("RALPH"),
+            _ => false,
+        }
+    }
+
+    pub(super) fn idea_text(&self) -> String {
+        match &self.idea {
+            Value::String(s) => s.clone(),
+            other => serde_json::to_string_pretty(other).unwrap_or_default(),
+        }
+    }
+
+    /// The original run's `requests/current.md`, kept in the work dir.
+    pub(super) fn as_markdown(&self) -> String {
+        format!(
+            "# Experiment Request\n\n**Priority:** {}\n**Received:** {}\n**Request:** {}\n\n## Idea/Goal\n\n```json\n{}\n```\n\n## Context\n\n{}\n\n## Orchestrator Reasoning\n\n{}\n\n---\n*Design this experiment; write the spec as YAML.*\n",
+            self.priority,
+            crate::support::msg::now_iso_seconds(),
+            self.request_id,
+            serde_json::to_string_pretty(&self.idea).unwrap_or_default(),
+            self.context,
+            self.orchestrator_reasoning
+        )
+    }
+}
