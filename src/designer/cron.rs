@@ -1,5 +1,13 @@
-//! Validation of standard 5-field cron expressions and IANA time zone names, as written by models
-//! in experiment specs (`execution.schedule`, `execution.timezone`). Pure checks, no scheduling.
+//! Cron schedules in experiment specs (`execution.schedule`, `execution.timezone`), as models
+//! write them: parsed, validated and scheduled by the `croner` crate.
+//!
+//! Only a thin guard stays hand-written. croner also understands Quartz and croner extensions
+//! (`L`, `W`, `#`, `?`, seconds, years), but the Executor runs plain 5-field crontab schedules,
+//! so a spec may use only what every cron understands: numbers, `*`, lists, ranges, steps, and
+//! month and weekday names in their own fields.
+
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
 
 /// The `@` macros that stand for a real recurring schedule. `@reboot` is deliberately absent:
 /// it fires on daemon start, which is not a schedule an experiment can be planned around.
@@ -12,19 +20,13 @@ const MACROS: [&str; 6] = [
     "@annually",
 ];
 
-const MONTHS: [&str; 12] = [
-    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-];
-const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-
-/// One cron field: its name for messages, its inclusive range, and the names it accepts
-/// (index + `name_base` is the value of a name).
+/// One of the five fields: its name in messages, its range (for messages and the step rule)
+/// and the names it accepts.
 struct Field {
     name: &'static str,
     min: u32,
     max: u32,
     names: &'static [&'static str],
-    name_base: u32,
 }
 
 const FIELDS: [Field; 5] = [
@@ -33,37 +35,41 @@ const FIELDS: [Field; 5] = [
         min: 0,
         max: 59,
         names: &[],
-        name_base: 0,
     },
     Field {
         name: "hour",
         min: 0,
         max: 23,
         names: &[],
-        name_base: 0,
     },
     Field {
         name: "day-of-month",
         min: 1,
         max: 31,
         names: &[],
-        name_base: 0,
     },
     Field {
         name: "month",
         min: 1,
         max: 12,
         names: &MONTHS,
-        name_base: 1,
     },
     Field {
         name: "day-of-week",
         min: 0,
         max: 7,
         names: &WEEKDAYS,
-        name_base: 0,
     },
 ];
+
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// A schedule that matches, used to try one field at a time when croner rejects a whole
+/// expression, so that the error can name the field.
+const NEUTRAL: [&str; 5] = ["0", "0", "1", "1", "*"];
 
 /// Removes a trailing `# comment` and surrounding whitespace/quotes: "0 9 * * MON # Every Monday"
 /// -> "0 9 * * MON".
@@ -95,119 +101,142 @@ fn unquote(s: &str) -> &str {
 }
 
 /// Ok(()) if `expr` is a valid standard 5-field cron expression (minute hour day-of-month month
-/// day-of-week).
-///
-/// Also accepts `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly` and `@annually`. Errors name
-/// the field and the reason, e.g. `hour field: 25 is out of range 0-23`.
+/// day-of-week), or one of `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`, `@annually`.
+/// Errors name the field and the reason, so a model can repair its spec.
 pub fn validate(expr: &str) -> Result<(), String> {
+    parse(expr).map(|_| ())
+}
+
+/// The next time `expr` fires strictly after `after`, in the IANA time zone `tz` (so that
+/// "9:00 on Mondays" stays 9:00 local across daylight-saving changes).
+pub fn next_run(expr: &str, tz: &str, after: jiff::Timestamp) -> Result<jiff::Zoned, String> {
+    let cron = parse(expr)?;
+    let zone = jiff::tz::TimeZone::get(tz.trim())
+        .map_err(|_| format!("{:?} is not a known IANA time zone", tz.trim()))?;
+    cron.find_next_occurrence(&after.to_zoned(zone), false)
+        .map_err(|e| format!("cron expression {expr:?} never fires: {e}"))
+}
+
+/// Parses a standard cron expression (see [`validate`]) into croner's schedule.
+pub fn parse(expr: &str) -> Result<Cron, String> {
     let expr = expr.trim();
     if expr.is_empty() {
         return Err("cron expression is empty".to_string());
     }
     if expr.starts_with('@') {
         let lowered = expr.to_ascii_lowercase();
-        if MACROS.contains(&lowered.as_str()) {
-            return Ok(());
-        }
         if lowered == "@reboot" {
             return Err("@reboot is not a schedule; use a 5-field cron expression".to_string());
         }
-        return Err(format!(
-            "unknown cron macro {expr:?}; expected one of {}",
-            MACROS.join(", ")
-        ));
+        if !MACROS.contains(&lowered.as_str()) {
+            return Err(format!(
+                "unknown cron macro {expr:?}; expected one of {}",
+                MACROS.join(", ")
+            ));
+        }
+        return parser().parse(&lowered).map_err(|e| e.to_string());
     }
-    let parts: Vec<&str> = expr.split_whitespace().collect();
-    if parts.len() != FIELDS.len() {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != FIELDS.len() {
         return Err(format!(
             "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
-            parts.len()
+            fields.len()
         ));
     }
-    for (part, field) in parts.iter().zip(FIELDS.iter()) {
-        validate_field(part, field).map_err(|why| format!("{} field: {why}", field.name))?;
+    for (text, field) in fields.iter().zip(&FIELDS) {
+        standard_syntax(text, field).map_err(|why| format!("{} field: {why}", field.name))?;
     }
-    Ok(())
+    parser().parse(&fields.join(" ")).map_err(|whole| {
+        // Name the first field that fails on its own; fall back to croner's whole message.
+        (0..FIELDS.len())
+            .find_map(|i| {
+                let mut probe = NEUTRAL;
+                probe[i] = fields[i];
+                parser().parse(&probe.join(" ")).err().map(|e| {
+                    let field = &FIELDS[i];
+                    format!(
+                        "{} field: {:?} is invalid: {} (allowed {}-{})",
+                        field.name,
+                        fields[i],
+                        reason(&e),
+                        field.min,
+                        field.max
+                    )
+                })
+            })
+            .unwrap_or_else(|| format!("cron expression {expr:?} is invalid: {}", reason(&whole)))
+    })
 }
 
-/// Checks one field: a comma list of `*`, `N` or `N-M`, each with an optional `/step`.
-fn validate_field(text: &str, field: &Field) -> Result<(), String> {
+/// Plain crontab semantics: five fields, no seconds or years, and a day-of-month and
+/// day-of-week that both restrict meaning either (the `cron(8)` rule). `N/step` is accepted
+/// as "from N to the end of the range", as Vixie cron does.
+fn parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .dom_and_dow(false)
+        .sloppy_ranges(true)
+        .build()
+}
+
+/// croner's message without its error-kind prefix or final full stop, in lower case.
+fn reason(error: &croner::errors::CronError) -> String {
+    let text = error.to_string();
+    let text = text
+        .split_once(": ")
+        .map_or(text.as_str(), |(_, rest)| rest);
+    text.trim_end_matches('.').to_lowercase()
+}
+
+/// The guard: only digits, `*`, `,`, `-` and `/`, plus the field's own names (`MON`, `JAN`),
+/// with every list item and range bound present. A step wider than the field is refused too:
+/// cron would accept `*/90` as "at minute 0", which is never what a spec that writes it means.
+fn standard_syntax(text: &str, field: &Field) -> Result<(), String> {
+    let names = field.names;
+    if let Some(bad) = text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/')))
+    {
+        return Err(format!("{bad:?} in {text:?} is not standard cron syntax"));
+    }
     for item in text.split(',') {
         if item.is_empty() {
             return Err(format!("{text:?} has an empty list item"));
         }
-        let (base, step) = match item.split_once('/') {
-            Some((base, step)) => (base, Some(step)),
-            None => (item, None),
-        };
-        if base != "*" {
-            if let Some((low, high)) = base.split_once('-') {
-                let low = value(low, field)?;
-                let high = value(high, field)?;
-                if low > high {
-                    return Err(format!("range {base} starts after it ends"));
-                }
-            } else {
-                // A single value; with a step it means "from N to the end of the range".
-                value(base, field)?;
-            }
+        if item.starts_with('/')
+            || item.starts_with('-')
+            || item.ends_with('-')
+            || item.contains("-/")
+        {
+            return Err(format!("{item:?} is missing a range bound"));
         }
-        if let Some(step) = step {
-            let step_value =
-                number(step).ok_or_else(|| format!("step {step:?} in {item:?} is not a number"))?;
-            let width = field.max - field.min + 1;
-            if step_value == 0 || step_value > width {
-                return Err(format!(
-                    "step {step} in {item:?} must be between 1 and {width}"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Parses one value: a number in the field's range or, for month and day-of-week, a name.
-fn value(text: &str, field: &Field) -> Result<u32, String> {
-    if text.is_empty() {
-        return Err("a range bound is missing".to_string());
-    }
-    if let Some(n) = number(text) {
-        if n < field.min || n > field.max {
+        if let Some((_, step)) = item.split_once('/')
+            && let Ok(step) = step.parse::<u32>()
+            && step > field.max - field.min + 1
+        {
             return Err(format!(
-                "{text} is out of range {}-{}",
+                "step {step} in {item:?} is wider than the field ({}-{})",
                 field.min, field.max
             ));
         }
-        return Ok(n);
+        let mut word = String::new();
+        for c in item.chars().chain(std::iter::once(' ')) {
+            if c.is_ascii_alphabetic() {
+                word.push(c.to_ascii_uppercase());
+                continue;
+            }
+            if !word.is_empty() && !names.contains(&word.as_str()) {
+                return Err(if names.is_empty() {
+                    format!("{word:?} is not a number")
+                } else {
+                    format!("{word:?} is not a number or one of {}", names.join(", "))
+                });
+            }
+            word.clear();
+        }
     }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        // Digits only but too large for u32.
-        return Err(format!(
-            "{text} is out of range {}-{}",
-            field.min, field.max
-        ));
-    }
-    let upper = text.to_ascii_uppercase();
-    if let Some(index) = field.names.iter().position(|name| *name == upper) {
-        // The name tables are tiny, so the index always fits in u32.
-        return Ok(index as u32 + field.name_base);
-    }
-    if field.names.is_empty() {
-        Err(format!("{text:?} is not a number"))
-    } else {
-        Err(format!(
-            "{text:?} is not a number or one of {}",
-            field.names.join(", ")
-        ))
-    }
-}
-
-/// A plain unsigned decimal (no sign, no spaces).
-fn number(text: &str) -> Option<u32> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
+    Ok(())
 }
 
 /// Ok(()) if `tz` is a known IANA time zone name (use jiff::tz::TimeZone::get).
@@ -274,7 +303,7 @@ mod tests {
     fn rejects_bad_expressions_with_field_and_reason() {
         assert_eq!(
             validate("0 25 * * *"),
-            Err("hour field: 25 is out of range 0-23".to_string())
+            Err("hour field: \"25\" is invalid: number out of bounds (allowed 0-23)".to_string())
         );
         let six = validate("0 0 9 * * MON").unwrap_err();
         assert!(
@@ -282,7 +311,7 @@ mod tests {
             "{six}"
         );
         let minute = validate("60 9 * * *").unwrap_err();
-        assert_eq!(minute, "minute field: 60 is out of range 0-59");
+        assert!(minute.starts_with("minute field: \"60\""), "{minute}");
         let reboot = validate("@reboot").unwrap_err();
         assert!(reboot.contains("@reboot"), "{reboot}");
         let letters = validate("a b c d e").unwrap_err();
@@ -293,9 +322,15 @@ mod tests {
         let month = validate("0 9 * FOO *").unwrap_err();
         assert!(month.starts_with("month field:"), "{month}");
         let dow = validate("0 9 * * 8").unwrap_err();
-        assert_eq!(dow, "day-of-week field: 8 is out of range 0-7");
+        assert!(
+            dow.starts_with("day-of-week field: \"8\"") && dow.contains("0-7"),
+            "{dow}"
+        );
         let dom = validate("0 9 0 * *").unwrap_err();
-        assert_eq!(dom, "day-of-month field: 0 is out of range 1-31");
+        assert!(
+            dom.starts_with("day-of-month field: \"0\"") && dom.contains("1-31"),
+            "{dom}"
+        );
     }
 
     #[test]
@@ -319,9 +354,32 @@ mod tests {
             "*/61 * * * *",
             "@every 5m",
             "1/2/3 * * * *",
+            "0 9 L * *",
+            "0 9 15W * *",
+            "0 0 9 * * MON 2027",
         ] {
             assert!(validate(expr).is_err(), "{expr:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn next_run_is_local_time_across_daylight_saving() {
+        // 2026-03-08 is the US spring-forward day: 09:00 in Los Angeles is 16:00 UTC the
+        // Monday after, where it was 17:00 UTC the Monday before.
+        let after: jiff::Timestamp = "2026-03-03T00:00:00Z".parse().unwrap();
+        let first = next_run("0 9 * * MON", "America/Los_Angeles", after).unwrap();
+        assert_eq!(first.timestamp().to_string(), "2026-03-09T16:00:00Z");
+        let before: jiff::Timestamp = "2026-03-01T00:00:00Z".parse().unwrap();
+        let earlier = next_run("0 9 * * MON", "America/Los_Angeles", before).unwrap();
+        assert_eq!(earlier.timestamp().to_string(), "2026-03-02T17:00:00Z");
+        let daily = next_run("@daily", "UTC", after).unwrap();
+        assert_eq!(daily.timestamp().to_string(), "2026-03-04T00:00:00Z");
+        // Strictly after: a time that matches is not its own next run.
+        let on_time: jiff::Timestamp = "2026-03-09T16:00:00Z".parse().unwrap();
+        let next = next_run("0 9 * * MON", "America/Los_Angeles", on_time).unwrap();
+        assert_eq!(next.timestamp().to_string(), "2026-03-16T16:00:00Z");
+        assert!(next_run("0 9 * * MON", "Mars/Olympus", after).is_err());
+        assert!(next_run("0 9 31 2 *", "UTC", after).is_err());
     }
 
     #[test]
