@@ -133,7 +133,10 @@ impl Anthropic {
         while let Some(chunk) = bytes.next().await {
             let chunk =
                 chunk.map_err(|e| acc.interrupted(LlmError::Connection(describe_reqwest(&e))))?;
-            for event in parser.feed(&chunk) {
+            let events = parser
+                .feed(&chunk)
+                .map_err(|e| acc.interrupted(LlmError::Protocol(e.to_string())))?;
+            for event in events {
                 acc.apply(&event)?;
                 if let Some(report) = progress {
                     report(acc.text.len() + acc.thinking.len());

@@ -156,7 +156,10 @@ impl Gemini {
         let mut bytes = response.bytes_stream();
         while let Some(chunk) = bytes.next().await {
             let chunk = chunk.map_err(|e| acc.interrupted(connection_error(&e)))?;
-            for event in parser.feed(&chunk) {
+            let events = parser
+                .feed(&chunk)
+                .map_err(|e| acc.interrupted(LlmError::Protocol(e.to_string())))?;
+            for event in events {
                 acc.apply_event(&event)?;
                 if let Some(report) = progress {
                     report(acc.text.len() + acc.thinking.len());
