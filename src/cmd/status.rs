@@ -1,6 +1,7 @@
 //! `fullsend status`: listeners alive, stream lengths, pending and dead-letter
 //! counts, last errors, and warnings about Redis settings durability needs.
 
+use redis::streams::StreamInfoGroupsReply;
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
@@ -126,26 +127,20 @@ async fn role_status(conn: &mut Conn, group: &str, channel: &str) -> anyhow::Res
         .unwrap_or(0);
     let mut pending = 0u64;
     let mut lag = Value::Null;
-    let groups: Result<redis::Value, _> = redis::cmd("XINFO")
+    // A stream that does not exist yet has no groups: nothing is pending.
+    let groups: Option<StreamInfoGroupsReply> = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(&stream)
         .query_async(conn)
-        .await;
-    if let Ok(redis::Value::Array(list)) = groups {
-        for g in list {
-            let info = flat_map(g);
-            if info.get("name").map(String::as_str) == Some(group) {
-                pending = info
-                    .get("pending")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
-                lag = info
-                    .get("lag")
-                    .and_then(|l| l.parse::<u64>().ok())
-                    .map(Value::from)
-                    .unwrap_or(Value::Null);
-            }
-        }
+        .await
+        .ok();
+    if let Some(info) = groups
+        .into_iter()
+        .flat_map(|g| g.groups)
+        .find(|g| g.name == group)
+    {
+        pending = info.pending as u64;
+        lag = info.lag.map(Value::from).unwrap_or(Value::Null);
     }
     let listener_keys =
         crate::bus::store::scan_keys(conn, &format!("fullsend:listeners:{group}:*")).await?;
@@ -181,23 +176,4 @@ async fn role_status(conn: &mut Conn, group: &str, channel: &str) -> anyhow::Res
         "failing_entries": errors.len(),
         "last_error": if last_error.is_empty() { Value::Null } else { json!(last_error) },
     }))
-}
-
-fn flat_map(v: redis::Value) -> HashMap<String, String> {
-    let items = match v {
-        redis::Value::Array(a) => a,
-        redis::Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        _ => Vec::new(),
-    };
-    let text = |v: &redis::Value| match v {
-        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        redis::Value::SimpleString(s) => s.clone(),
-        redis::Value::Int(i) => i.to_string(),
-        _ => String::new(),
-    };
-    items
-        .chunks(2)
-        .filter(|c| c.len() == 2)
-        .map(|c| (text(&c[0]), text(&c[1])))
-        .collect()
 }

@@ -7,6 +7,7 @@ use super::worker::Entry;
 use super::{Backoff, Options};
 use crate::bus::store::{self, Conn};
 use anyhow::Context;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -137,6 +138,9 @@ pub fn hostname() -> String {
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .collect()
 }
+
+/// Reads up to `count` entries with XREADGROUP: new ones with `id` ">" (their first
+/// delivery), or this consumer's own pending ones from `id`.
 pub(super) async fn read_group<C: redis::aio::ConnectionLike>(
     conn: &mut C,
     stream: &str,
@@ -156,16 +160,20 @@ pub(super) async fn read_group<C: redis::aio::ConnectionLike>(
         cmd.arg("BLOCK").arg(b.as_millis() as u64);
     }
     cmd.arg("STREAMS").arg(stream).arg(id);
-    let reply: redis::Value = cmd.query_async(conn).await?;
-    let mut out = Vec::new();
-    for (_, entries) in stream_replies(reply) {
-        for e in entries {
-            // Entries read with ">" are on their first delivery.
-            out.push((e.0, e.1, if id == ">" { 1 } else { 0 }));
-        }
-    }
-    Ok(out)
+    // A BLOCK that times out answers nil.
+    let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+    // Entries read with ">" are on their first delivery; for re-reads the count is unknown here.
+    let deliveries = if id == ">" { 1 } else { 0 };
+    Ok(reply
+        .into_iter()
+        .flat_map(|r| r.keys)
+        .flat_map(|key| key.ids)
+        .map(|entry| to_entry(entry, deliveries))
+        .collect())
 }
+
+/// Claims up to `count` entries that other consumers have held longer than `lease`
+/// (XAUTOCLAIM from the start of the pending list).
 pub(super) async fn autoclaim(
     conn: &mut Conn,
     stream: &str,
@@ -174,7 +182,7 @@ pub(super) async fn autoclaim(
     lease: Duration,
     count: usize,
 ) -> anyhow::Result<Vec<Entry>> {
-    let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+    let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
         .arg(stream)
         .arg(group)
         .arg(consumer)
@@ -184,85 +192,32 @@ pub(super) async fn autoclaim(
         .arg(count)
         .query_async(conn)
         .await?;
-    let items = as_array(reply);
-    let mut out = Vec::new();
-    if let Some(entries) = items.get(1) {
-        for e in as_array(entries.clone()) {
-            if let Some(entry) = parse_stream_entry(e) {
-                out.push((entry.0, entry.1, 0));
-            }
-        }
+    if !reply.deleted_ids.is_empty() {
+        tracing::error!(
+            "{} pending entries of {stream} were deleted before being handled",
+            reply.deleted_ids.len()
+        );
     }
-    if let Some(deleted) = items.get(2) {
-        let deleted = as_array(deleted.clone());
-        if !deleted.is_empty() {
-            tracing::error!(
-                "{} pending entries of {stream} were deleted before being handled",
-                deleted.len()
-            );
-        }
-    }
-    Ok(out)
+    Ok(reply
+        .claimed
+        .into_iter()
+        .map(|entry| to_entry(entry, 0))
+        .collect())
 }
-fn as_array(v: redis::Value) -> Vec<redis::Value> {
-    match v {
-        redis::Value::Array(a) | redis::Value::Set(a) => a,
-        redis::Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        _ => Vec::new(),
-    }
-}
-fn as_string(v: &redis::Value) -> Option<String> {
-    match v {
-        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        redis::Value::SimpleString(s) => Some(s.clone()),
-        redis::Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-type RawEntry = (String, Option<Vec<(String, String)>>);
-fn parse_stream_entry(v: redis::Value) -> Option<RawEntry> {
-    let parts = as_array(v);
-    let id = as_string(parts.first()?)?;
-    let fields = match parts.get(1) {
-        Some(redis::Value::Nil) | None => None,
-        Some(f) => {
-            let flat: Vec<String> = as_array(f.clone()).iter().filter_map(as_string).collect();
-            Some(
-                flat.chunks(2)
-                    .filter(|c| c.len() == 2)
-                    .map(|c| (c[0].clone(), c[1].clone()))
-                    .collect(),
-            )
-        }
-    };
-    Some((id, fields))
-}
-fn stream_replies(v: redis::Value) -> Vec<(String, Vec<RawEntry>)> {
-    let mut out = Vec::new();
-    match v {
-        redis::Value::Map(pairs) => {
-            for (k, entries) in pairs {
-                let name = as_string(&k).unwrap_or_default();
-                out.push((
-                    name,
-                    as_array(entries)
-                        .into_iter()
-                        .filter_map(parse_stream_entry)
-                        .collect(),
-                ));
-            }
-        }
-        other => {
-            for s in as_array(other) {
-                let parts = as_array(s);
-                let name = parts.first().and_then(as_string).unwrap_or_default();
-                let entries = parts.get(1).cloned().map(as_array).unwrap_or_default();
-                out.push((
-                    name,
-                    entries.into_iter().filter_map(parse_stream_entry).collect(),
-                ));
-            }
-        }
-    }
-    out
+
+/// A stream entry as the worker takes it. Redis answers a pending entry whose body was
+/// trimmed away with nil fields, which arrive here as an empty map: every real entry has at
+/// least one field (XADD requires one), so empty means gone.
+fn to_entry(entry: StreamId, deliveries: u64) -> Entry {
+    let fields = (!entry.map.is_empty()).then(|| {
+        entry
+            .map
+            .iter()
+            .map(|(field, value)| {
+                let text = redis::from_redis_value_ref::<String>(value).unwrap_or_default();
+                (field.clone(), text)
+            })
+            .collect()
+    });
+    (entry.id, fields, deliveries)
 }
