@@ -1,6 +1,7 @@
 //! The integration test binary: black-box runs of `fullsend` against a real
 //! redis-server, an HTTP mock of the Messages API and fake `claude` executables.
 
+mod architecture;
 mod common;
 mod design;
 mod dispatch;

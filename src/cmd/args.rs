@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::designer::design::{Engine, Mode};
 use crate::support::term::{LogFormat as TermFormat, Logging};
 
 /// Options shared by every subcommand.
@@ -55,6 +56,42 @@ impl GlobalArgs {
                 LogFormat::Text => TermFormat::Text,
                 LogFormat::Json => TermFormat::Json,
             },
+        }
+    }
+}
+
+/// `--mode` of `design` and `listen fullsend`: how the spec is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// One coding-agent call with the design prompt.
+    Single,
+    /// The PRD's six-task RALPH loop.
+    Ralph,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(arg: ModeArg) -> Mode {
+        match arg {
+            ModeArg::Single => Mode::Single,
+            ModeArg::Ralph => Mode::Ralph,
+        }
+    }
+}
+
+/// `--engine` of `design` and `listen fullsend`: who produces the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// The Claude Code CLI.
+    Claude,
+    /// One Messages API call (hosts without Claude Code).
+    Api,
+}
+
+impl From<EngineArg> for Engine {
+    fn from(arg: EngineArg) -> Engine {
+        match arg {
+            EngineArg::Claude => Engine::Claude,
+            EngineArg::Api => Engine::Api,
         }
     }
 }

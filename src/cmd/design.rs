@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::bus::effects::{self, CommitStatus};
 use crate::cmd::Env;
-use crate::cmd::args::GlobalArgs;
+use crate::cmd::args::{EngineArg, GlobalArgs, ModeArg};
 use crate::designer::design::{self, Designer, Engine, Mode, Request};
 use crate::designer::spawn::Agent;
 use crate::support::exit::{Exit, Fail};
@@ -36,11 +36,11 @@ pub struct Args {
     #[arg(long, default_value = "")]
     pub context: String,
     /// Single-shot or the six-task RALPH design.
-    #[arg(long, value_enum, default_value_t = Mode::Single)]
-    pub mode: Mode,
+    #[arg(long, value_enum, default_value_t = ModeArg::Single)]
+    pub mode: ModeArg,
     /// Claude Code or one Messages API call.
-    #[arg(long, value_enum, default_value_t = Engine::Claude, env = "FULLSEND_ENGINE")]
-    pub engine: Engine,
+    #[arg(long, value_enum, default_value_t = EngineArg::Claude, env = "FULLSEND_ENGINE")]
+    pub engine: EngineArg,
     /// Read model output on stdin and print the extracted, validated spec.
     #[arg(long)]
     pub parse: bool,
@@ -121,12 +121,12 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let mode = if request.wants_ralph() {
         Mode::Ralph
     } else {
-        args.mode
+        Mode::from(args.mode)
     };
     let designer = designer(
         &env,
         mode,
-        args.engine,
+        args.engine.into(),
         args.agent.as_deref(),
         args.provider.as_deref(),
         args.max_iterations,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::bus::runner::{self, Options};
 use crate::bus::store::ChannelKeys;
 use crate::cmd::Env;
-use crate::cmd::args::GlobalArgs;
+use crate::cmd::args::{EngineArg, GlobalArgs, ModeArg};
 use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
@@ -69,11 +69,11 @@ pub struct Args {
     #[arg(long)]
     pub provider: Option<String>,
     /// Design mode for the fullsend role.
-    #[arg(long, value_enum, default_value_t = crate::designer::design::Mode::Single)]
-    pub mode: crate::designer::design::Mode,
+    #[arg(long, value_enum, default_value_t = ModeArg::Single)]
+    pub mode: ModeArg,
     /// Design engine for the fullsend role.
-    #[arg(long, value_enum, default_value_t = crate::designer::design::Engine::Claude, env = "FULLSEND_ENGINE")]
-    pub engine: crate::designer::design::Engine,
+    #[arg(long, value_enum, default_value_t = EngineArg::Claude, env = "FULLSEND_ENGINE")]
+    pub engine: EngineArg,
     /// Coding agent command instead of claude (no shell; the prompt is appended).
     #[arg(long)]
     pub agent: Option<String>,
@@ -159,8 +159,8 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         Role::Fullsend => {
             let designer = crate::cmd::design::designer(
                 &env,
-                args.mode,
-                args.engine,
+                args.mode.into(),
+                args.engine.into(),
                 args.agent.as_deref(),
                 args.provider.as_deref(),
                 50,

@@ -1,9 +1,9 @@
 //! `fullsend status`: listeners alive, stream lengths, pending and dead-letter
 //! counts, last errors, and warnings about Redis settings durability needs.
 
-use redis::streams::StreamInfoGroupsReply;
 use std::collections::HashMap;
 
+use redis::streams::StreamInfoGroupsReply;
 use serde_json::{Value, json};
 
 use crate::bus::store::{ChannelKeys, Conn};

@@ -1,4 +1,4 @@
-//! Child processes: a configured command line parsed into argv (no shell), and the process
+//! Child processes: a configured command line split into argv (shell quoting, no shell), and the process
 //! groups every child runs in, so that a timeout, a cancel or a dropped future kills the whole
 //! tree and leaves no orphans.
 
@@ -6,68 +6,13 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-/// Splits an --agent command line on whitespace (respecting simple '...' and "..." quoting; no shell).
-///
-/// Single quotes are literal; inside double quotes and outside quotes a backslash escapes the next
-/// character. Adjacent quoted and unquoted pieces join into one argument, as in a shell.
+/// Splits a configured command line (`--agent`, `roundtable_command`) into argv with POSIX
+/// shell quoting rules (`'...'`, `"..."`, backslashes, `#` comments) but no shell: nothing is
+/// expanded, substituted or run on the way.
 pub fn parse_agent_command(cmd: &str) -> anyhow::Result<Vec<String>> {
-    let mut args = Vec::new();
-    let mut cur = String::new();
-    // Tracks whether a (possibly empty) argument has started, so `""` yields an empty argument.
-    let mut started = false;
-    let mut chars = cmd.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                started = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(ch) => cur.push(ch),
-                        None => bail!("unterminated ' quote in agent command: {cmd}"),
-                    }
-                }
-            }
-            '"' => {
-                started = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(ch @ ('"' | '\\')) => cur.push(ch),
-                            Some(ch) => {
-                                cur.push('\\');
-                                cur.push(ch);
-                            }
-                            None => bail!("unterminated \" quote in agent command: {cmd}"),
-                        },
-                        Some(ch) => cur.push(ch),
-                        None => bail!("unterminated \" quote in agent command: {cmd}"),
-                    }
-                }
-            }
-            '\\' => {
-                started = true;
-                match chars.next() {
-                    Some(ch) => cur.push(ch),
-                    None => bail!("trailing backslash in agent command: {cmd}"),
-                }
-            }
-            c if c.is_whitespace() => {
-                if started {
-                    args.push(std::mem::take(&mut cur));
-                    started = false;
-                }
-            }
-            c => {
-                started = true;
-                cur.push(c);
-            }
-        }
-    }
-    if started {
-        args.push(cur);
-    }
+    let Some(args) = shlex::split(cmd) else {
+        bail!("unterminated quote or trailing backslash in command: {cmd}");
+    };
     if args.is_empty() {
         bail!("the agent command is empty");
     }

@@ -2,14 +2,16 @@
 //! first use, new entries read with XREADGROUP and dead consumers' entries reclaimed with
 //! XAUTOCLAIM.
 
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio::sync::watch;
+
 use super::heartbeat::{HEARTBEAT_EVERY, heartbeat_key};
 use super::worker::Entry;
 use super::{Backoff, Options};
 use crate::bus::store::{self, Conn};
-use anyhow::Context;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use std::time::Duration;
-use tokio::sync::watch;
 
 const CLAIM_NAME_SCRIPT: &str = r"
 local current = redis.call('HGET', KEYS[1], 'token')

@@ -1,13 +1,15 @@
 //! Heartbeats: each listener refreshes a key with its role, pid, host and counters, so that
 //! `fullsend status` can tell live listeners from dead ones.
 
-use super::claim::hostname;
-use super::{Options, Stats};
-use crate::bus::store::Conn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
 use tokio::sync::{Semaphore, watch};
+
+use super::claim::hostname;
+use super::{Options, Stats};
+use crate::bus::store::Conn;
 
 const HEARTBEAT_SCRIPT: &str = r"
 local current = redis.call('HGET', KEYS[1], 'token')

@@ -1,13 +1,15 @@
 //! The pub/sub bridge: messages that producers only PUBLISH are copied into the role's stream
 //! once (an ingest marker per message id), so they join the durable path.
 
-use super::Backoff;
-use crate::bus::store::{self, ChannelKeys};
+use std::time::Duration;
+
 use anyhow::Context;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
-use std::time::Duration;
 use tokio::sync::watch;
+
+use super::Backoff;
+use crate::bus::store::{self, ChannelKeys};
 
 /// Takes a PUBLISHed message into the stream once, however many listeners
 /// hear it: by `msg_id` when it has one, else by content for a short window.

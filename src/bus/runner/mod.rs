@@ -4,15 +4,17 @@
 //! in flight, dead consumers' entries are reclaimed, poison entries go to a
 //! dead-letter stream, and PUBLISH-only producers are bridged into the stream.
 
-use crate::bus::effects::{CommitStatus, Fence};
-use crate::bus::store::{self, ChannelKeys, Conn};
-use anyhow::Context;
-use serde_json::{Map, Value};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, watch};
+
+use crate::bus::effects::{CommitStatus, Fence};
+use crate::bus::store::{self, ChannelKeys, Conn};
 
 mod claim;
 mod heartbeat;

@@ -1,9 +1,11 @@
 //! Trimming: a stream keeps entries until every group has read them and the retention has
 //! passed, so a lagging group never loses what it has not seen.
 
-use crate::bus::store::Conn;
-use anyhow::Context;
 use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::bus::store::Conn;
 
 /// Trims entries that every group is done with and that are older than the
 /// retention; never an entry some group still needs.

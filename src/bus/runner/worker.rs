@@ -1,15 +1,17 @@
 //! One worker slot: it takes an entry, holds its lease while the handler runs (renewing it),
 //! and then commits, retries with backoff or dead-letters the entry.
 
-use super::{Handler, Job, JobError, Options, Output, Stats};
-use crate::bus::effects::{CommitStatus, Fence};
-use crate::bus::store::Conn;
-use futures_util::FutureExt;
-use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde_json::{Map, Value, json};
 use tokio::sync::watch;
+
+use super::{Handler, Job, JobError, Options, Output, Stats};
+use crate::bus::effects::{CommitStatus, Fence};
+use crate::bus::store::Conn;
 
 const RENEW_SCRIPT: &str = r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)

@@ -1,8 +1,9 @@
 //! Judging what the designer produced: the spec extracted, normalised and validated, the
 //! problems a repair round is told about, and the tactical learnings it wrote down.
 
-use super::{Checked, Designed};
 use serde_json::{Map, Value, json};
+
+use super::{Checked, Designed};
 
 /// Why an output is not a valid spec.
 #[derive(Debug, Clone)]

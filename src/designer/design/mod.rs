@@ -4,17 +4,19 @@
 //! Redis writes and messages that the Executor, Builder, Redis Agent and
 //! Orchestrator read (planned as effects, committed atomically).
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
 use crate::bus::store::Conn;
 use crate::context::prompt::Prompts;
 use crate::designer::spawn::{self, Agent, SpawnOptions};
 use crate::llm::{ModelRequest, PromptBlock, Provider, ThinkingMode};
 use crate::support::exit::Fail;
-use anyhow::Context;
-use serde::Serialize;
-use serde_json::{Map, Value};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 mod check;
 mod request;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 /// How the spec is produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// One coding-agent call with the design prompt.
@@ -13,8 +13,9 @@ pub enum Mode {
     /// The PRD's six-task RALPH loop.
     Ralph,
 }
+
 /// Who produces the spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Engine {
     /// The Claude Code CLI.
@@ -22,6 +23,7 @@ pub enum Engine {
     /// One Messages API call (hosts without Claude Code).
     Api,
 }
+
 /// A design request, from `--idea` or an `experiment_request`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Request {

@@ -2,13 +2,15 @@
 //! hash, the spec, tool requests for the Builder, and the messages the Executor and the
 //! Orchestrator read; or the `design_failed` notice.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
 use super::request::Request;
 use crate::bus::effects::{Effect, Guard, publish};
 use crate::bus::store::{self, Conn, KeyValue};
 use crate::support::exit::Fail;
-use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The experiment id to use: the spec's, or with `_2`, `_3`, … when taken.
 pub async fn unique_id(conn: &mut Conn, id: &str) -> anyhow::Result<String> {

@@ -1,15 +1,17 @@
 //! One RALPH loop in motion: each iteration picks the next open task, spawns the agent on it,
 //! records what happened and decides whether to go on, wait out a rate limit, or stop.
 
-use super::tasks::{Task, clean_title, ensure_status, parse_tasks, render_tasks, tasks_from_text};
-use super::{Progress, RalphOptions, RalphStatus, RalphSummary, TASKS_FILE, TaskReport};
-use crate::designer::spawn::{self, SpawnResult};
-use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 use tokio::sync::watch;
+
+use super::tasks::{Task, clean_title, ensure_status, parse_tasks, render_tasks, tasks_from_text};
+use super::{Progress, RalphOptions, RalphStatus, RalphSummary, TASKS_FILE, TaskReport};
+use crate::designer::spawn::{self, SpawnResult};
 
 /// Longest wait after a rate-limited call.
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
@@ -181,26 +183,12 @@ impl Runner<'_> {
         }
         let r = match spawn::spawn(&sopts, prompt, self.cancel.clone()).await {
             Ok(r) => r,
-            Err(e) => SpawnResult {
-                ok: false,
-                exit_code: None,
-                signal: None,
-                timed_out: false,
-                cancelled: false,
-                is_error: false,
-                result: String::new(),
-                session_id: None,
-                num_turns: None,
-                total_cost_usd: 0.0,
-                api_error_status: None,
-                permission_denials: 0,
-                usage: None,
-                duration_ms: 0,
-                error: Some(format!("spawn failed: {e:#}")),
-                prompt_path: PathBuf::new(),
-                stdout_path: PathBuf::new(),
-                stderr_path: PathBuf::new(),
-            },
+            Err(e) => SpawnResult::not_run(
+                Some(format!("spawn failed: {e:#}")),
+                PathBuf::new(),
+                PathBuf::new(),
+                PathBuf::new(),
+            ),
         };
         if r.total_cost_usd.is_finite() && r.total_cost_usd > 0.0 {
             self.cost += r.total_cost_usd;

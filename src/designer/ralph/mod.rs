@@ -1,9 +1,10 @@
 //! The RALPH loop: one fresh agent call per open task in TASKS.md, memory in STATUS.md, progress judged only
 //! by the task's checkbox, with hard caps on iterations, attempts, failures, wall time and cost.
 
-use crate::designer::spawn::{SpawnOptions, SpawnResult};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::designer::spawn::{SpawnOptions, SpawnResult};
 
 mod iterate;
 mod tasks;

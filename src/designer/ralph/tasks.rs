@@ -1,10 +1,12 @@
 //! The loop's files: TASKS.md (a checkbox list the agent ticks) and STATUS.md (its running
 //! notes), parsed, rendered and set up in a work dir.
 
-use super::{STATUS_FILE, TASKS_FILE};
-use anyhow::{Context as _, bail};
 use std::io::Write as _;
 use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+use super::{STATUS_FILE, TASKS_FILE};
 
 /// One line of TASKS.md.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -1,16 +1,17 @@
 //! Unit tests of the parent module.
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
 use super::iterate::run;
 use super::tasks::{Task, parse_tasks, render_tasks, setup, tasks_from_text};
 use super::*;
-use crate::designer::spawn::{SpawnOptions, SpawnResult};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
-
 use crate::designer::spawn::Agent;
-use std::os::unix::fs::PermissionsExt as _;
-use std::sync::Mutex;
+use crate::designer::spawn::{SpawnOptions, SpawnResult};
 
 const RESULT: &str = r#"{"type":"result","subtype":"success","is_error":false,"result":"ok","total_cost_usd":0.01,"session_id":"s","num_turns":1}"#;
 const RESULT_DONE: &str = r#"{"type":"result","subtype":"success","is_error":false,"result":"**TASK_DONE**","total_cost_usd":0.01,"session_id":"s","num_turns":1}"#;

@@ -1,9 +1,11 @@
 //! The command line of one agent call: finding `claude`, checking the options, and the argv
 //! (flags, tools, model, budget, the prompt) for the Claude Code CLI or a raw `--agent` command.
 
-use super::{Agent, SpawnOptions};
-use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use super::{Agent, SpawnOptions};
 
 /// Finds claude: explicit path if given, else env FULLSEND_CLAUDE_BIN, else `which::which("claude")`.
 ///

@@ -1,8 +1,9 @@
 //! The environment a child sees: an allow-list of the parent's variables plus a few forced
 //! ones, so that nothing else (keys, Redis URLs) leaks into a model-driven process.
 
-use super::SpawnOptions;
 use std::ffi::OsString;
+
+use super::SpawnOptions;
 
 /// Parent environment variables a child may see. Everything else (REDIS_URL, admin credentials, ...) is
 /// dropped because the child runs model-driven tools.

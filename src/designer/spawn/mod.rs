@@ -1,16 +1,18 @@
 //! The one spawner for every coding-agent call: builds a safe argv and environment, runs the agent in its
 //! own process group with a wall-clock limit, logs prompt/stdout/stderr to files and parses the result.
 
-use crate::support::process::{GroupGuard, kill_group, spawn_child};
-use crate::support::signal::wait_cancelled;
-use anyhow::{Context as _, bail};
-use serde_json::Value;
 use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
 use tokio::sync::watch;
+
+use crate::support::process::{GroupGuard, kill_group, spawn_child};
+use crate::support::signal::wait_cancelled;
 
 mod argv;
 mod env;
@@ -141,6 +143,38 @@ pub struct SpawnResult {
     pub stderr_path: PathBuf,
 }
 
+impl SpawnResult {
+    /// A call that has not run (yet): nothing happened, nothing was spent. `error` says why it
+    /// never will, when it will not.
+    pub fn not_run(
+        error: Option<String>,
+        prompt_path: PathBuf,
+        stdout_path: PathBuf,
+        stderr_path: PathBuf,
+    ) -> SpawnResult {
+        SpawnResult {
+            ok: false,
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            cancelled: false,
+            is_error: false,
+            result: String::new(),
+            session_id: None,
+            num_turns: None,
+            total_cost_usd: 0.0,
+            api_error_status: None,
+            permission_denials: 0,
+            usage: None,
+            duration_ms: 0,
+            error,
+            prompt_path,
+            stdout_path,
+            stderr_path,
+        }
+    }
+}
+
 /// Keeps only `[A-Za-z0-9_-]` so a label can never escape the calls directory.
 fn sanitize_label(label: &str) -> String {
     let s: String = label
@@ -221,26 +255,7 @@ pub async fn spawn(
     let stderr_file = std::fs::File::create(&stderr_path)
         .with_context(|| format!("creating {}", stderr_path.display()))?;
 
-    let mut result = SpawnResult {
-        ok: false,
-        exit_code: None,
-        signal: None,
-        timed_out: false,
-        cancelled: false,
-        is_error: false,
-        result: String::new(),
-        session_id: None,
-        num_turns: None,
-        total_cost_usd: 0.0,
-        api_error_status: None,
-        permission_denials: 0,
-        usage: None,
-        duration_ms: 0,
-        error: None,
-        prompt_path,
-        stdout_path,
-        stderr_path,
-    };
+    let mut result = SpawnResult::not_run(None, prompt_path, stdout_path, stderr_path);
     if *cancel.borrow_and_update() {
         result.cancelled = true;
         result.error = Some("cancelled before start".to_owned());

@@ -1,9 +1,11 @@
 //! Reading a finished call: the CLI's JSON result object (cost, turns, session, errors) found in
 //! its stdout, filled into a [`SpawnResult`] with a short tail of what went wrong.
 
-use super::{Agent, SpawnOptions, SpawnResult};
-use serde_json::Value;
 use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Agent, SpawnOptions, SpawnResult};
 
 /// How many characters of stderr (or stdout) end up in `SpawnResult::error`.
 const ERROR_TAIL_CHARS: usize = 1000;

@@ -1,16 +1,17 @@
 //! Unit tests of the parent module.
 
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
 use super::argv::{check_options, find_claude};
 use super::env::child_env;
 use super::result::parse_result_object;
 use super::*;
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
-
 use crate::support::process::parse_agent_command;
-use std::os::unix::fs::PermissionsExt as _;
 
 const RESULT_JSON: &str = r#"{"type":"result","subtype":"success","is_error":false,"result":"done","total_cost_usd":0.01,"session_id":"s","num_turns":1}"#;
 

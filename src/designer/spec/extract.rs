@@ -1,10 +1,11 @@
 //! Finding the experiment spec (and a tool request) in model output: fenced blocks, bare YAML,
 //! unfenced sections or JSON in prose, tried in tiers, with YAML errors reported by line.
 
-use super::{COMPLETE_SECTIONS, Extracted, MAX_DOCUMENTS, MAX_TRUNCATIONS, Object, SPEC_SECTIONS};
-use crate::llm::extract;
 use serde::Deserialize;
 use serde_json::Value;
+
+use super::{COMPLETE_SECTIONS, Extracted, MAX_DOCUMENTS, MAX_TRUNCATIONS, Object, SPEC_SECTIONS};
+use crate::llm::extract;
 
 /// Finds the experiment (root key `experiment:`) and `tool_request:` in text that may contain
 /// prose, several fences (yaml/yml/untagged), and trailing text. Also accepts a whole document that

@@ -1,9 +1,10 @@
 //! Normalising the usual drift in model-written specs (sizes as strings, metric and criteria
 //! shapes, schedule comments) before validation, so the rules judge meaning rather than form.
 
+use serde_json::{Map, Value};
+
 use super::{METRIC_TYPES, Object};
 use crate::designer::cron;
-use serde_json::{Map, Value};
 
 /// Normalises drift before validation: cron comments stripped from execution.schedule, timezone
 /// default "UTC", state default "draft", created_at kept if present, numeric strings for

@@ -1,9 +1,10 @@
 //! Finding unfilled placeholders and unfinished-copy markers in outreach copy (`{{name}}`,
 //! `[Company]`, marker words), the rule that keeps templates real.
 
+use serde_json::Value;
+
 use super::validate::{kind, preview, require_text, section, violation};
 use super::{CHANNELS, MARKER_WORDS, Object, Violation};
-use serde_json::Value;
 
 pub(super) fn check_placeholders(spec: &Object, out: &mut Vec<Violation>) {
     const RULE: &str = "placeholders";

@@ -1,12 +1,12 @@
 //! Unit tests of the parent module.
 
+use serde_json::Value;
+use serde_json::json;
+
 use super::extract::extract;
 use super::normalize::normalize;
 use super::validate::{valid_experiment_id, validate, validate_tool_request, violation};
 use super::*;
-use serde_json::Value;
-
-use serde_json::json;
 
 /// The example spec from the FULLSEND PRD ("Experiment Spec Format"), verbatim.
 const PRD_SPEC: &str = r#"experiment:

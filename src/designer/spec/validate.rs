@@ -1,10 +1,11 @@
 //! The documented validation rules (id, hypothesis, target, metrics, criteria, schedule, tool
 //! request), each reported as a [`Violation`] a model can act on.
 
+use serde_json::{Map, Value};
+
 use super::placeholders::check_placeholders;
 use super::{METRIC_TYPES, Object, Violation};
 use crate::designer::cron;
-use serde_json::{Map, Value};
 
 /// All rule violations of a normalised spec (empty = valid).
 pub fn validate(spec: &Map<String, Value>) -> Vec<Violation> {
