@@ -10,6 +10,8 @@
 
 #[path = "../common/mock_api.rs"]
 mod mock_api;
+#[path = "../common/mock_http.rs"]
+mod mock_http;
 #[path = "../common/redis_server.rs"]
 mod redis_server;
 

@@ -8,6 +8,8 @@
 
 #[path = "../common/mock_api.rs"]
 mod mock_api;
+#[path = "../common/mock_http.rs"]
+mod mock_http;
 
 use std::io::Write;
 use std::time::Duration;

@@ -1,30 +1,25 @@
 //! A strict loopback mock of the Anthropic Messages API (`POST /v1/messages`, JSON and SSE) that rejects
 //! invalid requests the way the real API does, so tests catch wire-format bugs without the network.
 //!
-//! Self-contained (tokio + serde_json + std only): examples include it with
-//! `#[path = "../tests/common/mock_api.rs"] mod mock_api;` and run it via [`run_standalone`].
+//! Only the wire format lives here; listening, parsing and writing are `mock_http.rs`. Examples
+//! include both files, `#[path = "../common/mock_api.rs"] mod mock_api;` and
+//! `#[path = "../common/mock_http.rs"] mod mock_http;`, and run it via [`MockApi`] or
+//! [`run_standalone`].
 
 // Each test binary or example uses only part of this API, and the module is private there, so `pub`
 // items would otherwise warn as dead or unreachable.
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
 
-/// The request size limit of the real API; above it the edge answers 413.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-/// Guards against a client that never ends its header block.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+use super::mock_http::{BodyError, Request, Response, Server, Step, header};
+
 /// The `anthropic-version` values the real API accepts (anthropic-api.md §1).
 const API_VERSIONS: [&str; 2] = ["2023-06-01", "2026-10-21"];
 /// Models that reject `thinking.type: "enabled"` (anthropic-api.md §3). Substring match on the id.
@@ -45,7 +40,8 @@ pub struct Recorded {
     pub method: String,
     /// The request target including any query string, e.g. `/v1/messages?beta=true`.
     pub path: String,
-    /// Header names are lowercased; order and duplicates are kept.
+    /// Header names are lowercased; every value is kept, in arrival order except that repeats of a
+    /// name come right after its first.
     pub headers: Vec<(String, String)>,
     /// The parsed JSON body; `Null` if empty, a JSON string holding the raw text if it is not JSON.
     pub body: Value,
@@ -148,7 +144,7 @@ impl Usage {
 
 type Responder = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
 
-/// State shared by the server tasks and the test's `MockApi` handle.
+/// State shared by the server's handler and the test's `MockApi` handle.
 struct Shared {
     respond: Box<Responder>,
     recorded: Mutex<Vec<Recorded>>,
@@ -157,6 +153,14 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(respond: Box<Responder>) -> Arc<Self> {
+        Arc::new(Shared {
+            respond,
+            recorded: Mutex::new(Vec::new()),
+            answered: AtomicUsize::new(0),
+        })
+    }
+
     fn recorded(&self) -> MutexGuard<'_, Vec<Recorded>> {
         // A panicking responder must not hide the requests from the test that investigates it.
         self.recorded
@@ -167,10 +171,8 @@ impl Shared {
 
 /// A running mock server; dropping it shuts the server down and closes every connection.
 pub struct MockApi {
-    addr: SocketAddr,
+    server: Server,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl MockApi {
@@ -178,47 +180,10 @@ impl MockApi {
     /// is called for every request that passes validation, with the request and its 0-based index
     /// among those requests (rejected requests and `HEAD /` do not consume an index).
     pub fn start(respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("binding the mock API to 127.0.0.1:0");
-        let addr = listener.local_addr().expect("reading the mock API address");
-        listener
-            .set_nonblocking(true)
-            .expect("making the mock API listener non-blocking");
-        let shared = Arc::new(Shared {
-            respond: Box::new(respond),
-            recorded: Mutex::new(Vec::new()),
-            answered: AtomicUsize::new(0),
-        });
-        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let shared = Shared::new(Box::new(respond));
         let server_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("mock-api".to_owned())
-            .spawn(move || {
-                // Its own runtime, so the mock works from sync tests and from tests that run their
-                // own runtime, and so a blocked test thread never stalls the server.
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("building the mock API runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        TcpListener::from_std(listener).expect("registering the mock API listener");
-                    tokio::select! {
-                        () = accept_loop(listener, server_shared) => {}
-                        _ = shutdown_rx => {}
-                    }
-                });
-                // Hanging connections are parked in reads; dropping their tasks closes them.
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .expect("spawning the mock API thread");
-        MockApi {
-            addr,
-            shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
+        let server = Server::start("mock-api", move |request| answer(&server_shared, request));
+        MockApi { server, shared }
     }
 
     /// Answers with `replies` in order; once they are used up, the last one repeats.
@@ -232,7 +197,7 @@ impl MockApi {
 
     /// `http://127.0.0.1:PORT`; clients append `/v1/messages`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// Every request received so far (valid or rejected, not `HEAD /`), in arrival order.
@@ -256,17 +221,6 @@ impl MockApi {
             std::thread::sleep(Duration::from_millis(10));
         }
         true
-    }
-}
-
-impl Drop for MockApi {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -313,10 +267,6 @@ fn collect_text(content: Option<&Value>, out: &mut Vec<String>) {
 /// 127.0.0.1:`port` (0 = any free port), prints `MOCK_API_URL=http://127.0.0.1:PORT` on stdout, and
 /// answers every valid request with `reply_text` after `latency`. Never returns.
 pub fn run_standalone(port: u16, latency: Duration, reply_text: String, usage: Usage) -> ! {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("building the mock API runtime");
     let reply = Reply::Delay(
         latency,
         Box::new(Reply::Message {
@@ -325,34 +275,15 @@ pub fn run_standalone(port: u16, latency: Duration, reply_text: String, usage: U
             usage,
         }),
     );
-    let shared = Arc::new(Shared {
-        respond: Box::new(move |_, _| reply.clone()),
-        recorded: Mutex::new(Vec::new()),
-        answered: AtomicUsize::new(0),
-    });
-    runtime.block_on(async move {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("binding the standalone mock API");
-        let addr = listener.local_addr().expect("reading the mock API address");
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "MOCK_API_URL=http://{addr}").expect("writing MOCK_API_URL");
-        stdout.flush().expect("flushing stdout");
-        drop(stdout);
-        accept_loop(listener, shared).await;
-    });
-    panic!("the standalone mock API stopped accepting connections");
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let shared = Shared::new(Box::new(move |_, _| reply.clone()));
+    let server = Server::start_on("mock-api", port, move |request| answer(&shared, request));
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "MOCK_API_URL={}", server.base_url()).expect("writing MOCK_API_URL");
+    stdout.flush().expect("flushing stdout");
+    drop(stdout);
+    // The server answers on its own thread until the process is killed.
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle_connection(stream, Arc::clone(&shared)));
-            }
-            // E.g. EMFILE under a connection storm: back off instead of spinning or dying.
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
+        std::thread::park();
     }
 }
 
@@ -371,49 +302,43 @@ fn reject(status: u16, error_type: &'static str, message: impl Into<String>) -> 
     }
 }
 
-/// A parsed HTTP request before it is recorded.
-struct RawRequest {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-/// One request per connection (`connection: close`), which every HTTP client handles.
-async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
-    // Without Nagle each SSE event leaves in its own segment, so clients see real chunk splits.
-    let _ = stream.set_nodelay(true);
-    let (read_half, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(read_half);
-    let raw = match read_request(&mut reader, &mut writer).await {
-        Ok(Some(raw)) => raw,
-        Ok(None) => return,
-        Err(rejection) => {
-            let _ = send_error(&mut writer, &rejection, "req_mock_malformed", &[]).await;
-            return;
+/// Records, validates and answers one request. Rejected requests are recorded too, with a
+/// `request-id` of their own; only valid ones reach `respond` and consume an index.
+fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
+    let request = match request {
+        Ok(request) => request,
+        Err(BodyError::TooLarge) => {
+            let rejection = reject(
+                413,
+                "request_too_large",
+                "Request exceeds the maximum allowed number of bytes.",
+            );
+            return error_response(&rejection, "req_mock_malformed");
+        }
+        Err(BodyError::Incomplete) => {
+            let rejection = reject(
+                400,
+                "invalid_request_error",
+                "connection closed before the body was complete",
+            );
+            return error_response(&rejection, "req_mock_malformed");
         }
     };
 
     // Claude Code 2.1.197 preconnects with `HEAD /`; it is not an API call, so it is not recorded.
-    if raw.method == "HEAD" && raw.path == "/" {
-        let _ = write_all_and_close(
-            &mut writer,
-            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        return;
+    if request.method == "HEAD" && request.path == "/" {
+        return Response::Full {
+            status: 200,
+            headers: vec![header("content-length", "0")],
+            body: Vec::new(),
+        };
     }
 
-    let body = if raw.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&raw.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw.body).into_owned()))
-    };
+    let body = request.json_body();
     let request = Recorded {
-        method: raw.method,
-        path: raw.path,
-        headers: raw.headers,
+        method: request.method,
+        path: request.path,
+        headers: request.headers,
         body,
     };
     let number = {
@@ -424,8 +349,7 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
     let request_id = format!("req_mock_{number}");
 
     if let Err(rejection) = validate(&request) {
-        let _ = send_error(&mut writer, &rejection, &request_id, &[]).await;
-        return;
+        return error_response(&rejection, &request_id);
     }
 
     let index = shared.answered.fetch_add(1, Ordering::SeqCst);
@@ -445,8 +369,9 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
         });
 
     let mut reply = reply;
-    while let Reply::Delay(delay, inner) = reply {
-        tokio::time::sleep(delay).await;
+    let mut delay = Duration::ZERO;
+    while let Reply::Delay(pause, inner) = reply {
+        delay += pause;
         reply = *inner;
     }
     let model = request
@@ -455,7 +380,7 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let _ = match reply {
+    let response = match reply {
         Reply::Message {
             text,
             thinking,
@@ -469,9 +394,9 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
                 usage,
             };
             if request.is_stream() {
-                send_stream(&mut writer, &message).await
+                message_stream(&message)
             } else {
-                send_json(&mut writer, 200, &message.to_json(), &request_id, &[]).await
+                json_response(200, &message.to_json(), &request_id, &[])
             }
         }
         Reply::Error {
@@ -481,159 +406,17 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
             headers,
         } => {
             let envelope = error_envelope(&error_type, &message, &request_id);
-            send_json(&mut writer, status, &envelope, &request_id, &headers).await
+            json_response(status, &envelope, &request_id, &headers)
         }
-        Reply::MidStreamError if request.is_stream() => {
-            send_mid_stream_error(&mut writer, number, &model).await
-        }
+        Reply::MidStreamError if request.is_stream() => mid_stream_error(number, &model),
         Reply::MidStreamError => {
             let envelope = error_envelope("overloaded_error", "Overloaded", &request_id);
-            send_json(&mut writer, 529, &envelope, &request_id, &[]).await
+            json_response(529, &envelope, &request_id, &[])
         }
-        Reply::Hang => {
-            // Hold the socket until the client gives up (EOF or reset), then let it close.
-            let mut sink = [0u8; 1024];
-            while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
-            Ok(())
-        }
+        Reply::Hang => Response::Hang,
         Reply::Delay(..) => unreachable!("delays are unwrapped above"),
     };
-}
-
-/// Reads one HTTP/1.1 request. `Ok(None)` means the client closed without sending one (a
-/// preconnect). Supports `content-length` and `transfer-encoding: chunked` bodies and
-/// `expect: 100-continue`.
-async fn read_request(
-    reader: &mut BufReader<OwnedReadHalf>,
-    writer: &mut OwnedWriteHalf,
-) -> Result<Option<RawRequest>, Rejection> {
-    let bad = |message: &str| reject(400, "invalid_request_error", message);
-    let mut request_line = String::new();
-    match reader.read_line(&mut request_line).await {
-        Ok(0) | Err(_) => return Ok(None),
-        Ok(_) => {}
-    }
-    let mut parts = request_line.split_whitespace();
-    let (Some(method), Some(path), Some(_version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("malformed HTTP request line"));
-    };
-    let (method, path) = (method.to_owned(), path.to_owned());
-
-    let mut headers = Vec::new();
-    let mut header_bytes = 0;
-    loop {
-        let mut line = String::new();
-        let n = reader
-            .read_line(&mut line)
-            .await
-            .map_err(|_| bad("connection failed while reading headers"))?;
-        if n == 0 {
-            return Err(bad("connection closed inside the header block"));
-        }
-        header_bytes += n;
-        if header_bytes > MAX_HEADER_BYTES {
-            return Err(reject(
-                431,
-                "invalid_request_error",
-                "request header block too large",
-            ));
-        }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            break;
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(bad("malformed header line"));
-        };
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
-
-    if header("expect").is_some_and(|v| v == "100-continue") {
-        let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-    }
-
-    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        read_chunked(reader).await?
-    } else if let Some(length) = header("content-length") {
-        let length: usize = length.parse().map_err(|_| bad("invalid content-length"))?;
-        if length > MAX_BODY_BYTES {
-            return Err(reject(
-                413,
-                "request_too_large",
-                "Request exceeds the maximum allowed number of bytes.",
-            ));
-        }
-        let mut body = vec![0; length];
-        reader
-            .read_exact(&mut body)
-            .await
-            .map_err(|_| bad("connection closed before the body was complete"))?;
-        body
-    } else {
-        Vec::new()
-    };
-    Ok(Some(RawRequest {
-        method,
-        path,
-        headers,
-        body,
-    }))
-}
-
-async fn read_chunked(reader: &mut BufReader<OwnedReadHalf>) -> Result<Vec<u8>, Rejection> {
-    let bad = |message: &str| reject(400, "invalid_request_error", message);
-    let mut body = Vec::new();
-    loop {
-        let mut size_line = String::new();
-        reader
-            .read_line(&mut size_line)
-            .await
-            .map_err(|_| bad("connection failed inside a chunked body"))?;
-        // Chunk extensions (`;name=value`) are legal and ignored.
-        let size_text = size_line.trim().split(';').next().unwrap_or_default();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("invalid chunk size"))?;
-        if size == 0 {
-            // Skip optional trailers up to the final empty line.
-            loop {
-                let mut trailer = String::new();
-                let n = reader
-                    .read_line(&mut trailer)
-                    .await
-                    .map_err(|_| bad("connection failed in chunked trailers"))?;
-                if n == 0 || trailer.trim().is_empty() {
-                    return Ok(body);
-                }
-            }
-        }
-        if body.len() + size > MAX_BODY_BYTES {
-            return Err(reject(
-                413,
-                "request_too_large",
-                "Request exceeds the maximum allowed number of bytes.",
-            ));
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader
-            .read_exact(&mut body[start..])
-            .await
-            .map_err(|_| bad("connection closed inside a chunk"))?;
-        let mut crlf = [0u8; 2];
-        reader
-            .read_exact(&mut crlf)
-            .await
-            .map_err(|_| bad("missing CRLF after a chunk"))?;
-        if &crlf != b"\r\n" {
-            return Err(bad("missing CRLF after a chunk"));
-        }
-    }
+    response.after(delay)
 }
 
 /// The checks the real API makes before doing any work (anthropic-api.md §1–3).
@@ -905,29 +688,23 @@ fn sse_event(data: &Value) -> Vec<u8> {
     format!("event: {kind}\ndata: {data}\n\n").into_bytes()
 }
 
-const SSE_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\nconnection: close\r\n";
-
-/// Writes each event with its own write + flush; the stream ends when the connection closes.
-async fn write_events(
-    writer: &mut OwnedWriteHalf,
-    request_id: &str,
-    events: &[Value],
-) -> std::io::Result<()> {
-    writer
-        .write_all(format!("{SSE_HEAD}request-id: {request_id}\r\n\r\n").as_bytes())
-        .await?;
-    writer.flush().await?;
-    for event in events {
-        writer.write_all(&sse_event(event)).await?;
-        writer.flush().await?;
+/// A 200 event stream with one piece per event; it ends cleanly after the last one.
+fn event_stream(request_id: &str, events: &[Value]) -> Response {
+    Response::Stream {
+        status: 200,
+        headers: vec![
+            header("content-type", "text/event-stream; charset=utf-8"),
+            header("cache-control", "no-cache"),
+            header("request-id", request_id),
+        ],
+        steps: events
+            .iter()
+            .map(|event| Step::Send(sse_event(event)))
+            .collect(),
     }
-    writer.shutdown().await
 }
 
-async fn send_stream(
-    writer: &mut OwnedWriteHalf,
-    message: &MessageParts<'_>,
-) -> std::io::Result<()> {
+fn message_stream(message: &MessageParts<'_>) -> Response {
     let mut events = vec![message.message_start(), json!({"type": "ping"})];
     let mut index = 0;
     if let Some(thinking) = message.thinking {
@@ -954,14 +731,12 @@ async fn send_stream(
         "delta": {"stop_reason": "end_turn", "stop_sequence": null},
         "usage": message.usage_json(message.usage.output_tokens)}));
     events.push(json!({"type": "message_stop"}));
-    write_events(writer, &format!("req_mock_{}", message.number), &events).await
+    event_stream(&format!("req_mock_{}", message.number), &events)
 }
 
-async fn send_mid_stream_error(
-    writer: &mut OwnedWriteHalf,
-    number: usize,
-    model: &str,
-) -> std::io::Result<()> {
+/// `message_start`, then an `overloaded_error` event, and the stream ends: the error arrives
+/// inside an HTTP 200, as the real API sends it.
+fn mid_stream_error(number: usize, model: &str) -> Response {
     let request_id = format!("req_mock_{number}");
     let start = MessageParts {
         number,
@@ -972,7 +747,7 @@ async fn send_mid_stream_error(
     }
     .message_start();
     let error = error_envelope("overloaded_error", "Overloaded", &request_id);
-    write_events(writer, &request_id, &[start, error]).await
+    event_stream(&request_id, &[start, error])
 }
 
 fn error_envelope(error_type: &str, message: &str, request_id: &str) -> Value {
@@ -983,62 +758,27 @@ fn error_envelope(error_type: &str, message: &str, request_id: &str) -> Value {
     })
 }
 
-async fn send_error(
-    writer: &mut OwnedWriteHalf,
-    rejection: &Rejection,
-    request_id: &str,
-    headers: &[(String, String)],
-) -> std::io::Result<()> {
+fn error_response(rejection: &Rejection, request_id: &str) -> Response {
     let envelope = error_envelope(rejection.error_type, &rejection.message, request_id);
-    send_json(writer, rejection.status, &envelope, request_id, headers).await
+    json_response(rejection.status, &envelope, request_id, &[])
 }
 
-async fn send_json(
-    writer: &mut OwnedWriteHalf,
+/// A JSON body with the `request-id` every Messages-API response carries, plus `extra_headers`
+/// (e.g. `retry-after`) as given.
+fn json_response(
     status: u16,
     body: &Value,
     request_id: &str,
     extra_headers: &[(String, String)],
-) -> std::io::Result<()> {
-    let body = body.to_string();
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nrequest-id: {request_id}\r\nconnection: close\r\n",
-        reason_phrase(status),
-        body.len()
-    );
-    for (name, value) in extra_headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.push_str(&body);
-    write_all_and_close(writer, head.as_bytes()).await
-}
-
-async fn write_all_and_close(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
-    writer.write_all(bytes).await?;
-    writer.flush().await?;
-    writer.shutdown().await
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        529 => "Overloaded",
-        _ => "Unknown",
+) -> Response {
+    let mut headers = vec![
+        header("content-type", "application/json"),
+        header("request-id", request_id),
+    ];
+    headers.extend_from_slice(extra_headers);
+    Response::Full {
+        status,
+        headers,
+        body: body.to_string().into_bytes(),
     }
 }

@@ -3,28 +3,20 @@
 //! or snake_case fields, a thinking budget and level together, a level on 2.5, a budget out of range)
 //! and streams whole `GenerateContentResponse` chunks as SSE, so tests catch wire-format bugs offline.
 //!
-//! Self-contained (tokio + serde_json + std only), like `mock_api.rs`.
+//! Only the wire format lives here; listening, parsing and writing are `mock_http.rs`.
 
 // Each test uses only part of this API, and the module is private to the test binary.
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
 
-/// Guards against a client that never ends its header block.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Far above any prompt fullsend sends; keeps a runaway client from exhausting memory.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-/// The real message for a call without any key.
+use super::mock_http::{BodyError, Request, Response, Server, Step, header};
+
 const NO_KEY: &str = "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.";
 
 /// One request as the mock received it (including the ones it rejected).
@@ -209,10 +201,8 @@ impl Shared {
 
 /// A running mock; dropping it shuts the server down.
 pub struct MockGemini {
-    addr: SocketAddr,
+    server: Server,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl MockGemini {
@@ -237,52 +227,22 @@ impl MockGemini {
     }
 
     fn launch(key: Option<String>, respond: Box<Responder>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the Gemini mock");
-        let addr = listener
-            .local_addr()
-            .expect("reading the Gemini mock address");
-        listener
-            .set_nonblocking(true)
-            .expect("making the Gemini mock listener non-blocking");
         let shared = Arc::new(Shared {
             respond,
             key,
             recorded: Mutex::new(Vec::new()),
             answered: AtomicUsize::new(0),
         });
-        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("mock-gemini".to_owned())
-            .spawn(move || {
-                // Its own runtime, so a blocked test thread never stalls the server.
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("building the Gemini mock runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        TcpListener::from_std(listener).expect("registering the Gemini mock");
-                    tokio::select! {
-                        () = accept_loop(listener, server_shared) => {}
-                        _ = shutdown_rx => {}
-                    }
-                });
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .expect("spawning the Gemini mock thread");
-        MockGemini {
-            addr,
-            shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
+        let server = Server::start("mock-gemini", move |request| {
+            answer(&server_shared, request)
+        });
+        MockGemini { server, shared }
     }
 
     /// `http://127.0.0.1:PORT` (clients append `/v1beta/models/...`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// Every request received so far, valid or rejected, in arrival order.
@@ -293,28 +253,6 @@ impl MockGemini {
     /// How many requests arrived.
     pub fn request_count(&self) -> usize {
         self.shared.recorded().len()
-    }
-}
-
-impl Drop for MockGemini {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle_connection(stream, Arc::clone(&shared)));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
     }
 }
 
@@ -352,29 +290,22 @@ fn query_has(path: &str, pair: &str) -> bool {
         .is_some_and(|(_, q)| q.split('&').any(|p| p == pair))
 }
 
-async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
-    // Without Nagle each SSE chunk leaves in its own segment, so clients see real splits.
-    let _ = stream.set_nodelay(true);
-    let (read_half, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(read_half);
-    let raw = match read_request(&mut reader).await {
-        Ok(Some(raw)) => raw,
-        Ok(None) => return,
-        Err(rejection) => {
-            let _ = send_error(&mut writer, &rejection).await;
-            return;
+/// Records, validates and answers one request; only valid ones reach the responder.
+fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
+    let request = match request {
+        Ok(request) => request,
+        Err(BodyError::TooLarge) => {
+            return error_response(&reject(413, "INVALID_ARGUMENT", "request too large"));
+        }
+        Err(BodyError::Incomplete) => {
+            return error_response(&invalid("connection closed before the body was complete"));
         }
     };
-    let body = if raw.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&raw.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw.body).into_owned()))
-    };
+    let body = request.json_body();
     let request = Recorded {
-        method: raw.method,
-        path: raw.path,
-        headers: raw.headers,
+        method: request.method,
+        path: request.path,
+        headers: request.headers,
         body,
     };
     let number = {
@@ -383,20 +314,20 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
         recorded.len() - 1
     };
     if let Err(rejection) = validate(&request, shared.key.as_deref()) {
-        let _ = send_error(&mut writer, &rejection).await;
-        return;
+        return error_response(&rejection);
     }
     let index = shared.answered.fetch_add(1, Ordering::SeqCst);
     let mut reply =
         std::panic::catch_unwind(AssertUnwindSafe(|| (shared.respond)(&request, index)))
             .unwrap_or_else(|_| Reply::error(500, "INTERNAL", "mock responder panicked"));
-    while let Reply::Delay(delay, inner) = reply {
-        tokio::time::sleep(delay).await;
+    let mut delay = Duration::ZERO;
+    while let Reply::Delay(pause, inner) = reply {
+        delay += pause;
         reply = *inner;
     }
     let (model, method) = route(&request.path).unwrap_or_default();
     let include_thoughts = request.thinking_config()["includeThoughts"].as_bool() == Some(true);
-    let _ = match reply {
+    let response = match reply {
         Reply::Answer {
             text,
             thoughts,
@@ -412,7 +343,7 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
                 usage,
                 &finish_reason,
             );
-            send_chunks(&mut writer, &request.path, &method, &chunks).await
+            chunks_response(&request.path, &method, &chunks)
         }
         Reply::PromptBlocked(reason) => {
             let chunk = json!({
@@ -421,7 +352,7 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
                 "modelVersion": model,
                 "responseId": format!("resp_mock_{number}"),
             });
-            send_chunks(&mut writer, &request.path, &method, &[chunk]).await
+            chunks_response(&request.path, &method, &[chunk])
         }
         Reply::Error {
             status,
@@ -431,18 +362,19 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
             headers,
         } => {
             let mut details = Vec::new();
-            if let Some(delay) = retry_delay {
+            if let Some(retry) = retry_delay {
                 details.push(json!({
                     "@type": "type.googleapis.com/google.rpc.QuotaFailure",
                     "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests", "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}],
                 }));
-                details.push(json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}));
+                details.push(json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry}));
             }
             let envelope = json!({"error": {"code": status, "message": message, "status": status_text, "details": details}});
-            send_json(&mut writer, status, &envelope, &headers).await
+            json_response(status, &envelope, &headers)
         }
-        Reply::Delay(..) => Ok(()),
+        Reply::Delay(..) => unreachable!("delays are unwrapped above"),
     };
+    response.after(delay)
 }
 
 /// The checks the real service makes before generating anything.
@@ -732,12 +664,7 @@ fn answer_chunks(
 
 /// SSE with `alt=sse` (CRLF-separated, as Google sends it), else a JSON array of chunks; a plain
 /// `generateContent` gets the chunks merged into one response.
-async fn send_chunks(
-    writer: &mut OwnedWriteHalf,
-    path: &str,
-    method: &str,
-    chunks: &[Value],
-) -> std::io::Result<()> {
+fn chunks_response(path: &str, method: &str, chunks: &[Value]) -> Response {
     if method == "generateContent" {
         let mut merged = chunks.last().cloned().unwrap_or(Value::Null);
         let parts: Vec<Value> = chunks
@@ -753,196 +680,39 @@ async fn send_chunks(
         if merged["candidates"][0].is_object() {
             merged["candidates"][0]["content"] = json!({"parts": parts, "role": "model"});
         }
-        return send_json(writer, 200, &merged, &[]).await;
+        return json_response(200, &merged, &[]);
     }
     if !query_has(path, "alt=sse") {
-        return send_json(writer, 200, &Value::Array(chunks.to_vec()), &[]).await;
+        return json_response(200, &Value::Array(chunks.to_vec()), &[]);
     }
-    writer
-        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n")
-        .await?;
-    writer.flush().await?;
-    for chunk in chunks {
-        writer
-            .write_all(format!("data: {chunk}\r\n\r\n").as_bytes())
-            .await?;
-        writer.flush().await?;
+    Response::Stream {
+        status: 200,
+        headers: vec![
+            header("content-type", "text/event-stream"),
+            header("cache-control", "no-cache"),
+        ],
+        steps: chunks
+            .iter()
+            .map(|chunk| Step::Send(format!("data: {chunk}\r\n\r\n").into_bytes()))
+            .collect(),
     }
-    writer.shutdown().await
 }
 
-async fn send_error(writer: &mut OwnedWriteHalf, rejection: &Rejection) -> std::io::Result<()> {
+fn error_response(rejection: &Rejection) -> Response {
     let mut details = Vec::new();
     if let Some(reason) = rejection.reason {
         details.push(json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com"}));
     }
     let envelope = json!({"error": {"code": rejection.status, "message": rejection.message, "status": rejection.status_text, "details": details}});
-    send_json(writer, rejection.status, &envelope, &[]).await
+    json_response(rejection.status, &envelope, &[])
 }
 
-async fn send_json(
-    writer: &mut OwnedWriteHalf,
-    status: u16,
-    body: &Value,
-    extra_headers: &[(String, String)],
-) -> std::io::Result<()> {
-    let body = body.to_string();
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json; charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n",
-        reason_phrase(status),
-        body.len()
-    );
-    for (name, value) in extra_headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.push_str(&body);
-    writer.write_all(head.as_bytes()).await?;
-    writer.flush().await?;
-    writer.shutdown().await
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Unknown",
-    }
-}
-
-/// A parsed HTTP request before it is recorded.
-struct RawRequest {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-/// Reads one HTTP/1.1 request (`content-length` or chunked body). `Ok(None)`: the client closed
-/// without sending one.
-async fn read_request(
-    reader: &mut BufReader<OwnedReadHalf>,
-) -> Result<Option<RawRequest>, Rejection> {
-    let mut request_line = String::new();
-    match reader.read_line(&mut request_line).await {
-        Ok(0) | Err(_) => return Ok(None),
-        Ok(_) => {}
-    }
-    let mut parts = request_line.split_whitespace();
-    let (Some(method), Some(path), Some(_version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid("malformed HTTP request line"));
-    };
-    let (method, path) = (method.to_owned(), path.to_owned());
-    let mut headers = Vec::new();
-    let mut header_bytes = 0;
-    loop {
-        let mut line = String::new();
-        let n = reader
-            .read_line(&mut line)
-            .await
-            .map_err(|_| invalid("connection failed while reading headers"))?;
-        if n == 0 {
-            return Err(invalid("connection closed inside the header block"));
-        }
-        header_bytes += n;
-        if header_bytes > MAX_HEADER_BYTES {
-            return Err(reject(
-                431,
-                "INVALID_ARGUMENT",
-                "request header block too large",
-            ));
-        }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            break;
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(invalid("malformed header line"));
-        };
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
-    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        read_chunked(reader).await?
-    } else if let Some(length) = header("content-length") {
-        let length: usize = length
-            .parse()
-            .map_err(|_| invalid("invalid content-length"))?;
-        if length > MAX_BODY_BYTES {
-            return Err(reject(413, "INVALID_ARGUMENT", "request too large"));
-        }
-        let mut body = vec![0; length];
-        reader
-            .read_exact(&mut body)
-            .await
-            .map_err(|_| invalid("connection closed before the body was complete"))?;
-        body
-    } else {
-        Vec::new()
-    };
-    Ok(Some(RawRequest {
-        method,
-        path,
+fn json_response(status: u16, body: &Value, extra_headers: &[(String, String)]) -> Response {
+    let mut headers = vec![header("content-type", "application/json; charset=UTF-8")];
+    headers.extend_from_slice(extra_headers);
+    Response::Full {
+        status,
         headers,
-        body,
-    }))
-}
-
-async fn read_chunked(reader: &mut BufReader<OwnedReadHalf>) -> Result<Vec<u8>, Rejection> {
-    let mut body = Vec::new();
-    loop {
-        let mut size_line = String::new();
-        reader
-            .read_line(&mut size_line)
-            .await
-            .map_err(|_| invalid("connection failed inside a chunked body"))?;
-        let size_text = size_line.trim().split(';').next().unwrap_or_default();
-        let size =
-            usize::from_str_radix(size_text, 16).map_err(|_| invalid("invalid chunk size"))?;
-        if size == 0 {
-            loop {
-                let mut trailer = String::new();
-                let n = reader
-                    .read_line(&mut trailer)
-                    .await
-                    .map_err(|_| invalid("connection failed in chunked trailers"))?;
-                if n == 0 || trailer.trim().is_empty() {
-                    return Ok(body);
-                }
-            }
-        }
-        if body.len() + size > MAX_BODY_BYTES {
-            return Err(reject(413, "INVALID_ARGUMENT", "request too large"));
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader
-            .read_exact(&mut body[start..])
-            .await
-            .map_err(|_| invalid("connection closed inside a chunk"))?;
-        let mut crlf = [0u8; 2];
-        reader
-            .read_exact(&mut crlf)
-            .await
-            .map_err(|_| invalid("missing CRLF after a chunk"))?;
-        if &crlf != b"\r\n" {
-            return Err(invalid("missing CRLF after a chunk"));
-        }
+        body: body.to_string().into_bytes(),
     }
 }

@@ -3,27 +3,20 @@
 //! key, unknown arguments, `stream_options` without `stream`, an unknown `reasoning_effort`), so tests
 //! catch wire-format bugs offline. It can act as OpenAI (a key required) or Ollama (no key).
 //!
-//! Self-contained (tokio + serde_json + std only), like `mock_api.rs`.
+//! Only the wire format lives here; listening, parsing and writing are `mock_http.rs`.
 
 // Each test uses only part of this API, and the module is private to the test binary.
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
 
-/// Guards against a client that never ends its header block.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Far above any prompt fullsend sends; keeps a runaway client from exhausting memory.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+use super::mock_http::{BodyError, Request, Response, Server, Step, header};
+
 /// Request arguments the chat-completions API knows; any other is a 400.
 const KNOWN_ARGUMENTS: &[&str] = &[
     "model",
@@ -229,10 +222,8 @@ impl Shared {
 
 /// A running mock; dropping it shuts the server down.
 pub struct MockOpenAi {
-    addr: SocketAddr,
+    server: Server,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl MockOpenAi {
@@ -257,52 +248,22 @@ impl MockOpenAi {
     }
 
     fn launch(key: Option<String>, respond: Box<Responder>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the OpenAI mock");
-        let addr = listener
-            .local_addr()
-            .expect("reading the OpenAI mock address");
-        listener
-            .set_nonblocking(true)
-            .expect("making the OpenAI mock listener non-blocking");
         let shared = Arc::new(Shared {
             respond,
             key,
             recorded: Mutex::new(Vec::new()),
             answered: AtomicUsize::new(0),
         });
-        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("mock-openai".to_owned())
-            .spawn(move || {
-                // Its own runtime, so a blocked test thread never stalls the server.
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("building the OpenAI mock runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        TcpListener::from_std(listener).expect("registering the OpenAI mock");
-                    tokio::select! {
-                        () = accept_loop(listener, server_shared) => {}
-                        _ = shutdown_rx => {}
-                    }
-                });
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .expect("spawning the OpenAI mock thread");
-        MockOpenAi {
-            addr,
-            shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
+        let server = Server::start("mock-openai", move |request| {
+            answer(&server_shared, request)
+        });
+        MockOpenAi { server, shared }
     }
 
     /// `http://127.0.0.1:PORT` (clients append `/v1/chat/completions`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     /// Every request received so far, valid or rejected, in arrival order.
@@ -313,28 +274,6 @@ impl MockOpenAi {
     /// How many requests arrived.
     pub fn request_count(&self) -> usize {
         self.shared.recorded().len()
-    }
-}
-
-impl Drop for MockOpenAi {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle_connection(stream, Arc::clone(&shared)));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
     }
 }
 
@@ -359,29 +298,24 @@ fn invalid(message: impl Into<String>) -> Rejection {
     reject(400, "invalid_request_error", message)
 }
 
-async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
-    // Without Nagle each SSE chunk leaves in its own segment, so clients see real splits.
-    let _ = stream.set_nodelay(true);
-    let (read_half, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(read_half);
-    let raw = match read_request(&mut reader).await {
-        Ok(Some(raw)) => raw,
-        Ok(None) => return,
-        Err(rejection) => {
-            let _ = send_error(&mut writer, &rejection, "req_mock_malformed").await;
-            return;
+/// Records, validates and answers one request; only valid ones reach the responder.
+fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
+    let request = match request {
+        Ok(request) => request,
+        Err(BodyError::TooLarge) => {
+            let rejection = reject(413, "invalid_request_error", "request too large");
+            return error_response(&rejection, "req_mock_malformed");
+        }
+        Err(BodyError::Incomplete) => {
+            let rejection = invalid("connection closed before the body was complete");
+            return error_response(&rejection, "req_mock_malformed");
         }
     };
-    let body = if raw.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&raw.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw.body).into_owned()))
-    };
+    let body = request.json_body();
     let request = Recorded {
-        method: raw.method,
-        path: raw.path,
-        headers: raw.headers,
+        method: request.method,
+        path: request.path,
+        headers: request.headers,
         body,
     };
     let number = {
@@ -391,15 +325,15 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
     };
     let request_id = format!("req_mock_{number}");
     if let Err(rejection) = validate(&request, shared.key.as_deref()) {
-        let _ = send_error(&mut writer, &rejection, &request_id).await;
-        return;
+        return error_response(&rejection, &request_id);
     }
     let index = shared.answered.fetch_add(1, Ordering::SeqCst);
     let mut reply =
         std::panic::catch_unwind(AssertUnwindSafe(|| (shared.respond)(&request, index)))
             .unwrap_or_else(|_| Reply::error(500, "server_error", "mock responder panicked"));
-    while let Reply::Delay(delay, inner) = reply {
-        tokio::time::sleep(delay).await;
+    let mut delay = Duration::ZERO;
+    while let Reply::Delay(pause, inner) = reply {
+        delay += pause;
         reply = *inner;
     }
     let model = request.body["model"]
@@ -408,7 +342,7 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
         .to_owned();
     let stream = request.body["stream"].as_bool() == Some(true);
     let include_usage = request.body["stream_options"]["include_usage"].as_bool() == Some(true);
-    let _ = match reply {
+    let response = match reply {
         Reply::Answer {
             content,
             reasoning,
@@ -426,9 +360,9 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
                 finish_reason,
             };
             if stream {
-                send_stream(&mut writer, &answer, include_usage, &request_id).await
+                completion_stream(&answer, include_usage, &request_id)
             } else {
-                send_json(&mut writer, 200, &answer.completion(), &request_id, &[]).await
+                json_response(200, &answer.completion(), &request_id, &[])
             }
         }
         Reply::Error {
@@ -439,10 +373,11 @@ async fn handle_connection(stream: TcpStream, shared: Arc<Shared>) {
             headers,
         } => {
             let envelope = json!({"error": {"message": message, "type": error_type, "param": null, "code": code}});
-            send_json(&mut writer, status, &envelope, &request_id, &headers).await
+            json_response(status, &envelope, &request_id, &headers)
         }
-        Reply::Delay(..) => Ok(()),
+        Reply::Delay(..) => unreachable!("delays are unwrapped above"),
     };
+    response.after(delay)
 }
 
 /// The checks the real servers make before generating anything.
@@ -628,12 +563,8 @@ fn pieces(text: &str) -> Vec<String> {
     out
 }
 
-async fn send_stream(
-    writer: &mut OwnedWriteHalf,
-    answer: &Answer,
-    include_usage: bool,
-    request_id: &str,
-) -> std::io::Result<()> {
+/// The chunks of one answer as SSE, then `data: [DONE]`; the stream ends cleanly after it.
+fn completion_stream(answer: &Answer, include_usage: bool, request_id: &str) -> Response {
     let mut events = vec![answer.chunk(json!({"role": "assistant", "content": ""}), None)];
     for piece in pieces(answer.reasoning.as_deref().unwrap_or("")) {
         let mut delta = json!({});
@@ -655,196 +586,42 @@ async fn send_stream(
             "usage": answer.usage_json(),
         }));
     }
-    writer
-        .write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n").as_bytes())
-        .await?;
-    writer.flush().await?;
-    for event in &events {
-        writer
-            .write_all(format!("data: {event}\n\n").as_bytes())
-            .await?;
-        writer.flush().await?;
+    let mut steps: Vec<Step> = events
+        .iter()
+        .map(|event| Step::Send(format!("data: {event}\n\n").into_bytes()))
+        .collect();
+    steps.push(Step::Send(b"data: [DONE]\n\n".to_vec()));
+    Response::Stream {
+        status: 200,
+        headers: vec![
+            header("content-type", "text/event-stream; charset=utf-8"),
+            header("cache-control", "no-cache"),
+            header("x-request-id", request_id),
+        ],
+        steps,
     }
-    writer.write_all(b"data: [DONE]\n\n").await?;
-    writer.flush().await?;
-    writer.shutdown().await
 }
 
-async fn send_error(
-    writer: &mut OwnedWriteHalf,
-    rejection: &Rejection,
-    request_id: &str,
-) -> std::io::Result<()> {
+fn error_response(rejection: &Rejection, request_id: &str) -> Response {
     let envelope = json!({"error": {"message": rejection.message, "type": rejection.error_type, "param": null, "code": rejection.code}});
-    send_json(writer, rejection.status, &envelope, request_id, &[]).await
+    json_response(rejection.status, &envelope, request_id, &[])
 }
 
-async fn send_json(
-    writer: &mut OwnedWriteHalf,
+/// A JSON body with `x-request-id`, plus `extra_headers` (e.g. `retry-after`) as given.
+fn json_response(
     status: u16,
     body: &Value,
     request_id: &str,
     extra_headers: &[(String, String)],
-) -> std::io::Result<()> {
-    let body = body.to_string();
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\nconnection: close\r\n",
-        reason_phrase(status),
-        body.len()
-    );
-    for (name, value) in extra_headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.push_str(&body);
-    writer.write_all(head.as_bytes()).await?;
-    writer.flush().await?;
-    writer.shutdown().await
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
-}
-
-/// A parsed HTTP request before it is recorded.
-struct RawRequest {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-/// Reads one HTTP/1.1 request (`content-length` or chunked body). `Ok(None)`: the client closed
-/// without sending one.
-async fn read_request(
-    reader: &mut BufReader<OwnedReadHalf>,
-) -> Result<Option<RawRequest>, Rejection> {
-    let mut request_line = String::new();
-    match reader.read_line(&mut request_line).await {
-        Ok(0) | Err(_) => return Ok(None),
-        Ok(_) => {}
-    }
-    let mut parts = request_line.split_whitespace();
-    let (Some(method), Some(path), Some(_version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid("malformed HTTP request line"));
-    };
-    let (method, path) = (method.to_owned(), path.to_owned());
-    let mut headers = Vec::new();
-    let mut header_bytes = 0;
-    loop {
-        let mut line = String::new();
-        let n = reader
-            .read_line(&mut line)
-            .await
-            .map_err(|_| invalid("connection failed while reading headers"))?;
-        if n == 0 {
-            return Err(invalid("connection closed inside the header block"));
-        }
-        header_bytes += n;
-        if header_bytes > MAX_HEADER_BYTES {
-            return Err(reject(
-                431,
-                "invalid_request_error",
-                "request header block too large",
-            ));
-        }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            break;
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(invalid("malformed header line"));
-        };
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
-    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        read_chunked(reader).await?
-    } else if let Some(length) = header("content-length") {
-        let length: usize = length
-            .parse()
-            .map_err(|_| invalid("invalid content-length"))?;
-        if length > MAX_BODY_BYTES {
-            return Err(reject(413, "invalid_request_error", "request too large"));
-        }
-        let mut body = vec![0; length];
-        reader
-            .read_exact(&mut body)
-            .await
-            .map_err(|_| invalid("connection closed before the body was complete"))?;
-        body
-    } else {
-        Vec::new()
-    };
-    Ok(Some(RawRequest {
-        method,
-        path,
+) -> Response {
+    let mut headers = vec![
+        header("content-type", "application/json"),
+        header("x-request-id", request_id),
+    ];
+    headers.extend_from_slice(extra_headers);
+    Response::Full {
+        status,
         headers,
-        body,
-    }))
-}
-
-async fn read_chunked(reader: &mut BufReader<OwnedReadHalf>) -> Result<Vec<u8>, Rejection> {
-    let mut body = Vec::new();
-    loop {
-        let mut size_line = String::new();
-        reader
-            .read_line(&mut size_line)
-            .await
-            .map_err(|_| invalid("connection failed inside a chunked body"))?;
-        let size_text = size_line.trim().split(';').next().unwrap_or_default();
-        let size =
-            usize::from_str_radix(size_text, 16).map_err(|_| invalid("invalid chunk size"))?;
-        if size == 0 {
-            loop {
-                let mut trailer = String::new();
-                let n = reader
-                    .read_line(&mut trailer)
-                    .await
-                    .map_err(|_| invalid("connection failed in chunked trailers"))?;
-                if n == 0 || trailer.trim().is_empty() {
-                    return Ok(body);
-                }
-            }
-        }
-        if body.len() + size > MAX_BODY_BYTES {
-            return Err(reject(413, "invalid_request_error", "request too large"));
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader
-            .read_exact(&mut body[start..])
-            .await
-            .map_err(|_| invalid("connection closed inside a chunk"))?;
-        let mut crlf = [0u8; 2];
-        reader
-            .read_exact(&mut crlf)
-            .await
-            .map_err(|_| invalid("missing CRLF after a chunk"))?;
-        if &crlf != b"\r\n" {
-            return Err(invalid("missing CRLF after a chunk"));
-        }
+        body: body.to_string().into_bytes(),
     }
 }

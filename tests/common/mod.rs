@@ -1,5 +1,6 @@
-//! Shared integration-test harness: a real `redis-server`, a strict Messages-API mock and fake `claude`
-//! executables, so `fullsend` is tested black-box on loopback only, never the network.
+//! Shared integration-test harness: a real `redis-server`, strict mocks of the model APIs (on one
+//! small HTTP layer, `mock_http`) and fake `claude` executables, so `fullsend` is tested black-box on
+//! loopback only, never the network.
 
 // Every test module uses a different subset of the harness, and `common` is private to the test
 // binary, so `pub` items would otherwise warn as dead or unreachable.
@@ -8,5 +9,6 @@
 pub mod fake_claude;
 pub mod mock_api;
 pub mod mock_gemini;
+pub mod mock_http;
 pub mod mock_openai;
 pub mod redis_server;
