@@ -113,7 +113,7 @@ fn gemini_2_5_decides_with_a_thinking_budget_and_reports_thoughts_and_cached_usa
         "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     );
     assert_eq!(req.header("x-goog-api-key"), Some(GEMINI_KEY));
-    let config = req.thinking_config();
+    let config = mock_gemini::thinking_config(req);
     assert_eq!(config["thinkingBudget"], 10000);
     assert!(
         config.get("thinkingLevel").is_none(),
@@ -178,7 +178,7 @@ fn gemini_thinking_is_set_per_model() {
         }
         let r = w.run(&["think", "--no-log"], ESCALATION);
         assert_eq!(r.code, 0, "{model} {env:?}: {}", r.stderr);
-        let config = mock.requests()[i].thinking_config();
+        let config = mock_gemini::thinking_config(&mock.requests()[i]);
         assert_eq!(
             config.get("thinkingBudget").cloned().unwrap_or(Value::Null),
             *budget,
@@ -588,7 +588,7 @@ fn design_api_engine_runs_on_gemini_and_openai() {
         g.body.get("systemInstruction").is_none(),
         "design sends no system prompt"
     );
-    assert_eq!(g.thinking_config()["thinkingBudget"], 4000);
+    assert_eq!(mock_gemini::thinking_config(g)["thinkingBudget"], 4000);
     assert_eq!(openai.requests()[0].body["model"], "gpt-oss:120b");
 }
 

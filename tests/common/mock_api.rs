@@ -1,8 +1,8 @@
 //! A strict loopback mock of the Anthropic Messages API (`POST /v1/messages`, JSON and SSE) that rejects
 //! invalid requests the way the real API does, so tests catch wire-format bugs without the network.
 //!
-//! Only the wire format lives here; listening, parsing and writing are `mock_http.rs`. Examples
-//! include both files, `#[path = "../common/mock_api.rs"] mod mock_api;` and
+//! Only the wire format lives here; listening, parsing, writing and recording are `mock_http.rs`.
+//! Examples include both files, `#[path = "../common/mock_api.rs"] mod mock_api;` and
 //! `#[path = "../common/mock_http.rs"] mod mock_http;`, and run it via [`MockApi`] or
 //! [`run_standalone`].
 
@@ -11,14 +11,14 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::Write as _;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::mock_http::{BodyError, Request, Response, Server, Step, header};
+pub use super::mock_http::Recorded;
+use super::mock_http::{
+    BodyError, Mock, Recorder, Request, Response, Step, WireFormat, header, split_text,
+};
 
 /// The `anthropic-version` values the real API accepts (anthropic-api.md §1).
 const API_VERSIONS: [&str; 2] = ["2023-06-01", "2026-10-21"];
@@ -33,34 +33,16 @@ const ALWAYS_THINKING: [&str; 3] = ["opus-5-5", "fable-5", "mythos-5"];
 /// The exact message the real API gives for `enabled` on an adaptive-only model.
 const ENABLED_NOT_SUPPORTED: &str = "\"thinking.type.enabled\" is not supported for this model. Use \"thinking.type.adaptive\" and \"output_config.effort\" to control thinking behavior.";
 
-/// One request as the mock received it (including the ones it rejected).
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// `POST`, `GET`, ...
-    pub method: String,
-    /// The request target including any query string, e.g. `/v1/messages?beta=true`.
-    pub path: String,
-    /// Header names are lowercased; every value is kept, in arrival order except that repeats of a
-    /// name come right after its first.
-    pub headers: Vec<(String, String)>,
-    /// The parsed JSON body; `Null` if empty, a JSON string holding the raw text if it is not JSON.
-    pub body: Value,
-}
+/// A running mock server; dropping it shuts the server down and closes every connection.
+/// `respond` gets every request that passes validation, with its 0-based index among those
+/// requests (rejected requests and `HEAD /` do not consume an index; `HEAD /` is not recorded
+/// either). `start` accepts any non-empty `x-api-key` or bearer token, `start_with_key` only that
+/// one. Clients append `/v1/messages` to `base_url()`.
+pub type MockApi = Mock<Reply>;
 
-impl Recorded {
-    /// The first value of a header, looked up case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Whether the client asked for an SSE stream (`"stream": true`).
-    pub fn is_stream(&self) -> bool {
-        self.body.get("stream").and_then(Value::as_bool) == Some(true)
-    }
+/// Whether the client asked for an SSE stream (`"stream": true`).
+pub fn is_stream(req: &Recorded) -> bool {
+    req.body.get("stream").and_then(Value::as_bool) == Some(true)
 }
 
 /// What the mock answers to a valid request.
@@ -142,85 +124,11 @@ impl Usage {
     }
 }
 
-type Responder = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
+impl WireFormat for Reply {
+    const NAME: &'static str = "mock-api";
 
-/// State shared by the server's handler and the test's `MockApi` handle.
-struct Shared {
-    respond: Box<Responder>,
-    recorded: Mutex<Vec<Recorded>>,
-    /// Counts requests that passed validation; it is the index given to `respond`.
-    answered: AtomicUsize,
-}
-
-impl Shared {
-    fn new(respond: Box<Responder>) -> Arc<Self> {
-        Arc::new(Shared {
-            respond,
-            recorded: Mutex::new(Vec::new()),
-            answered: AtomicUsize::new(0),
-        })
-    }
-
-    fn recorded(&self) -> MutexGuard<'_, Vec<Recorded>> {
-        // A panicking responder must not hide the requests from the test that investigates it.
-        self.recorded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// A running mock server; dropping it shuts the server down and closes every connection.
-pub struct MockApi {
-    server: Server,
-    shared: Arc<Shared>,
-}
-
-impl MockApi {
-    /// Starts the server on 127.0.0.1:0 in a background thread with its own tokio runtime. `respond`
-    /// is called for every request that passes validation, with the request and its 0-based index
-    /// among those requests (rejected requests and `HEAD /` do not consume an index).
-    pub fn start(respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Self {
-        let shared = Shared::new(Box::new(respond));
-        let server_shared = Arc::clone(&shared);
-        let server = Server::start("mock-api", move |request| answer(&server_shared, request));
-        MockApi { server, shared }
-    }
-
-    /// Answers with `replies` in order; once they are used up, the last one repeats.
-    pub fn sequence(replies: Vec<Reply>) -> Self {
-        assert!(
-            !replies.is_empty(),
-            "MockApi::sequence needs at least one reply"
-        );
-        Self::start(move |_, index| replies[index.min(replies.len() - 1)].clone())
-    }
-
-    /// `http://127.0.0.1:PORT`; clients append `/v1/messages`.
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-
-    /// Every request received so far (valid or rejected, not `HEAD /`), in arrival order.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.recorded().clone()
-    }
-
-    /// How many requests `requests()` would return.
-    pub fn request_count(&self) -> usize {
-        self.shared.recorded().len()
-    }
-
-    /// Polls until at least `n` requests arrived; false on timeout. Useful before killing a client
-    /// that is waiting on a `Hang` or `Delay`.
-    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.request_count() < n {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        true
+    fn answer(recorder: &Recorder<Reply>, request: Result<Request, BodyError>) -> Response {
+        answer(recorder, request)
     }
 }
 
@@ -275,10 +183,9 @@ pub fn run_standalone(port: u16, latency: Duration, reply_text: String, usage: U
             usage,
         }),
     );
-    let shared = Shared::new(Box::new(move |_, _| reply.clone()));
-    let server = Server::start_on("mock-api", port, move |request| answer(&shared, request));
+    let mock = MockApi::start_on(port, move |_, _| reply.clone());
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "MOCK_API_URL={}", server.base_url()).expect("writing MOCK_API_URL");
+    writeln!(stdout, "MOCK_API_URL={}", mock.base_url()).expect("writing MOCK_API_URL");
     stdout.flush().expect("flushing stdout");
     drop(stdout);
     // The server answers on its own thread until the process is killed.
@@ -304,7 +211,7 @@ fn reject(status: u16, error_type: &'static str, message: impl Into<String>) -> 
 
 /// Records, validates and answers one request. Rejected requests are recorded too, with a
 /// `request-id` of their own; only valid ones reach `respond` and consume an index.
-fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
+fn answer(recorder: &Recorder<Reply>, request: Result<Request, BodyError>) -> Response {
     let request = match request {
         Ok(request) => request,
         Err(BodyError::TooLarge) => {
@@ -334,41 +241,21 @@ fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
         };
     }
 
-    let body = request.json_body();
-    let request = Recorded {
-        method: request.method,
-        path: request.path,
-        headers: request.headers,
-        body,
-    };
-    let number = {
-        let mut recorded = shared.recorded();
-        recorded.push(request.clone());
-        recorded.len() - 1
-    };
+    let (request, number) = recorder.record(request);
     let request_id = format!("req_mock_{number}");
 
-    if let Err(rejection) = validate(&request) {
+    if let Err(rejection) = validate(&request, recorder.key()) {
         return error_response(&rejection, &request_id);
     }
 
-    let index = shared.answered.fetch_add(1, Ordering::SeqCst);
-    // A panicking responder becomes a 500 with its message instead of a silently dropped connection.
-    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.respond)(&request, index)))
-        .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            Reply::error(
-                500,
-                "api_error",
-                &format!("mock responder panicked: {message}"),
-            )
-        });
-
-    let mut reply = reply;
+    // A panicking responder becomes a 500 with its message.
+    let mut reply = recorder.respond(&request, |message| {
+        Reply::error(
+            500,
+            "api_error",
+            &format!("mock responder panicked: {message}"),
+        )
+    });
     let mut delay = Duration::ZERO;
     while let Reply::Delay(pause, inner) = reply {
         delay += pause;
@@ -393,7 +280,7 @@ fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
                 thinking: thinking.as_deref(),
                 usage,
             };
-            if request.is_stream() {
+            if is_stream(&request) {
                 message_stream(&message)
             } else {
                 json_response(200, &message.to_json(), &request_id, &[])
@@ -408,7 +295,7 @@ fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
             let envelope = error_envelope(&error_type, &message, &request_id);
             json_response(status, &envelope, &request_id, &headers)
         }
-        Reply::MidStreamError if request.is_stream() => mid_stream_error(number, &model),
+        Reply::MidStreamError if is_stream(&request) => mid_stream_error(number, &model),
         Reply::MidStreamError => {
             let envelope = error_envelope("overloaded_error", "Overloaded", &request_id);
             json_response(529, &envelope, &request_id, &[])
@@ -419,8 +306,9 @@ fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
     response.after(delay)
 }
 
-/// The checks the real API makes before doing any work (anthropic-api.md §1–3).
-fn validate(req: &Recorded) -> Result<(), Rejection> {
+/// The checks the real API makes before doing any work (anthropic-api.md §1–3); with `key` set,
+/// the `x-api-key` or bearer token must be it.
+fn validate(req: &Recorded, key: Option<&str>) -> Result<(), Rejection> {
     let invalid = |message: String| reject(400, "invalid_request_error", message);
     let route = req.path.split('?').next().unwrap_or_default();
     if route != "/v1/messages" {
@@ -430,17 +318,21 @@ fn validate(req: &Recorded) -> Result<(), Rejection> {
         return Err(reject(405, "invalid_request_error", "Method Not Allowed"));
     }
 
-    let api_key = req.header("x-api-key").is_some_and(|v| !v.is_empty());
+    let api_key = req.header("x-api-key").filter(|v| !v.is_empty());
     let bearer = req
         .header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|token| !token.trim().is_empty());
-    if !api_key && !bearer {
+        .map(str::trim)
+        .filter(|token| !token.is_empty());
+    if api_key.is_none() && bearer.is_none() {
         return Err(reject(
             401,
             "authentication_error",
             "x-api-key header is required",
         ));
+    }
+    if key.is_some_and(|key| api_key != Some(key) && bearer != Some(key)) {
+        return Err(reject(401, "authentication_error", "invalid x-api-key"));
     }
     match req.header("anthropic-version") {
         None => return Err(invalid("anthropic-version: header is required".to_owned())),
@@ -666,18 +558,7 @@ impl MessageParts<'_> {
 /// Splits text at char boundaries into pieces of varying size around 20 chars, so clients cannot
 /// rely on any particular split.
 fn chunks(text: &str) -> Vec<String> {
-    const SIZES: [usize; 5] = [20, 13, 27, 9, 21];
-    let chars: Vec<char> = text.chars().collect();
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while start < chars.len() {
-        let end = (start + SIZES[i % SIZES.len()]).min(chars.len());
-        pieces.push(chars[start..end].iter().collect());
-        start = end;
-        i += 1;
-    }
-    pieces
+    split_text(text, &[20, 13, 27, 9, 21])
 }
 
 fn sse_event(data: &Value) -> Vec<u8> {

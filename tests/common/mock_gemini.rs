@@ -3,56 +3,35 @@
 //! or snake_case fields, a thinking budget and level together, a level on 2.5, a budget out of range)
 //! and streams whole `GenerateContentResponse` chunks as SSE, so tests catch wire-format bugs offline.
 //!
-//! Only the wire format lives here; listening, parsing and writing are `mock_http.rs`.
+//! Only the wire format lives here; listening, parsing, writing and recording are `mock_http.rs`.
 
 // Each test uses only part of this API, and the module is private to the test binary.
 #![allow(dead_code, unreachable_pub)]
 
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::mock_http::{BodyError, Request, Response, Server, Step, header};
+pub use super::mock_http::Recorded;
+use super::mock_http::{
+    BodyError, Mock, Recorder, Request, Response, Step, WireFormat, header, split_text,
+};
 
 const NO_KEY: &str = "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.";
 
-/// One request as the mock received it (including the ones it rejected).
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// `POST`, `GET`, ...
-    pub method: String,
-    /// The request target including the query, e.g. `/v1beta/models/m:streamGenerateContent?alt=sse`.
-    pub path: String,
-    /// Header names are lowercased.
-    pub headers: Vec<(String, String)>,
-    /// The parsed JSON body; `Null` if empty, a JSON string holding the raw text if it is not JSON.
-    pub body: Value,
+/// A running mock; dropping it shuts the server down. `start` accepts any non-empty key,
+/// `start_with_key` only that one (any other is a 400 `API_KEY_INVALID`); clients append
+/// `/v1beta/models/...` to `base_url()`.
+pub type MockGemini = Mock<Reply>;
+
+/// The model id named in the path.
+pub fn model(req: &Recorded) -> String {
+    route(&req.path).map(|(model, _)| model).unwrap_or_default()
 }
 
-impl Recorded {
-    /// The first value of a header, looked up case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The model id named in the path.
-    pub fn model(&self) -> String {
-        route(&self.path)
-            .map(|(model, _)| model)
-            .unwrap_or_default()
-    }
-
-    /// The `thinkingConfig` the client sent, or `Null`.
-    pub fn thinking_config(&self) -> Value {
-        self.body["generationConfig"]["thinkingConfig"].clone()
-    }
+/// The `thinkingConfig` the client sent, or `Null`.
+pub fn thinking_config(req: &Recorded) -> Value {
+    req.body["generationConfig"]["thinkingConfig"].clone()
 }
 
 /// All text of `contents[*].parts[*]`, joined with newlines, so responders can route on the prompt.
@@ -181,78 +160,11 @@ impl Reply {
     }
 }
 
-type Responder = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
+impl WireFormat for Reply {
+    const NAME: &'static str = "mock-gemini";
 
-struct Shared {
-    respond: Box<Responder>,
-    /// When set, any other key is a 400 `API_KEY_INVALID`.
-    key: Option<String>,
-    recorded: Mutex<Vec<Recorded>>,
-    answered: AtomicUsize,
-}
-
-impl Shared {
-    fn recorded(&self) -> MutexGuard<'_, Vec<Recorded>> {
-        self.recorded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// A running mock; dropping it shuts the server down.
-pub struct MockGemini {
-    server: Server,
-    shared: Arc<Shared>,
-}
-
-impl MockGemini {
-    /// Starts on 127.0.0.1:0; any non-empty key is accepted. `respond` gets each valid request and
-    /// its 0-based index among the valid ones.
-    pub fn start(respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Self {
-        Self::launch(None, Box::new(respond))
-    }
-
-    /// Like [`MockGemini::start`], but only `key` is valid.
-    pub fn start_with_key(
-        key: &str,
-        respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
-    ) -> Self {
-        Self::launch(Some(key.to_owned()), Box::new(respond))
-    }
-
-    /// Answers with `replies` in order; the last one repeats.
-    pub fn sequence(replies: Vec<Reply>) -> Self {
-        assert!(!replies.is_empty(), "MockGemini::sequence needs a reply");
-        Self::start(move |_, index| replies[index.min(replies.len() - 1)].clone())
-    }
-
-    fn launch(key: Option<String>, respond: Box<Responder>) -> Self {
-        let shared = Arc::new(Shared {
-            respond,
-            key,
-            recorded: Mutex::new(Vec::new()),
-            answered: AtomicUsize::new(0),
-        });
-        let server_shared = Arc::clone(&shared);
-        let server = Server::start("mock-gemini", move |request| {
-            answer(&server_shared, request)
-        });
-        MockGemini { server, shared }
-    }
-
-    /// `http://127.0.0.1:PORT` (clients append `/v1beta/models/...`).
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-
-    /// Every request received so far, valid or rejected, in arrival order.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.recorded().clone()
-    }
-
-    /// How many requests arrived.
-    pub fn request_count(&self) -> usize {
-        self.shared.recorded().len()
+    fn answer(recorder: &Recorder<Reply>, request: Result<Request, BodyError>) -> Response {
+        answer(recorder, request)
     }
 }
 
@@ -291,7 +203,7 @@ fn query_has(path: &str, pair: &str) -> bool {
 }
 
 /// Records, validates and answers one request; only valid ones reach the responder.
-fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
+fn answer(recorder: &Recorder<Reply>, request: Result<Request, BodyError>) -> Response {
     let request = match request {
         Ok(request) => request,
         Err(BodyError::TooLarge) => {
@@ -301,32 +213,20 @@ fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
             return error_response(&invalid("connection closed before the body was complete"));
         }
     };
-    let body = request.json_body();
-    let request = Recorded {
-        method: request.method,
-        path: request.path,
-        headers: request.headers,
-        body,
-    };
-    let number = {
-        let mut recorded = shared.recorded();
-        recorded.push(request.clone());
-        recorded.len() - 1
-    };
-    if let Err(rejection) = validate(&request, shared.key.as_deref()) {
+    let (request, number) = recorder.record(request);
+    if let Err(rejection) = validate(&request, recorder.key()) {
         return error_response(&rejection);
     }
-    let index = shared.answered.fetch_add(1, Ordering::SeqCst);
-    let mut reply =
-        std::panic::catch_unwind(AssertUnwindSafe(|| (shared.respond)(&request, index)))
-            .unwrap_or_else(|_| Reply::error(500, "INTERNAL", "mock responder panicked"));
+    let mut reply = recorder.respond(&request, |_| {
+        Reply::error(500, "INTERNAL", "mock responder panicked")
+    });
     let mut delay = Duration::ZERO;
     while let Reply::Delay(pause, inner) = reply {
         delay += pause;
         reply = *inner;
     }
     let (model, method) = route(&request.path).unwrap_or_default();
-    let include_thoughts = request.thinking_config()["includeThoughts"].as_bool() == Some(true);
+    let include_thoughts = thinking_config(&request)["includeThoughts"].as_bool() == Some(true);
     let response = match reply {
         Reply::Answer {
             text,
@@ -595,18 +495,7 @@ fn validate_thinking(model: &str, thinking: &Value) -> Result<(), Rejection> {
 
 /// Splits text at char boundaries into pieces of varying size.
 fn pieces(text: &str) -> Vec<String> {
-    const SIZES: [usize; 4] = [17, 29, 11, 23];
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while start < chars.len() {
-        let end = (start + SIZES[i % SIZES.len()]).min(chars.len());
-        out.push(chars[start..end].iter().collect());
-        start = end;
-        i += 1;
-    }
-    out
+    split_text(text, &[17, 29, 11, 23])
 }
 
 /// The chunks of one streamed answer. Each repeats the running usage, as the service does; only

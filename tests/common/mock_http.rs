@@ -1,7 +1,8 @@
 //! The loopback HTTP/1.1 server under the provider mocks (`mock_api.rs`, `mock_gemini.rs`,
 //! `mock_openai.rs`), on hyper: it listens, reads whole requests and writes what a mock answers
-//! (a full body, an SSE stream paced piece by piece, or nothing at all), so each mock keeps only
-//! its wire format.
+//! (a full body, an SSE stream paced piece by piece, or nothing at all). It also holds the shell
+//! every mock shares: [`Mock`] starts the server, keeps the [`Recorded`] requests, the responder
+//! and the optional key, so each mock keeps only its wire format (a [`WireFormat`] on its reply).
 //!
 //! The mocks reach it as `super::mock_http`: in `tests/common/` it is a sibling module, and the
 //! examples include both files at their crate root with `#[path]`.
@@ -12,9 +13,11 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited, StreamBody};
@@ -110,6 +113,23 @@ impl Response {
 /// A `(name, value)` header pair, as [`Response`] takes them.
 pub fn header(name: &str, value: &str) -> (String, String) {
     (name.to_owned(), value.to_owned())
+}
+
+/// Splits `text` at char boundaries into pieces of `sizes[0]`, `sizes[1]`, ... chars, cycling
+/// through `sizes` (which must be non-empty and non-zero), so a streaming mock's clients cannot
+/// rely on any particular split.
+pub fn split_text(text: &str, sizes: &[usize]) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while start < chars.len() {
+        let end = (start + sizes[i % sizes.len()]).min(chars.len());
+        out.push(chars[start..end].iter().collect());
+        start = end;
+        i += 1;
+    }
+    out
 }
 
 /// One step of a [`Response::Stream`].
@@ -382,5 +402,200 @@ async fn next_frame(mut steps: Steps) -> Option<(Result<Frame<Bytes>, std::io::E
                 return Some((Err(cut), steps));
             }
         }
+    }
+}
+
+/// One request as a mock received it (including the ones it rejected).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `POST`, `GET`, ...
+    pub method: String,
+    /// The request target including any query string, e.g. `/v1/messages?beta=true`.
+    pub path: String,
+    /// Header names are lowercased; every value is kept, in arrival order except that repeats of a
+    /// name come right after its first.
+    pub headers: Vec<(String, String)>,
+    /// The parsed JSON body; `Null` if empty, a JSON string holding the raw text if it is not JSON.
+    pub body: Value,
+}
+
+impl Recorded {
+    /// The first value of a header, looked up case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl From<Request> for Recorded {
+    fn from(request: Request) -> Self {
+        let body = request.json_body();
+        Recorded {
+            method: request.method,
+            path: request.path,
+            headers: request.headers,
+            body,
+        }
+    }
+}
+
+/// What a test gives a mock: the reply to each valid request, from the request and its 0-based
+/// index among the valid ones.
+pub type Responder<Reply> = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
+
+/// A provider's wire format, implemented on its reply type: [`Mock`] does the rest.
+pub trait WireFormat: Clone + Send + Sync + 'static {
+    /// The server thread's name, e.g. `mock-api`.
+    const NAME: &'static str;
+
+    /// Turns one request (or the reason there is none) into a response: it records the request
+    /// ([`Recorder::record`]), validates it (against [`Recorder::key`]) and, if it is valid, asks
+    /// [`Recorder::respond`] for the reply and encodes it. Called once per request, in arrival
+    /// order, on the server's threads.
+    fn answer(recorder: &Recorder<Self>, request: Result<Request, BodyError>) -> Response;
+}
+
+/// The state a mock's server shares with the test's handle: the responder, the optional key, the
+/// requests so far and how many were answered.
+pub struct Recorder<Reply> {
+    respond: Box<Responder<Reply>>,
+    /// When set, the mock accepts only this key.
+    key: Option<String>,
+    recorded: Mutex<Vec<Recorded>>,
+    /// Counts requests that passed validation; it is the index given to `respond`.
+    answered: AtomicUsize,
+}
+
+impl<Reply> Recorder<Reply> {
+    fn new(key: Option<String>, respond: Box<Responder<Reply>>) -> Self {
+        Recorder {
+            respond,
+            key,
+            recorded: Mutex::new(Vec::new()),
+            answered: AtomicUsize::new(0),
+        }
+    }
+
+    /// The only key the mock accepts, if it was started with one.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// Records `request` (its body parsed with [`Request::json_body`]) and returns it with its
+    /// 0-based number among all recorded requests.
+    pub fn record(&self, request: Request) -> (Recorded, usize) {
+        let request = Recorded::from(request);
+        let mut recorded = self.recorded();
+        recorded.push(request.clone());
+        let number = recorded.len() - 1;
+        (request, number)
+    }
+
+    /// The responder's reply to a valid `request`, which takes the next index. A panicking
+    /// responder becomes `on_panic(its message)` instead of a silently dropped connection.
+    pub fn respond(&self, request: &Recorded, on_panic: impl FnOnce(String) -> Reply) -> Reply {
+        let index = self.answered.fetch_add(1, Ordering::SeqCst);
+        std::panic::catch_unwind(AssertUnwindSafe(|| (self.respond)(request, index)))
+            .unwrap_or_else(|panic| on_panic(panic_message(&*panic)))
+    }
+
+    fn recorded(&self) -> MutexGuard<'_, Vec<Recorded>> {
+        // A panicking responder must not hide the requests from the test that investigates it.
+        self.recorded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The text a panic was raised with, or `""`.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+/// A running mock speaking `Reply`'s wire format; dropping it shuts the server down and closes
+/// every connection.
+pub struct Mock<Reply> {
+    server: Server,
+    recorder: Arc<Recorder<Reply>>,
+}
+
+impl<Reply: WireFormat> Mock<Reply> {
+    /// Starts on 127.0.0.1 with a free port, in a background thread with its own tokio runtime;
+    /// any key the wire format allows is accepted. `respond` is called for every request that
+    /// passes validation, with the request and its 0-based index among those requests.
+    pub fn start(respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Self {
+        Self::launch(0, None, Box::new(respond))
+    }
+
+    /// Like [`Mock::start`], but only `key` is valid.
+    pub fn start_with_key(
+        key: &str,
+        respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::launch(0, Some(key.to_owned()), Box::new(respond))
+    }
+
+    /// Like [`Mock::start`], on 127.0.0.1:`port` (0 = any free port).
+    pub fn start_on(
+        port: u16,
+        respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::launch(port, None, Box::new(respond))
+    }
+
+    /// Answers with `replies` in order; once they are used up, the last one repeats.
+    pub fn sequence(replies: Vec<Reply>) -> Self {
+        assert!(
+            !replies.is_empty(),
+            "{}: sequence needs at least one reply",
+            Reply::NAME
+        );
+        Self::start(move |_, index| replies[index.min(replies.len() - 1)].clone())
+    }
+
+    fn launch(port: u16, key: Option<String>, respond: Box<Responder<Reply>>) -> Self {
+        let recorder = Arc::new(Recorder::new(key, respond));
+        let server_recorder = Arc::clone(&recorder);
+        let server = Server::start_on(Reply::NAME, port, move |request| {
+            Reply::answer(&*server_recorder, request)
+        });
+        Mock { server, recorder }
+    }
+}
+
+impl<Reply> Mock<Reply> {
+    /// `http://127.0.0.1:PORT`; clients append the provider's path.
+    pub fn base_url(&self) -> String {
+        self.server.base_url()
+    }
+
+    /// Every request recorded so far, valid or rejected, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.recorder.recorded().clone()
+    }
+
+    /// How many requests `requests()` would return.
+    pub fn request_count(&self) -> usize {
+        self.recorder.recorded().len()
+    }
+
+    /// Polls until at least `n` requests arrived; false on timeout. Useful before killing a client
+    /// that is waiting on a hanging or delayed reply.
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.request_count() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 }

@@ -3,19 +3,19 @@
 //! key, unknown arguments, `stream_options` without `stream`, an unknown `reasoning_effort`), so tests
 //! catch wire-format bugs offline. It can act as OpenAI (a key required) or Ollama (no key).
 //!
-//! Only the wire format lives here; listening, parsing and writing are `mock_http.rs`.
+//! Only the wire format lives here; listening, parsing, writing and recording are `mock_http.rs`.
 
 // Each test uses only part of this API, and the module is private to the test binary.
 #![allow(dead_code, unreachable_pub)]
 
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::mock_http::{BodyError, Request, Response, Server, Step, header};
+pub use super::mock_http::Recorded;
+use super::mock_http::{
+    BodyError, Mock, Recorder, Request, Response, Step, WireFormat, header, split_text,
+};
 
 /// Request arguments the chat-completions API knows; any other is a 400.
 const KNOWN_ARGUMENTS: &[&str] = &[
@@ -39,29 +39,10 @@ const KNOWN_ARGUMENTS: &[&str] = &[
 /// `reasoning_effort` values accepted across OpenAI and Ollama.
 const EFFORTS: &[&str] = &["none", "minimal", "low", "medium", "high"];
 
-/// One request as the mock received it (including the ones it rejected).
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// `POST`, `GET`, ...
-    pub method: String,
-    /// The request target, e.g. `/v1/chat/completions`.
-    pub path: String,
-    /// Header names are lowercased.
-    pub headers: Vec<(String, String)>,
-    /// The parsed JSON body; `Null` if empty, a JSON string holding the raw text if it is not JSON.
-    pub body: Value,
-}
-
-impl Recorded {
-    /// The first value of a header, looked up case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+/// A running mock; dropping it shuts the server down. `start` requires no key, like Ollama;
+/// `start_with_key` requires `Authorization: Bearer <key>`, like OpenAI (`sequence` needs no key).
+/// Clients append `/v1/chat/completions` to `base_url()`.
+pub type MockOpenAi = Mock<Reply>;
 
 /// The `content` of every message with `role`, joined with newlines.
 pub fn text_of_role(req: &Recorded, role: &str) -> String {
@@ -202,78 +183,11 @@ impl Reply {
     }
 }
 
-type Responder = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
+impl WireFormat for Reply {
+    const NAME: &'static str = "mock-openai";
 
-struct Shared {
-    respond: Box<Responder>,
-    /// When set, `Authorization: Bearer <key>` is required (OpenAI); else none is needed (Ollama).
-    key: Option<String>,
-    recorded: Mutex<Vec<Recorded>>,
-    answered: AtomicUsize,
-}
-
-impl Shared {
-    fn recorded(&self) -> MutexGuard<'_, Vec<Recorded>> {
-        self.recorded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// A running mock; dropping it shuts the server down.
-pub struct MockOpenAi {
-    server: Server,
-    shared: Arc<Shared>,
-}
-
-impl MockOpenAi {
-    /// Starts on 127.0.0.1:0 without requiring a key, like Ollama. `respond` gets each valid request
-    /// and its 0-based index among the valid ones.
-    pub fn start(respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Self {
-        Self::launch(None, Box::new(respond))
-    }
-
-    /// Like [`MockOpenAi::start`], but `Authorization: Bearer <key>` is required, like OpenAI.
-    pub fn start_with_key(
-        key: &str,
-        respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
-    ) -> Self {
-        Self::launch(Some(key.to_owned()), Box::new(respond))
-    }
-
-    /// Answers with `replies` in order (no key needed); the last one repeats.
-    pub fn sequence(replies: Vec<Reply>) -> Self {
-        assert!(!replies.is_empty(), "MockOpenAi::sequence needs a reply");
-        Self::start(move |_, index| replies[index.min(replies.len() - 1)].clone())
-    }
-
-    fn launch(key: Option<String>, respond: Box<Responder>) -> Self {
-        let shared = Arc::new(Shared {
-            respond,
-            key,
-            recorded: Mutex::new(Vec::new()),
-            answered: AtomicUsize::new(0),
-        });
-        let server_shared = Arc::clone(&shared);
-        let server = Server::start("mock-openai", move |request| {
-            answer(&server_shared, request)
-        });
-        MockOpenAi { server, shared }
-    }
-
-    /// `http://127.0.0.1:PORT` (clients append `/v1/chat/completions`).
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-
-    /// Every request received so far, valid or rejected, in arrival order.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.recorded().clone()
-    }
-
-    /// How many requests arrived.
-    pub fn request_count(&self) -> usize {
-        self.shared.recorded().len()
+    fn answer(recorder: &Recorder<Reply>, request: Result<Request, BodyError>) -> Response {
+        answer(recorder, request)
     }
 }
 
@@ -299,7 +213,7 @@ fn invalid(message: impl Into<String>) -> Rejection {
 }
 
 /// Records, validates and answers one request; only valid ones reach the responder.
-fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
+fn answer(recorder: &Recorder<Reply>, request: Result<Request, BodyError>) -> Response {
     let request = match request {
         Ok(request) => request,
         Err(BodyError::TooLarge) => {
@@ -311,26 +225,14 @@ fn answer(shared: &Shared, request: Result<Request, BodyError>) -> Response {
             return error_response(&rejection, "req_mock_malformed");
         }
     };
-    let body = request.json_body();
-    let request = Recorded {
-        method: request.method,
-        path: request.path,
-        headers: request.headers,
-        body,
-    };
-    let number = {
-        let mut recorded = shared.recorded();
-        recorded.push(request.clone());
-        recorded.len() - 1
-    };
+    let (request, number) = recorder.record(request);
     let request_id = format!("req_mock_{number}");
-    if let Err(rejection) = validate(&request, shared.key.as_deref()) {
+    if let Err(rejection) = validate(&request, recorder.key()) {
         return error_response(&rejection, &request_id);
     }
-    let index = shared.answered.fetch_add(1, Ordering::SeqCst);
-    let mut reply =
-        std::panic::catch_unwind(AssertUnwindSafe(|| (shared.respond)(&request, index)))
-            .unwrap_or_else(|_| Reply::error(500, "server_error", "mock responder panicked"));
+    let mut reply = recorder.respond(&request, |_| {
+        Reply::error(500, "server_error", "mock responder panicked")
+    });
     let mut delay = Duration::ZERO;
     while let Reply::Delay(pause, inner) = reply {
         delay += pause;
@@ -549,18 +451,7 @@ impl Answer {
 
 /// Splits text at char boundaries into pieces of varying size.
 fn pieces(text: &str) -> Vec<String> {
-    const SIZES: [usize; 4] = [13, 7, 31, 19];
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while start < chars.len() {
-        let end = (start + SIZES[i % SIZES.len()]).min(chars.len());
-        out.push(chars[start..end].iter().collect());
-        start = end;
-        i += 1;
-    }
-    out
+    split_text(text, &[13, 7, 31, 19])
 }
 
 /// The chunks of one answer as SSE, then `data: [DONE]`; the stream ends cleanly after it.
