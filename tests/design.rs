@@ -166,23 +166,21 @@ fn dry_run_designs_with_claude_and_writes_nothing() {
     // The spawner's contract with the CLI.
     let argv = fake_claude::argv_log(&w.path("fake"));
     let call = &argv[0];
-    assert!(
-        call.iter().any(|a| a.starts_with("--allowedTools=")),
-        "{call:?}"
-    );
-    assert!(
-        !call.iter().any(|a| a == "--allowedTools"),
-        "never the variadic form"
-    );
     let tools = call
         .iter()
-        .find(|a| a.starts_with("--allowedTools="))
+        .find(|a| a.starts_with("--tools="))
         .cloned()
         .unwrap_or_default();
+    assert_eq!(tools, "--tools=Read,Write,Edit,Glob,Grep", "{call:?}");
     assert!(
-        !tools.contains("Bash"),
-        "Bash is not allowed by default: {tools}"
+        !call.iter().any(|a| a.starts_with("--allowedTools")),
+        "permissions come from the generated settings, not the variadic flag: {call:?}"
     );
+    assert!(
+        call.iter().any(|a| a == "--setting-sources=user"),
+        "{call:?}"
+    );
+    assert!(call.iter().any(|a| a == "--strict-mcp-config"), "{call:?}");
     assert!(
         call.windows(2)
             .any(|p| p[0] == "--output-format" && p[1] == "json")
@@ -191,10 +189,9 @@ fn dry_run_designs_with_claude_and_writes_nothing() {
         call.windows(2)
             .any(|p| p[0] == "--model" && p[1] == "sonnet")
     );
-    let prompt = call
-        .iter()
-        .position(|a| a == "-p")
-        .map(|i| call[i + 1].clone())
+    let prompt = fake_claude::prompt_log(&w.path("fake"))
+        .first()
+        .cloned()
         .unwrap_or_default();
     assert!(
         prompt.contains("Scrape HN Who is Hiring posts"),
@@ -331,10 +328,9 @@ fn an_invalid_spec_gets_one_repair_round() {
     assert_eq!(r.json()["repaired"], true);
     let argv = fake_claude::argv_log(&w.path("fake"));
     assert_eq!(argv.len(), 2);
-    let prompt = argv[1]
-        .iter()
-        .position(|a| a == "-p")
-        .map(|i| argv[1][i + 1].clone())
+    let prompt = fake_claude::prompt_log(&w.path("fake"))
+        .get(1)
+        .cloned()
         .unwrap_or_default();
     assert!(
         prompt.contains("target.size"),
@@ -447,6 +443,58 @@ fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.contains(") Z "))
         .unwrap_or(true)
+}
+
+#[test]
+fn a_spec_file_that_is_a_symlink_is_not_read() {
+    // The agent plants a symlink to a file outside its work dir that holds a valid spec: fullsend
+    // must not read through it, so the design has no spec.
+    let w = World::with_redis();
+    let outside = w.path("outside_spec.yaml");
+    std::fs::write(&outside, spec_yaml("exp_20261121_planted")).expect("write");
+    let script = format!(
+        "ln -s {} experiment_spec.yaml\nemit_result 'I wrote the spec to a file.'",
+        fake_claude::sh_quote(outside.to_str().expect("utf8"))
+    );
+    let w = fake(w, Behavior::Script(script));
+    let r = w.run(&["design", "--idea", "x", "--dry-run"], "");
+    assert_ne!(r.json()["status"], "ready", "{}", r.stdout);
+    assert!(!r.stdout.contains("exp_20261121_planted"), "{}", r.stdout);
+}
+
+#[test]
+fn a_work_root_that_is_not_private_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let base = World::with_redis();
+    let open = base.path("open-root");
+    std::fs::create_dir(&open).expect("dir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let link = base.path("link-root");
+    std::os::unix::fs::symlink(base.path("open-root"), &link).expect("symlink");
+    let w = fake(base, Behavior::Reply(spec_reply("exp_20261121_root")));
+    for root in [&open, &link] {
+        let w = World::with_redis();
+        let w = fake(w, Behavior::Reply(spec_reply("exp_20261121_root")))
+            .set("FULLSEND_WORK_DIR", root.to_str().expect("utf8"));
+        let r = w.run(&["design", "--idea", "x", "--dry-run"], "");
+        assert_ne!(r.code, 0, "{}: {}", root.display(), r.stdout);
+        assert!(
+            r.stdout.contains("work root") || r.stderr.contains("work root"),
+            "{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+    // The default root is made private, and each design's dir in it too.
+    let r = w.run(&["design", "--idea", "x", "--dry-run"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let root = w.path("work");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o700);
+    for entry in std::fs::read_dir(&root).expect("root") {
+        assert_eq!(mode(&entry.expect("entry").path()), 0o700);
+    }
 }
 
 #[test]

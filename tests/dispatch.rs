@@ -282,6 +282,93 @@ fn roundtable_runs_the_configured_command_and_reports_back() {
     );
 }
 
+/// A roundtable command made of `body`, configured in a world with Redis and secrets in its
+/// environment.
+fn roundtable_world(body: &str) -> World {
+    let w = World::with_redis();
+    let script = w.path("roundtable.sh");
+    std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    w.set("FULLSEND_ROUNDTABLE_CMD", script.to_str().expect("utf8"))
+        .set("ANTHROPIC_API_KEY", "sk-ant-roundtable-SECRET")
+        .set("OPENAI_API_KEY", "sk-openai-SECRET")
+        .set("GEMINI_API_KEY", "gemini-SECRET")
+}
+
+/// The roundtable_result the dispatch published.
+fn roundtable_result(w: &World) -> Value {
+    let mut c = w.conn();
+    let back = of_type(&mut c, "fullsend:to_orchestrator", "roundtable_result");
+    assert_eq!(back.len(), 1, "one result, whatever happened");
+    back[0].clone()
+}
+
+#[test]
+fn the_roundtable_command_gets_no_secret() {
+    let w = roundtable_world(
+        "env > \"$(dirname \"$0\")/rt_env.txt\"\ncat > /dev/null\necho '{\"summary\":[\"ok\"]}'",
+    );
+    let r = w.run(
+        &["dispatch"],
+        &decision(
+            "initiate_roundtable",
+            json!({"prompt": "Where next?"}),
+            json!({}),
+        ),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(roundtable_result(&w)["status"], "ok");
+    let env = read(&w.path("rt_env.txt"));
+    for secret in ["SECRET", "REDIS_URL", "ANTHROPIC", "OPENAI", "GEMINI"] {
+        assert!(
+            !env.contains(secret),
+            "{secret} reached the roundtable:\n{env}"
+        );
+    }
+    assert!(env.lines().any(|l| l.starts_with("PATH=")));
+}
+
+#[test]
+fn a_roundtable_that_never_reads_a_large_request_cannot_hang_the_dispatch() {
+    // 200 KiB of request: more than a pipe holds, so a writer outside the timeout would block.
+    let w = roundtable_world("sleep 600").set("FULLSEND_ROUNDTABLE_TIMEOUT", "1");
+    let prompt = "p".repeat(200 * 1024);
+    let r = w.run(
+        &["dispatch"],
+        &decision("initiate_roundtable", json!({"prompt": prompt}), json!({})),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let result = roundtable_result(&w);
+    assert_eq!(result["status"], "failed");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{result}"
+    );
+}
+
+#[test]
+fn a_roundtable_that_prints_without_end_is_cut_off() {
+    let w = roundtable_world("cat > /dev/null\nyes fullsend");
+    let r = w.run(
+        &["dispatch"],
+        &decision("initiate_roundtable", json!({"prompt": "go"}), json!({})),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let result = roundtable_result(&w);
+    assert_eq!(result["status"], "failed");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("more than"),
+        "{result}"
+    );
+}
+
 #[test]
 fn no_action_and_dry_run_change_nothing() {
     let w = World::with_redis();

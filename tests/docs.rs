@@ -211,6 +211,28 @@ fn configuration_precedence_is_flag_env_file_default() {
 }
 
 #[test]
+fn a_config_file_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut w = World::bare();
+    w.no_config = false;
+    let file = w.path("fullsend.toml");
+    std::fs::write(&file, "claude_bin = \"/tmp/evil-claude\"\n").expect("write");
+    for mode in [0o666, 0o620, 0o602] {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let r = w.run(&["config"], "");
+        assert_eq!(r.code, 2, "mode {mode:o}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("writable by group or others"),
+            "{}",
+            r.stderr
+        );
+    }
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let s = w.run(&["config"], "").json();
+    assert_eq!(s["settings"]["claude_bin"]["source"], "file");
+}
+
+#[test]
 fn redis_urls_keep_password_and_db_and_refuse_insecure_tls() {
     let w = World::bare().set("REDIS_URL", "redis://user:hunter2@127.0.0.1:1/3");
     let r = w.run(&["status"], "");

@@ -18,7 +18,7 @@ fn with_fake(behavior: Behavior) -> World {
 #[test]
 fn spawn_runs_any_agent_and_reports_json() {
     let w = World::bare();
-    let r = w.run(&["ralph", "spawn", "--agent", "echo", "--", "hello"], "");
+    let r = w.run(&["ralph", "spawn", "--agent", "cat", "--", "hello"], "");
     assert_eq!(r.code, 0, "{}", r.stderr);
     let out = r.json();
     assert_eq!(out["ok"], true);

@@ -2,6 +2,10 @@
 //! scripts/test into target/claude-code; never vendored), pointed at the
 //! strict Messages-API mock. Skipped, with a note, where the CLI is absent.
 
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
 use crate::common::mock_api::{self, MockApi, Reply};
 use crate::support::World;
 
@@ -90,4 +94,274 @@ fn an_api_error_inside_the_real_cli_is_a_failed_call() {
     let out = r.json();
     assert_eq!(out["ok"], false);
     assert_eq!(out["is_error"], true);
+}
+
+/// The key the CLI is given in these runs; it must never come back.
+const SECRET_KEY: &str = "sk-ant-test-SECRET-9f3c1e";
+
+/// One injected tool call: the tool's name and its input.
+type Call = (&'static str, serde_json::Value);
+
+/// A world whose scripted model makes `calls` (built from the world's own paths), one per turn,
+/// as a prompt injection would, then answers "done". The operator's own `~/.claude` allows
+/// everything, Bash included, in bypass mode, with a hook: none of it may apply.
+fn injected(claude: &str, skip: bool, calls: impl FnOnce(&World) -> Vec<Call>) -> World {
+    let script: Arc<Mutex<Vec<Call>>> = Arc::default();
+    let shared = Arc::clone(&script);
+    let mock = MockApi::start(move |_, index| {
+        let script = shared.lock().unwrap_or_else(|p| p.into_inner());
+        match script.get(index) {
+            Some((name, input)) => Reply::ToolUse {
+                name: (*name).to_string(),
+                input: input.clone(),
+            },
+            None => Reply::text("done"),
+        }
+    });
+    let w = World::bare().mock(mock);
+    let operator = w.path("home/.claude");
+    std::fs::create_dir_all(&operator).expect("dir");
+    std::fs::write(
+        operator.join("settings.json"),
+        r#"{"permissions":{"allow":["Bash","Read","Edit","Write"],"defaultMode":"bypassPermissions"},
+            "hooks":{"SessionStart":[{"hooks":[{"type":"command","command":"touch hook-ran"}]}]}}"#,
+    )
+    .expect("operator settings");
+    std::fs::create_dir_all(w.path("outside")).expect("dir");
+    std::fs::write(w.path("outside/secret.txt"), "OUTSIDE-SECRET-41").expect("secret");
+    std::fs::create_dir_all(w.path("wd")).expect("dir");
+    *script.lock().unwrap_or_else(|p| p.into_inner()) = calls(&w);
+    let w = w
+        .set("FULLSEND_CLAUDE_BIN", claude)
+        .set("ANTHROPIC_API_KEY", SECRET_KEY)
+        .set("CLAUDE_CONFIG_DIR", operator.to_str().expect("utf8"))
+        .set("CLAUDE_CODE_MAX_RETRIES", "0");
+    if skip {
+        w.set("FULLSEND_SKIP_PERMISSIONS", "true")
+            .set("FULLSEND_IS_SANDBOX", "true")
+    } else {
+        w
+    }
+}
+
+/// `ralph spawn` in `wd/`, the way a design run calls the agent.
+fn spawn_in_work_dir(w: &World) -> serde_json::Value {
+    let wd = w.path("wd");
+    let r = w.run(
+        &[
+            "ralph",
+            "spawn",
+            "--work-dir",
+            wd.to_str().expect("utf8"),
+            "--timeout",
+            "120",
+            "--",
+            "Summarise the product context.",
+        ],
+        "",
+    );
+    assert!(
+        !r.stdout.contains(SECRET_KEY) && !r.stderr.contains(SECRET_KEY),
+        "the key is in fullsend's output"
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(!w.path("wd/hook-ran").exists(), "the operator's hook ran");
+    r.json()
+}
+
+/// Every tool result the CLI sent back is an error, and nothing secret is in any request the
+/// model received.
+fn assert_all_denied(w: &World, expected: usize) {
+    let requests = w.mock_api().requests();
+    let results: Vec<serde_json::Value> =
+        requests.iter().flat_map(mock_api::tool_results).collect();
+    assert_eq!(
+        results.len(),
+        expected,
+        "one result per injected call: {results:#?}"
+    );
+    for result in &results {
+        assert_eq!(
+            result["is_error"], true,
+            "a tool call got through: {result}"
+        );
+    }
+    for request in &requests {
+        let body = request.body.to_string();
+        assert!(!body.contains(SECRET_KEY), "the key reached the model");
+        assert!(
+            !body.contains("OUTSIDE-SECRET-41"),
+            "a file outside the work dir was read"
+        );
+    }
+}
+
+fn reads_outside(w: &World) -> Vec<Call> {
+    let outside = w.path("outside");
+    vec![
+        ("Read", json!({"file_path": "/proc/self/environ"})),
+        (
+            "Read",
+            json!({"file_path": "/proc/self/cwd/../outside/secret.txt"}),
+        ),
+        ("Read", json!({"file_path": outside.join("secret.txt")})),
+        ("Read", json!({"file_path": "../outside/secret.txt"})),
+        (
+            "Grep",
+            json!({"pattern": "OUTSIDE-SECRET", "path": outside}),
+        ),
+        (
+            "Grep",
+            json!({"pattern": "sk-ant", "path": "/proc/self/environ"}),
+        ),
+        (
+            "Read",
+            json!({"file_path": "../home/.claude/settings.json"}),
+        ),
+        (
+            "Read",
+            json!({"file_path": ".fullsend/agent/settings.json"}),
+        ),
+    ]
+}
+
+fn writes_outside(w: &World) -> Vec<Call> {
+    vec![
+        (
+            "Write",
+            json!({"file_path": "../fullsend.toml", "content": "claude_bin = \"/tmp/evil\"\n"}),
+        ),
+        (
+            "Write",
+            json!({"file_path": w.path("outside/planted.txt"), "content": "x"}),
+        ),
+        (
+            "Edit",
+            json!({"file_path": w.path("outside/secret.txt"), "old_string": "OUTSIDE", "new_string": "CHANGED"}),
+        ),
+        (
+            "Write",
+            json!({"file_path": ".claude/settings.json", "content": "{\"permissions\":{\"allow\":[\"Bash\"]}}"}),
+        ),
+    ]
+}
+
+fn shell(w: &World) -> Vec<Call> {
+    vec![
+        (
+            "Bash",
+            json!({"command": format!("touch {}", w.path("marker").display())}),
+        ),
+        ("Bash", json!({"command": "env > leaked-env.txt"})),
+    ]
+}
+
+fn confined_reads(skip: bool) {
+    let Some(claude) = real_claude() else { return };
+    let w = injected(&claude, skip, reads_outside);
+    let out = spawn_in_work_dir(&w);
+    assert!(!out.to_string().contains(SECRET_KEY));
+    assert_all_denied(&w, reads_outside(&w).len());
+}
+
+fn confined_writes(skip: bool) {
+    let Some(claude) = real_claude() else { return };
+    let w = injected(&claude, skip, writes_outside);
+    spawn_in_work_dir(&w);
+    assert_all_denied(&w, writes_outside(&w).len());
+    assert!(
+        !w.path("fullsend.toml").exists(),
+        "../fullsend.toml was written"
+    );
+    assert!(!w.path("outside/planted.txt").exists());
+    assert!(!w.path("wd/.claude/settings.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(w.path("outside/secret.txt")).expect("read"),
+        "OUTSIDE-SECRET-41"
+    );
+}
+
+fn no_shell(skip: bool) {
+    let Some(claude) = real_claude() else { return };
+    let w = injected(&claude, skip, shell);
+    spawn_in_work_dir(&w);
+    assert_all_denied(&w, 2);
+    assert!(
+        !w.path("marker").exists(),
+        "Bash ran despite fullsend's settings"
+    );
+    assert!(!w.path("wd/leaked-env.txt").exists());
+}
+
+#[test]
+fn the_real_cli_cannot_read_outside_its_work_dir_nor_the_key() {
+    confined_reads(false);
+}
+
+#[test]
+fn the_real_cli_cannot_write_outside_its_work_dir() {
+    confined_writes(false);
+}
+
+#[test]
+fn the_real_cli_has_no_shell_even_when_the_operator_allows_bash() {
+    no_shell(false);
+}
+
+#[test]
+fn skip_permissions_still_cannot_read_outside_nor_the_key() {
+    confined_reads(true);
+}
+
+#[test]
+fn skip_permissions_still_cannot_write_outside() {
+    confined_writes(true);
+}
+
+#[test]
+fn skip_permissions_still_has_no_shell() {
+    no_shell(true);
+}
+
+#[test]
+fn the_real_cli_writes_inside_its_work_dir() {
+    let Some(claude) = real_claude() else { return };
+    let w = injected(&claude, false, |w| {
+        vec![(
+            "Write",
+            json!({"file_path": w.path("wd/notes.md"), "content": "inside"}),
+        )]
+    });
+    spawn_in_work_dir(&w);
+    let results: Vec<_> = w
+        .mock_api()
+        .requests()
+        .iter()
+        .flat_map(mock_api::tool_results)
+        .collect();
+    assert_eq!(results.len(), 1);
+    assert_ne!(results[0]["is_error"], true, "{}", results[0]);
+    assert_eq!(
+        std::fs::read_to_string(w.path("wd/notes.md")).expect("written"),
+        "inside"
+    );
+}
+
+#[test]
+fn a_200_kb_product_context_still_designs() {
+    let Some(claude) = real_claude() else { return };
+    let w = world(&claude, crate::design::spec_reply("exp_20261121_big_ctx"));
+    let mut context = String::from("# Product\n\n");
+    while context.len() < 200 * 1024 {
+        context.push_str(
+            "Fullsend sends outreach for B2B developer tools; every line is real context. ",
+        );
+    }
+    std::fs::write(w.context().join("product_context.md"), &context).expect("context");
+    let r = w.run(
+        &["design", "--idea", "Email CTOs of YC startups", "--dry-run"],
+        "",
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["status"], "ready");
 }

@@ -47,7 +47,7 @@ pub struct Args {
     /// Design and validate, but write nothing to Redis and publish nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Coding agent command instead of claude (no shell; the prompt is appended).
+    /// Coding agent command instead of claude (no shell; the prompt is on its stdin).
     #[arg(long)]
     pub agent: Option<String>,
     /// Model provider for --engine api [env: FULLSEND_PROVIDER].

@@ -74,7 +74,7 @@ pub struct Args {
     /// Design engine for the fullsend role.
     #[arg(long, value_enum, default_value_t = EngineArg::Claude, env = "FULLSEND_ENGINE")]
     pub engine: EngineArg,
-    /// Coding agent command instead of claude (no shell; the prompt is appended).
+    /// Coding agent command instead of claude (no shell; the prompt is on its stdin).
     #[arg(long)]
     pub agent: Option<String>,
 }

@@ -1,12 +1,21 @@
 //! Runs the configured roundtable command: the request as JSON on stdin, the
 //! result (`{transcript, summary}`) as JSON on stdout, within a timeout.
+//!
+//! The request carries chat-derived text, so the command is treated like any
+//! model-driven child: an allow-listed environment with no key and no Redis
+//! URL, its own process group, its stdin written while its output is read (a
+//! command that never reads stdin cannot hold a slot past the timeout), and at
+//! most [`MAX_OUTPUT`] bytes of output.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+
+use crate::support::process::{ChildSpec, PLAIN_ENV_ALLOW, plain_env, run_captured};
+
+/// The most the command may print on stdout (or stderr): a transcript and a summary.
+pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
 
 /// Runs `command` (split into words, no shell) with `request` on stdin.
 pub async fn run(command: &str, request: &Value, timeout: Duration) -> anyhow::Result<Value> {
@@ -14,39 +23,18 @@ pub async fn run(command: &str, request: &Value, timeout: Duration) -> anyhow::R
     let Some((program, args)) = argv.split_first() else {
         bail!("the roundtable command is empty")
     };
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting the roundtable command {program}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(request.to_string().as_bytes())
-            .await
-            .context("writing the roundtable request")?;
-    }
-    let pid = child.id();
-    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(result) => result.context("waiting for the roundtable command")?,
-        Err(_) => {
-            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                // The child leads its own group: end it and anything it started.
-                unsafe { libc::killpg(pid, libc::SIGKILL) };
-            }
-            bail!(
-                "the roundtable command timed out after {}s",
-                timeout.as_secs()
-            );
-        }
+    let spec = ChildSpec {
+        program: program.clone(),
+        args: args.to_vec(),
+        env: plain_env(PLAIN_ENV_ALLOW),
+        stdin: request.to_string().into_bytes(),
+        timeout,
+        max_output: MAX_OUTPUT,
+        cwd: None,
     };
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // Anything the command left running in its group goes with it.
-        unsafe { libc::killpg(pid, libc::SIGKILL) };
-    }
+    let output = run_captured(&spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("the roundtable command: {e:#}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         bail!(

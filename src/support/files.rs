@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde::Serialize;
 
 /// What an append did.
@@ -196,6 +196,75 @@ pub fn replace_atomic(path: &Path, content: &str, history_dir: &Path) -> anyhow:
         previous,
         changed: true,
     })
+}
+
+/// Creates `dir` (not its parents) with mode 0700, or checks that an existing one is private:
+/// a real directory, not a symlink, owned by this user, with no access for group or others.
+/// Anything else is refused, so another local user cannot pre-create or swap it. With
+/// `tighten`, an existing directory of ours that is open to others is made 0700 instead (for
+/// fullsend's own state inside a work dir it already owns).
+pub fn private_dir(dir: &Path, tighten: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() {
+        bail!(
+            "{} exists and is not a directory (a symlink?)",
+            dir.display()
+        );
+    }
+    if meta.uid() != me {
+        bail!(
+            "{} belongs to another user (uid {})",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o077 != 0 && tighten {
+        return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()));
+    }
+    if meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} is open to group or others (mode {:o}); run `chmod 700 {}`",
+            dir.display(),
+            meta.mode() & 0o777,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a regular file of at most `max` bytes without following a symlink at its name.
+pub fn read_no_follow(path: &Path, max: u64) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("opening {} (symlinks are not followed)", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    if meta.len() > max {
+        bail!("{} is larger than {max} bytes", path.display());
+    }
+    let mut text = String::new();
+    file.take(max)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -116,6 +116,16 @@ pub fn read_argv_log(path: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The prompt of every invocation of the fake in `dir` (argv and stdin, as the real CLI joins them).
+pub fn prompt_log(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join("fake_claude_prompts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str::<String>(line).expect("a JSON string per line"))
+        .collect()
+}
+
 /// The `env` output of every invocation of the fake in `dir`, one string per invocation.
 pub fn env_log(dir: &Path) -> Vec<String> {
     read_env_log(&dir.join(ENV_LOG))
@@ -383,6 +393,8 @@ fi
 if [ -z "$PROMPT" ]; then
   argv_error "Error: Input must be provided either through stdin or as a prompt argument when using --print"
 fi
+# The prompt as the CLI saw it (argv and stdin joined), for tests of what reached the model.
+printf '%s\n' "$(json_str "$PROMPT")" >> "$FAKE_DIR/fake_claude_prompts.jsonl"
 
 if [ -z "$SESSION_ID" ]; then
   printf -v SESSION_ID '%04x%04x-%04x-4%03x-a%03x-%04x%04x%04x' $RANDOM $RANDOM $RANDOM $((RANDOM % 4096)) $((RANDOM % 4096)) $RANDOM $RANDOM $RANDOM

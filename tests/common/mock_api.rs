@@ -77,6 +77,14 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// Accept the request and never answer; the connection is held until the client closes it.
     Hang,
+    /// An assistant turn that calls one client tool (`stop_reason: "tool_use"`), as a model does
+    /// when a prompt injection tells it to: the client runs the tool and sends a `tool_result`.
+    ToolUse {
+        /// The tool's name, e.g. `Read`.
+        name: String,
+        /// Its input object, e.g. `{"file_path": "/proc/self/environ"}`.
+        input: Value,
+    },
 }
 
 impl Reply {
@@ -301,6 +309,14 @@ fn answer(recorder: &Recorder<Reply>, request: Result<Request, BodyError>) -> Re
             json_response(529, &envelope, &request_id, &[])
         }
         Reply::Hang => Response::Hang,
+        Reply::ToolUse { name, input } => tool_use(
+            number,
+            &model,
+            &name,
+            &input,
+            is_stream(&request),
+            &request_id,
+        ),
         Reply::Delay(..) => unreachable!("delays are unwrapped above"),
     };
     response.after(delay)
@@ -613,6 +629,63 @@ fn message_stream(message: &MessageParts<'_>) -> Response {
         "usage": message.usage_json(message.usage.output_tokens)}));
     events.push(json!({"type": "message_stop"}));
     event_stream(&format!("req_mock_{}", message.number), &events)
+}
+
+/// One `tool_use` block and `stop_reason: "tool_use"`, streamed with `input_json_delta` pieces as
+/// the real API streams tool input, or as one JSON body.
+fn tool_use(
+    number: usize,
+    model: &str,
+    name: &str,
+    input: &Value,
+    stream: bool,
+    request_id: &str,
+) -> Response {
+    let parts = MessageParts {
+        number,
+        model,
+        text: "",
+        thinking: None,
+        usage: Usage::typical(),
+    };
+    let id = format!("toolu_mock_{number}");
+    if !stream {
+        let mut message = parts.to_json();
+        message["content"] = json!([{"type": "tool_use", "id": id, "name": name, "input": input}]);
+        message["stop_reason"] = json!("tool_use");
+        return json_response(200, &message, request_id, &[]);
+    }
+    let mut events = vec![
+        parts.message_start(),
+        json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+    ];
+    for piece in chunks(&input.to_string()) {
+        events.push(json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": piece}}));
+    }
+    events.push(json!({"type": "content_block_stop", "index": 0}));
+    events.push(json!({"type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+        "usage": parts.usage_json(parts.usage.output_tokens)}));
+    events.push(json!({"type": "message_stop"}));
+    event_stream(&format!("req_mock_{number}"), &events)
+}
+
+/// The `tool_result` blocks of a request's last message: what the client's tools answered.
+pub fn tool_results(req: &Recorded) -> Vec<Value> {
+    req.body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_array())
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter(|b| b["type"] == "tool_result")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `message_start`, then an `overloaded_error` event, and the stream ends: the error arrives

@@ -49,7 +49,7 @@ pub struct Args {
     /// Stop when the summed cost reaches this many USD.
     #[arg(long, value_name = "USD")]
     pub budget: Option<f64>,
-    /// Coding agent command instead of claude (no shell; the prompt is appended).
+    /// Coding agent command instead of claude (no shell; the prompt is on its stdin).
     #[arg(long)]
     pub agent: Option<String>,
     /// Path of the claude executable [env: FULLSEND_CLAUDE_BIN].

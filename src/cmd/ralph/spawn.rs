@@ -22,7 +22,7 @@ Output (abridged):
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// Run this command instead of claude (no shell; the prompt is appended).
+    /// Run this command instead of claude (no shell; the prompt is on its stdin).
     #[arg(long)]
     pub agent: Option<String>,
     /// The agent's working dir (default: a new temp dir, kept).
@@ -64,6 +64,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         }
         None => tempfile::Builder::new()
             .prefix("fullsend_spawn_")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()?
             .keep(),
     };

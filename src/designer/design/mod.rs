@@ -267,19 +267,18 @@ impl Designer {
         }
     }
 
+    /// A new, private work dir (0700, a random name) under the private work root.
     fn fresh_work_dir(&self, request_id: &str) -> anyhow::Result<PathBuf> {
-        std::fs::create_dir_all(&self.work_root)
-            .with_context(|| format!("creating {}", self.work_root.display()))?;
+        crate::support::files::private_dir(&self.work_root, false)
+            .with_context(|| format!("the work root {}", self.work_root.display()))?;
         let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S").to_string();
-        let uid = crate::support::msg::new_msg_id();
-        let dir = self.work_root.join(format!(
-            "design_{stamp}_{}_{}",
-            &uid[uid.len() - 6..],
-            sanitize(request_id)
-        ));
-        std::fs::create_dir(&dir)
-            .with_context(|| format!("creating the work dir {}", dir.display()))?;
-        Ok(dir)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("design_{stamp}_{}_", sanitize(request_id)))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(&self.work_root)
+            .with_context(|| format!("creating a work dir in {}", self.work_root.display()))?;
+        // Kept after the run: the call logs are how an operator reviews what the agent did.
+        Ok(dir.keep())
     }
 
     async fn ask_agent(
@@ -313,7 +312,7 @@ impl Designer {
         // The agent may have written the spec to a file instead of answering with it.
         let mut text = result.result;
         for name in ["experiment_spec.yaml", "tool_request.yaml"] {
-            if let Ok(file) = std::fs::read_to_string(work_dir.join(name)) {
+            if let Ok(file) = read_output(&work_dir.join(name)) {
                 text.push_str(&format!("\n\n```yaml\n{file}\n```\n"));
             }
         }
@@ -391,7 +390,7 @@ impl Designer {
         }
         let mut text = String::new();
         for name in ["experiment_spec.yaml", "tool_request.yaml"] {
-            if let Ok(file) = std::fs::read_to_string(work_dir.join(name)) {
+            if let Ok(file) = read_output(&work_dir.join(name)) {
                 text.push_str(&format!("```yaml\n{file}\n```\n\n"));
             }
         }
@@ -492,6 +491,15 @@ pub fn ralph_options(
 /// A validated spec and its tool request, if any.
 pub type Checked = (Map<String, Value>, Option<Map<String, Value>>);
 
+/// The largest spec file the agent may leave behind.
+const MAX_SPEC_FILE: u64 = 1024 * 1024;
+
+/// Reads a file the agent wrote in its work dir: a regular file, not a symlink the agent planted
+/// to make fullsend read something else into the spec.
+fn read_output(path: &Path) -> anyhow::Result<String> {
+    crate::support::files::read_no_follow(path, MAX_SPEC_FILE)
+}
+
 /// Spawner options from configuration.
 pub fn spawn_options(
     cfg: &crate::support::config::Config,
@@ -507,5 +515,6 @@ pub fn spawn_options(
     opts.timeout = cfg.fullsend_timeout()?;
     opts.skip_permissions = cfg.skip_permissions()?;
     opts.sandbox = cfg.is_sandbox()?;
+    opts.bash_allow = cfg.agent_bash_allow();
     Ok(opts)
 }

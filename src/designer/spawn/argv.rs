@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+use super::confine::Confinement;
 use super::{Agent, SpawnOptions};
 
 /// Finds claude: explicit path if given, else env FULLSEND_CLAUDE_BIN, else `which::which("claude")`.
@@ -72,6 +73,19 @@ pub fn check_options(opts: &SpawnOptions) -> anyhow::Result<()> {
     {
         bail!("refusing to pass {name} to an agent: children never get Redis credentials");
     }
+    if let Some(rule) = opts
+        .bash_allow
+        .iter()
+        .find(|r| !(r.starts_with("Bash(") && r.ends_with(')') && r.len() > "Bash()".len()))
+    {
+        bail!("Bash rules must be narrow, like `Bash(python3 tools/*)`; refusing {rule:?}");
+    }
+    if opts.skip_permissions && !opts.bash_allow.is_empty() {
+        bail!(
+            "Bash rules and skip-permissions do not go together: skipping permissions would allow \
+             every command, not only the ones the rules name"
+        );
+    }
     if let Some(name) = opts
         .env_allow
         .iter()
@@ -81,31 +95,34 @@ pub fn check_options(opts: &SpawnOptions) -> anyhow::Result<()> {
     }
     Ok(())
 }
-/// The program and its arguments. The prompt is always exactly one argv element.
+/// The program and its arguments. The prompt is never among them: it goes on stdin.
 pub(super) fn build_argv(
     opts: &SpawnOptions,
     prompt: &str,
+    confinement: &Confinement,
 ) -> anyhow::Result<(PathBuf, Vec<String>)> {
     match &opts.agent {
         Agent::Claude(bin) => {
             if prompt.trim().is_empty() {
                 bail!("refusing to call claude with an empty prompt");
             }
-            // The prompt is a positional argument: one starting with '-' would be parsed as an option.
-            let prompt = if prompt.starts_with('-') {
-                format!(" {prompt}")
-            } else {
-                prompt.to_owned()
-            };
+            let mut tools = opts.allowed_tools.clone();
+            if !opts.bash_allow.is_empty() && !tools.iter().any(|t| t == "Bash") {
+                tools.push("Bash".to_owned());
+            }
             let mut args = vec![
                 "-p".to_owned(),
-                prompt,
                 "--output-format".to_owned(),
                 "json".to_owned(),
+                // Only the tools the run needs exist; the settings say what they may touch.
+                format!("--tools={}", tools.join(",")),
+                format!("--settings={}", confinement.settings.display()),
+                // "user" is the private config dir fullsend made; project and local settings
+                // live in the work dir, which the agent can write.
+                "--setting-sources=user".to_owned(),
+                // No MCP server but the ones fullsend passes (none yet).
+                "--strict-mcp-config".to_owned(),
             ];
-            if !opts.allowed_tools.is_empty() {
-                args.push(format!("--allowedTools={}", opts.allowed_tools.join(",")));
-            }
             if let Some(m) = &opts.model {
                 args.extend(["--model".to_owned(), m.clone()]);
             }
@@ -134,9 +151,7 @@ pub(super) fn build_argv(
                 which::which(prog)
                     .with_context(|| format!("agent program {prog:?} not found on PATH"))?
             };
-            let mut args = rest.to_vec();
-            args.push(prompt.to_owned());
-            Ok((program, args))
+            Ok((program, rest.to_vec()))
         }
     }
 }

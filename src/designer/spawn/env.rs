@@ -4,18 +4,18 @@
 use std::ffi::OsString;
 
 use super::SpawnOptions;
+use super::confine::Confinement;
 
 /// Parent environment variables a child may see. Everything else (REDIS_URL, admin credentials, ...) is
-/// dropped because the child runs model-driven tools.
+/// dropped because the child runs model-driven tools. `HOME`, `CLAUDE_CONFIG_DIR` and `TMPDIR` are
+/// never passed through: the child gets private ones (see `confine`).
 pub const ENV_ALLOW: &[&str] = &[
     "PATH",
-    "HOME",
     "USER",
     "LOGNAME",
     "LANG",
     "LC_ALL",
     "LC_CTYPE",
-    "TMPDIR",
     "TZ",
     "TERM",
     "ANTHROPIC_API_KEY",
@@ -26,7 +26,6 @@ pub const ENV_ALLOW: &[&str] = &[
     "ANTHROPIC_DEFAULT_OPUS_MODEL",
     "ANTHROPIC_DEFAULT_SONNET_MODEL",
     "ANTHROPIC_DEFAULT_HAIKU_MODEL",
-    "CLAUDE_CONFIG_DIR",
     "API_TIMEOUT_MS",
     "CLAUDE_CODE_MAX_RETRIES",
     "HTTP_PROXY",
@@ -41,9 +40,16 @@ const ENV_FORCED: &[(&str, &str)] = &[
     ("DISABLE_ERROR_REPORTING", "1"),
     ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
 ];
+/// Set by fullsend for each run, never taken from the parent or from `env_allow`.
+const PRIVATE: [&str; 3] = ["HOME", "CLAUDE_CONFIG_DIR", "TMPDIR"];
+
 /// Builds the child's environment from a snapshot of the parent's: the allow-list, forced switches and
 /// IS_SANDBOX when asked. Split out so the filtering is testable without touching the process env.
-pub(super) fn child_env<F>(opts: &SpawnOptions, parent: F) -> Vec<(String, OsString)>
+pub(super) fn child_env<F>(
+    opts: &SpawnOptions,
+    confinement: &Confinement,
+    parent: F,
+) -> Vec<(String, OsString)>
 where
     F: Fn(&str) -> Option<OsString>,
 {
@@ -61,7 +67,20 @@ where
         }
     }
     // Forced values win over anything passed through.
-    env.retain(|(n, _)| !ENV_FORCED.iter().any(|(f, _)| f == n) && n != "IS_SANDBOX");
+    env.retain(|(n, _)| {
+        !ENV_FORCED.iter().any(|(f, _)| f == n)
+            && !PRIVATE.contains(&n.as_str())
+            && n != "IS_SANDBOX"
+    });
+    env.push(("HOME".to_owned(), confinement.home.clone().into_os_string()));
+    env.push((
+        "CLAUDE_CONFIG_DIR".to_owned(),
+        confinement.config_dir.clone().into_os_string(),
+    ));
+    env.push((
+        "TMPDIR".to_owned(),
+        confinement.tmp.clone().into_os_string(),
+    ));
     for (n, v) in ENV_FORCED {
         env.push(((*n).to_owned(), OsString::from(v)));
     }

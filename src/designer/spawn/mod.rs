@@ -15,6 +15,7 @@ use crate::support::process::{GroupGuard, kill_group, spawn_child};
 use crate::support::signal::wait_cancelled;
 
 mod argv;
+mod confine;
 mod env;
 mod result;
 #[cfg(test)]
@@ -55,9 +56,13 @@ pub struct SpawnOptions {
     pub work_dir: PathBuf,
     /// `--model`.
     pub model: Option<String>,
-    /// Passed as ONE argv element `--allowedTools=Read,Write,...` (the flag is variadic and the space form
-    /// would swallow the prompt). Empty: the flag is omitted.
+    /// The tools that exist for the agent at all (`--tools=Read,Write,...`, one argv element: the
+    /// flag is variadic). What they may touch is set by the generated settings (see `confine`).
     pub allowed_tools: Vec<String>,
+    /// Directories the agent may read but not change (e.g. the built tools), besides its work dir.
+    pub read_dirs: Vec<PathBuf>,
+    /// Narrow Bash permission rules (`Bash(python3 tools/*)`); empty: Bash is denied.
+    pub bash_allow: Vec<String>,
     /// `--max-turns N`.
     pub max_turns: Option<u32>,
     /// `--max-budget-usd X`.
@@ -89,6 +94,8 @@ impl SpawnOptions {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            read_dirs: Vec::new(),
+            bash_allow: Vec::new(),
             max_turns: None,
             max_budget_usd: None,
             append_system_prompt: None,
@@ -238,8 +245,10 @@ pub async fn spawn(
     mut cancel: watch::Receiver<bool>,
 ) -> anyhow::Result<SpawnResult> {
     check_options(opts)?;
-    let (program, args) = build_argv(opts, prompt)?;
+    let confinement = confine::prepare(opts)?;
+    let (program, args) = build_argv(opts, prompt, &confinement)?;
 
+    // The call logs sit in fullsend's state dir, which the agent's rules deny.
     let calls_dir = opts.work_dir.join(".fullsend").join("calls");
     let (prompt_path, mut prompt_file, stem) =
         reserve_call_files(&calls_dir, &sanitize_label(&opts.label))?;
@@ -265,11 +274,12 @@ pub async fn spawn(
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&args)
         .current_dir(&opts.work_dir)
-        .stdin(Stdio::null())
+        // The prompt goes on stdin, so its size is bounded by the model's context, not by argv.
+        .stdin(Stdio::piped())
         .stdout(Stdio::from(stdout_file))
         .stderr(Stdio::from(stderr_file))
         .env_clear()
-        .envs(child_env(opts, |n| std::env::var_os(n)))
+        .envs(child_env(opts, &confinement, |n| std::env::var_os(n)))
         // Own process group: timeouts and cancels kill every tool process and subagent, not just the CLI.
         .process_group(0)
         .kill_on_drop(true);
@@ -282,6 +292,16 @@ pub async fn spawn(
         .and_then(|p| i32::try_from(p).ok())
         .context("the agent process has no pid")?;
     let guard = GroupGuard(pgid);
+    // Written concurrently with the wait, inside the same limits: a child that never reads its
+    // stdin cannot hold the call past its timeout. Closing stdin ends the prompt.
+    let writer = child.stdin.take().map(|mut stdin| {
+        let bytes = prompt.as_bytes().to_vec();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = stdin.write_all(&bytes).await;
+            let _ = stdin.shutdown().await;
+        })
+    });
 
     let end = tokio::select! {
         biased;
@@ -304,6 +324,9 @@ pub async fn spawn(
             }
         }
     };
+    if let Some(writer) = writer {
+        writer.abort();
+    }
     // Always: grandchildren that outlived the CLI (or ignored SIGTERM) must not become orphans.
     kill_group(pgid, libc::SIGKILL);
     // Already killed above; skipping the guard avoids a second signal to a group id that may soon be free.

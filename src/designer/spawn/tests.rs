@@ -83,8 +83,22 @@ fn env_is_an_allow_list() {
         "ANTHROPIC_API_KEY" => Some(OsString::from("k")),
         _ => None,
     };
-    let env = child_env(&opts, parent);
+    let confinement = super::confine::prepare(&opts).unwrap();
+    let parent = |n: &str| match n {
+        "HOME" => Some(OsString::from("/root")),
+        "CLAUDE_CONFIG_DIR" => Some(OsString::from("/root/.claude")),
+        other => parent(other),
+    };
+    opts.env_allow.push("HOME".into());
+    let env = child_env(&opts, &confinement, parent);
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    // The operator's home and Claude config never reach the agent, even when asked for.
+    assert_eq!(get("HOME"), Some(confinement.home.clone().into_os_string()));
+    assert_eq!(
+        get("CLAUDE_CONFIG_DIR"),
+        Some(confinement.config_dir.clone().into_os_string())
+    );
+    assert_eq!(env.iter().filter(|(n, _)| n == "HOME").count(), 1);
     assert_eq!(get("PATH"), Some("/usr/bin".into()));
     assert_eq!(get("MY_EXTRA"), Some("x".into()));
     assert_eq!(get("ANTHROPIC_API_KEY"), Some("k".into()));
@@ -96,7 +110,7 @@ fn env_is_an_allow_list() {
     assert_eq!(get("REDIS_URL"), None);
     assert_eq!(get("IS_SANDBOX"), None);
     opts.sandbox = true;
-    let env = child_env(&opts, parent);
+    let env = child_env(&opts, &confinement, parent);
     assert!(env.iter().any(|(n, v)| n == "IS_SANDBOX" && v == "1"));
     opts.env_allow = vec!["REDIS_URL".into()];
     assert!(check_options(&opts).is_err());
@@ -137,7 +151,7 @@ async fn claude_argv_env_and_logs() {
         dir.path(),
         "fake-claude",
         &format!(
-            "printf '%s\\0' \"$@\" > argv.bin\nenv -0 > env.bin\necho 'some stderr' >&2\necho '{RESULT_JSON}'"
+            "printf '%s\\0' \"$@\" > argv.bin\ncat > stdin.txt\nenv -0 > env.bin\necho 'some stderr' >&2\necho '{RESULT_JSON}'"
         ),
     );
     let mut opts = SpawnOptions::new(Agent::Claude(fake), dir.path());
@@ -158,12 +172,28 @@ async fn claude_argv_env_and_logs() {
         .map(|s| String::from_utf8(s.to_vec()).unwrap())
         .collect();
     assert_eq!(argv[0], "-p");
-    assert_eq!(argv[1], prompt);
-    assert!(
-        argv.contains(&"--allowedTools=Read,Write,Edit,Glob,Grep".to_owned()),
-        "{argv:?}"
+    // The prompt travels on stdin, whole, and is in no argv element.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("stdin.txt")).unwrap(),
+        prompt
     );
-    assert!(!argv.contains(&"--allowedTools".to_owned()));
+    assert!(!argv.iter().any(|a| a.contains("Do it.")), "{argv:?}");
+    for expected in [
+        "--tools=Read,Write,Edit,Glob,Grep",
+        "--setting-sources=user",
+        "--strict-mcp-config",
+    ] {
+        assert!(argv.contains(&expected.to_owned()), "{expected}: {argv:?}");
+    }
+    let settings = argv
+        .iter()
+        .find_map(|a| a.strip_prefix("--settings="))
+        .expect("a settings file");
+    assert!(
+        settings.ends_with(".fullsend/agent/settings.json"),
+        "{settings}"
+    );
+    assert!(!argv.iter().any(|a| a.starts_with("--allowedTools")));
     assert!(argv.windows(2).any(|w| w == ["--output-format", "json"]));
     assert!(argv.windows(2).any(|w| w == ["--model", "sonnet"]));
     assert!(argv.windows(2).any(|w| w == ["--max-turns", "7"]));
@@ -173,6 +203,11 @@ async fn claude_argv_env_and_logs() {
     assert!(env.contains(&"DISABLE_TELEMETRY=1"));
     assert!(!env.iter().any(|e| e.starts_with("REDIS_URL=")));
     assert!(!env.iter().any(|e| e.starts_with("IS_SANDBOX=")));
+    assert!(
+        env.iter()
+            .any(|e| e.starts_with("HOME=") && e.ends_with(".fullsend/agent/home")),
+        "{env:?}"
+    );
     // Log files: prompt written verbatim, output captured, numbered and sanitised names.
     assert!(
         r.prompt_path
@@ -280,15 +315,23 @@ async fn raw_agent_echo() {
         .unwrap();
     assert!(r.ok, "{r:?}");
     assert_eq!(r.result, "hello");
-    let agent = Agent::Raw(vec!["echo".into()]);
+    // The prompt is on stdin, never an argument: `-rf` is not an option here.
+    let agent = Agent::Raw(vec!["cat".into()]);
     let r = spawn(
         &SpawnOptions::new(agent, dir.path()),
-        "one  arg; $X",
+        "-rf one  arg; $X",
         no_cancel(),
     )
     .await
     .unwrap();
-    assert_eq!(r.result, "one  arg; $X");
+    assert_eq!(r.result, "-rf one  arg; $X");
+    // Past the 128 KiB a single argv element may hold.
+    let agent = Agent::Raw(vec!["wc".into(), "-c".into()]);
+    let big = "x".repeat(200 * 1024);
+    let r = spawn(&SpawnOptions::new(agent, dir.path()), &big, no_cancel())
+        .await
+        .unwrap();
+    assert_eq!(r.result.trim(), (200 * 1024).to_string());
     let agent = Agent::Raw(vec!["false".into()]);
     let r = spawn(&SpawnOptions::new(agent, dir.path()), "p", no_cancel())
         .await
@@ -301,6 +344,36 @@ async fn raw_agent_echo() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn a_child_that_never_reads_its_stdin_cannot_outlive_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = SpawnOptions::new(Agent::Raw(vec!["sleep".into(), "30".into()]), dir.path());
+    opts.timeout = Duration::from_millis(500);
+    opts.kill_grace = Duration::from_millis(200);
+    // Far more than a pipe holds: a writer outside the timeout would block forever.
+    let prompt = "y".repeat(4 * 1024 * 1024);
+    let r = tokio::time::timeout(Duration::from_secs(20), spawn(&opts, &prompt, no_cancel()))
+        .await
+        .expect("the call ends")
+        .unwrap();
+    assert!(r.timed_out, "{r:?}");
+}
+
+#[test]
+fn bash_rules_must_be_narrow_and_not_combined_with_skip_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = SpawnOptions::new(Agent::Claude("/bin/true".into()), dir.path());
+    for bad in ["Bash", "Bash()", "Read"] {
+        opts.bash_allow = vec![bad.into()];
+        assert!(check_options(&opts).is_err(), "{bad}");
+    }
+    opts.bash_allow = vec!["Bash(python3 tools/run.py:*)".into()];
+    assert!(check_options(&opts).is_ok());
+    opts.skip_permissions = true;
+    opts.sandbox = true;
+    assert!(check_options(&opts).is_err());
 }
 
 #[tokio::test]

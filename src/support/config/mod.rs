@@ -86,6 +86,7 @@ impl Config {
                     }
                     continue;
                 }
+                check_trusted(path)?;
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 let table: toml::Table = toml::from_str(&text)
@@ -312,11 +313,28 @@ impl Config {
     pub fn fullsend_timeout(&self) -> anyhow::Result<Duration> {
         self.seconds("fullsend_timeout")
     }
+    /// The Bash permission rules the coding agent gets (none: no Bash).
+    pub fn agent_bash_allow(&self) -> Vec<String> {
+        self.optional("agent_bash_allow")
+            .map(|v| {
+                v.split(';')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
     /// Root of design work dirs.
     pub fn work_root(&self) -> PathBuf {
         self.optional("work_dir")
             .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("fullsend"))
+            // Per user: another local user cannot pre-create or swap it (see designer::workdir).
+            .unwrap_or_else(|| {
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let uid = unsafe { libc::geteuid() };
+                std::env::temp_dir().join(format!("fullsend-{uid}"))
+            })
     }
     /// The roundtable command, if configured.
     pub fn roundtable_command(&self) -> Option<String> {
@@ -390,6 +408,33 @@ pub struct Channels {
     pub to_fullsend: String,
     /// Where the Builder listens.
     pub builder_tasks: String,
+}
+
+/// A configuration file names programs (`claude_bin`, `roundtable_command`) and endpoints (base
+/// URLs), so only its owner (or root) may be able to change it: refuse a file that another user
+/// owns or that group or others may write.
+fn check_trusted(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(Fail::usage(format!(
+            "config file {} belongs to another user (uid {}); refusing to take programs or \
+             endpoints from it",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(Fail::usage(format!(
+            "config file {} is writable by group or others (mode {:o}); run `chmod go-w {}`",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn xdg_config_dir() -> Option<PathBuf> {

@@ -218,7 +218,7 @@ pub(super) const SETTINGS: &[Setting] = &[
         env: "FULLSEND_WORK_DIR",
         default: "",
         secret: false,
-        help: "where design work dirs are created (default: $TMPDIR/fullsend)",
+        help: "where design work dirs are created, private to this user (default: $TMPDIR/fullsend-<uid>)",
     },
     Setting {
         key: "roundtable_command",
@@ -254,6 +254,13 @@ pub(super) const SETTINGS: &[Setting] = &[
         default: "false",
         secret: false,
         help: "pass --dangerously-skip-permissions to claude (opt-in)",
+    },
+    Setting {
+        key: "agent_bash_allow",
+        env: "FULLSEND_AGENT_BASH_ALLOW",
+        default: "",
+        secret: false,
+        help: "narrow Bash rules the coding agent may run, `;`-separated, e.g. `Bash(python3 tools/run.py:*)` (default: no Bash)",
     },
     Setting {
         key: "is_sandbox",
