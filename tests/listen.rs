@@ -242,6 +242,74 @@ fn status_notices_flow_without_the_model() {
 }
 
 #[test]
+fn concurrent_status_notices_lose_no_worklist_line() {
+    // Each handler used to build a whole new worklist from the copy it had read, so at
+    // --concurrency 4 the last writer dropped the lines of the others.
+    let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
+    std::fs::write(
+        w.context().join("worklist.md"),
+        "# Fullsend Worklist\n\n## Active (In Progress)\n- [ ] **Existing work** - keep me\n\n## Completed This Week\n- [x] done\n",
+    )
+    .expect("worklist");
+    let n = 8;
+    for i in 0..n {
+        w.run(
+            &["publish", "fullsend:to_orchestrator"],
+            &json!({"type": "fullsend_started", "source": "fullsend_listener", "request_id": format!("req{i}")}).to_string(),
+        );
+    }
+    let r = w.run(
+        &[
+            "listen",
+            "orchestrator",
+            "--once",
+            "--no-ingest",
+            "--concurrency",
+            "4",
+        ],
+        "",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.lines().len(), n);
+    let worklist = read(&w.context().join("worklist.md"));
+    for i in 0..n {
+        let line = format!("- [ ] **Experiment design req{i}** - FULLSEND designing");
+        assert_eq!(worklist.matches(&line).count(), 1, "{line} in:\n{worklist}");
+    }
+    assert!(worklist.contains("**Existing work** - keep me"));
+    // Every added line is in the Active section, before the next one.
+    let active = worklist
+        .split("## Completed This Week")
+        .next()
+        .unwrap_or_default();
+    assert_eq!(
+        active.matches("FULLSEND designing").count(),
+        n,
+        "{worklist}"
+    );
+    assert_eq!(w.mock_api().request_count(), 0);
+    // A redelivery of all of them adds nothing.
+    for i in 0..n {
+        w.run(
+            &["publish", "fullsend:to_orchestrator"],
+            &json!({"type": "fullsend_started", "source": "fullsend_listener", "request_id": format!("req{i}")}).to_string(),
+        );
+    }
+    w.run(
+        &[
+            "listen",
+            "orchestrator",
+            "--once",
+            "--no-ingest",
+            "--concurrency",
+            "4",
+        ],
+        "",
+    );
+    assert_eq!(read(&w.context().join("worklist.md")), worklist);
+}
+
+#[test]
 fn every_incoming_message_type_is_tolerated() {
     let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
     let messages = [
@@ -884,6 +952,169 @@ fn fullsend_acts_on_what_the_executor_and_builder_report() {
         "a second tool_built runs nothing"
     );
     assert_eq!(l.stop(), 0);
+}
+
+#[test]
+fn tool_built_releases_only_waiting_drafts_and_each_once() {
+    let w = World::with_redis();
+    let fake_dir = w.path("fake");
+    std::fs::create_dir_all(&fake_dir).expect("dir");
+    let claude = write_fake_claude(&fake_dir, Behavior::Reply("unused".into()));
+    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let mut c = w.conn();
+    for exp in ["exp_20261121_wait", "exp_20261121_killed"] {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("experiments:{exp}"))
+            .arg("state")
+            .arg("draft")
+            .query(&mut c)
+            .expect("hset");
+    }
+    // The format the original writers used: the experiment as a JSON string.
+    let _: () = redis::cmd("SET")
+        .arg("experiments:exp_20261121_string")
+        .arg(r#"{"state":"draft"}"#)
+        .query(&mut c)
+        .expect("set");
+    let _: () = redis::cmd("SADD")
+        .arg("pending_experiments:hn_scraper")
+        .arg(&[
+            "exp_20261121_wait",
+            "exp_20261121_killed",
+            "exp_20261121_string",
+        ])
+        .query(&mut c)
+        .expect("sadd");
+    // Killing one takes it out of the wait list and sets both fields; killing it again is a no-op.
+    let kill = json!({"action": "kill_experiment", "reasoning": "2% replies", "payload": {"experiment_id": "exp_20261121_killed"}}).to_string();
+    assert_eq!(w.run(&["dispatch"], &kill).code, 0);
+    let r = w.run(&["dispatch"], &kill);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let h: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("experiments:exp_20261121_killed")
+        .query(&mut c)
+        .expect("hgetall");
+    assert_eq!(
+        (h["state"].as_str(), h["status"].as_str()),
+        ("archived", "archived")
+    );
+    assert_eq!(
+        of_type(&mut c, "fullsend:experiments", "experiment_archived").len(),
+        1,
+        "a second kill announces nothing"
+    );
+    let waiting: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("pending_experiments:hn_scraper")
+        .query(&mut c)
+        .expect("smembers");
+    assert!(
+        !waiting.contains(&"exp_20261121_killed".to_string()),
+        "{waiting:?}"
+    );
+    // The tool is built, and the notice arrives three times (on FULLSEND's own stream, where
+    // the bridge puts what the Builder publishes).
+    for request in ["r1", "r2", "r3"] {
+        let p = w.run(
+            &["publish", "fullsend:to_fullsend"],
+            &json!({"type": "tool_built", "tool_name": "hn_scraper", "request_id": request})
+                .to_string(),
+        );
+        assert_eq!(p.code, 0, "{}", p.stderr);
+        let r = w.run(&["listen", "fullsend", "--once", "--no-ingest"], "");
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let runs = crate::support::stream_messages(&mut c, "fullsend:{execute_now}:stream");
+    let ids: Vec<&str> = runs
+        .iter()
+        .filter_map(|r| r["experiment_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["exp_20261121_wait"],
+        "one run, for the one still waiting"
+    );
+    let state: String = redis::cmd("HGET")
+        .arg("experiments:exp_20261121_wait")
+        .arg("state")
+        .query(&mut c)
+        .expect("hget");
+    assert_eq!(state, "ready");
+    let killed: String = redis::cmd("HGET")
+        .arg("experiments:exp_20261121_killed")
+        .arg("state")
+        .query(&mut c)
+        .expect("hget");
+    assert_eq!(killed, "archived", "a killed experiment never comes back");
+    let string: String = redis::cmd("GET")
+        .arg("experiments:exp_20261121_string")
+        .query(&mut c)
+        .expect("get");
+    assert_eq!(
+        string, r#"{"state":"draft"}"#,
+        "another format is left alone"
+    );
+    let waiting: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("pending_experiments:hn_scraper")
+        .query(&mut c)
+        .expect("smembers");
+    assert_eq!(
+        waiting,
+        vec!["exp_20261121_string".to_string()],
+        "only the released left"
+    );
+}
+
+#[test]
+fn a_commit_that_meets_a_wrong_type_writes_nothing() {
+    // A string where a set is expected, after a hash write and a publish in the same plan: the
+    // script used to write the hash and publish, then fail on SADD, leaving them applied.
+    use fullsend::bus::effects::{self, CommitStatus, Effect, Guard};
+    let w = World::with_redis();
+    let mut c = w.conn();
+    let _: () = redis::cmd("SET")
+        .arg("pending_experiments:typed")
+        .arg("a string")
+        .query(&mut c)
+        .expect("set");
+    let plan = vec![
+        Effect::HashSet {
+            key: "experiments:exp_20261121_typed".into(),
+            fields: [("state".to_string(), "ready".to_string())].into(),
+            guard: Guard::None,
+        },
+        effects::publish(
+            "fullsend:execute_now",
+            serde_json::from_value(json!({"experiment_id": "exp_20261121_typed"})).expect("map"),
+            &serde_json::Map::new(),
+        ),
+        Effect::SetAdd {
+            key: "pending_experiments:typed".into(),
+            members: vec!["exp_20261121_typed".into()],
+        },
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let commit = runtime.block_on(async {
+        let mut conn = fullsend::bus::store::connect(&w.redis_url())
+            .await
+            .expect("connect");
+        effects::commit(&mut conn, &plan, Some("test:seen:typed"), None)
+            .await
+            .expect("commit")
+    });
+    assert!(
+        matches!(&commit.status, CommitStatus::Precondition(why) if why.contains("is a string")),
+        "{:?}",
+        commit.status
+    );
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).expect("keys");
+    assert_eq!(
+        keys,
+        vec!["pending_experiments:typed".to_string()],
+        "nothing written"
+    );
 }
 
 #[test]

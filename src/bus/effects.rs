@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::bus::store::{ChannelKeys, Conn, INGEST_MARKER_TTL_SECS};
 
 /// A precondition on a hash write.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Guard {
     /// Write unconditionally.
@@ -23,6 +23,15 @@ pub enum Guard {
     MustExist,
     /// Only if the key does not exist (never overwrite).
     MustNotExist,
+    /// Only if the hash exists and `field` holds `value` now (e.g. an experiment still
+    /// `draft`, waiting for its tool): checked inside the commit, so a change made by another
+    /// component since the plan was made fails the whole commit instead of being overwritten.
+    FieldIs {
+        /// The hash field.
+        field: String,
+        /// The value it must hold.
+        value: String,
+    },
 }
 
 /// One side effect.
@@ -69,6 +78,13 @@ pub enum Effect {
         /// Member.
         member: String,
     },
+    /// SREM members from a set.
+    SetRemove {
+        /// Key.
+        key: String,
+        /// Members.
+        members: Vec<String>,
+    },
     /// DEL a key.
     Delete {
         /// Key.
@@ -80,6 +96,20 @@ pub enum Effect {
         path: PathBuf,
         /// The learning.
         text: String,
+    },
+    /// Add one line to a section of a markdown file, read and written under the file's lock,
+    /// so that concurrent additions all survive; a line already there is not added again.
+    AddLine {
+        /// The file.
+        path: PathBuf,
+        /// Heading of the section (`## Active (In Progress)`); matched by prefix.
+        section: String,
+        /// Title for a file that is empty or missing.
+        title: String,
+        /// The line.
+        line: String,
+        /// Where previous versions go.
+        history_dir: PathBuf,
     },
     /// Replace a file atomically, keeping the previous version.
     ReplaceFile {
@@ -97,7 +127,7 @@ impl Effect {
     pub fn is_redis(&self) -> bool {
         !matches!(
             self,
-            Effect::AppendLearning { .. } | Effect::ReplaceFile { .. }
+            Effect::AppendLearning { .. } | Effect::AddLine { .. } | Effect::ReplaceFile { .. }
         )
     }
 }
@@ -111,6 +141,23 @@ pub fn apply_files(effects: &[Effect], marker: Option<&str>) -> anyhow::Result<V
                 let id = marker.map(|m| format!("{m}#{index}"));
                 let done = crate::support::files::append_learning(path, text, id.as_deref())?;
                 reports.push(json!({"effect": "append_learning", "path": path, "appended": done.appended, "timestamp": done.timestamp}));
+            }
+            Effect::AddLine {
+                path,
+                section,
+                title,
+                line,
+                history_dir,
+            } => {
+                let done = crate::support::files::edit_atomic(path, history_dir, |current| {
+                    crate::support::files::add_to_section(
+                        current.unwrap_or(""),
+                        title,
+                        section,
+                        line,
+                    )
+                })?;
+                reports.push(json!({"effect": "add_line", "path": path, "line": line, "changed": done.changed}));
             }
             Effect::ReplaceFile {
                 path,
@@ -179,12 +226,34 @@ if ARGV[5] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   return {'duplicate'}
 end
 local ops = cjson.decode(ARGV[7])
+-- Every check comes before the first write: Redis keeps what a script wrote before an error,
+-- so a wrong type found halfway would leave the commit half-applied.
+local want = {publish='stream', hset='hash', set='string', sadd='set', srem='set', zadd='zset'}
 for _, op in ipairs(ops) do
+  local w = want[op.op]
+  if w then
+    local t = redis.call('TYPE', KEYS[op.k]).ok
+    if t ~= 'none' and t ~= w then
+      return {'precondition', KEYS[op.k] .. ' is a ' .. t .. ', not a ' .. w}
+    end
+  end
+  if op.op == 'publish' then
+    local t = redis.call('TYPE', KEYS[op.m]).ok
+    if t ~= 'none' and t ~= 'string' then
+      return {'precondition', KEYS[op.m] .. ' is a ' .. t .. ', not a string'}
+    end
+  end
   if op.op == 'hset' and op.guard == 'must_exist' and redis.call('EXISTS', KEYS[op.k]) == 0 then
     return {'precondition', KEYS[op.k] .. ' does not exist'}
   end
   if op.op == 'hset' and op.guard == 'must_not_exist' and redis.call('EXISTS', KEYS[op.k]) == 1 then
     return {'precondition', KEYS[op.k] .. ' already exists'}
+  end
+  if op.op == 'hset' and type(op.guard) == 'table' and op.guard.field_is then
+    local g = op.guard.field_is
+    if redis.call('HGET', KEYS[op.k], g.field) ~= g.value then
+      return {'precondition', KEYS[op.k] .. ' ' .. g.field .. ' is not ' .. g.value}
+    end
   end
 end
 local out = {'ok'}
@@ -205,6 +274,8 @@ for _, op in ipairs(ops) do
     redis.call('SET', KEYS[op.k], op.value)
   elseif op.op == 'sadd' then
     redis.call('SADD', KEYS[op.k], unpack(op.members))
+  elseif op.op == 'srem' then
+    redis.call('SREM', KEYS[op.k], unpack(op.members))
   elseif op.op == 'del' then
     redis.call('DEL', KEYS[op.k])
   elseif op.op == 'zadd' then
@@ -239,16 +310,23 @@ pub async fn commit(
         keys.push(key);
         keys.len()
     };
-    for effect in effects {
+    for (index, effect) in effects.iter().enumerate() {
         match effect {
             Effect::Publish { channel, message } => {
                 let channel_keys = ChannelKeys::new(channel);
-                let msg_id = crate::support::msg::msg_id_of(message)
+                // One effect, one identity: under a seen marker (a delivered message), the id is
+                // derived from the message and the effect's place in the plan, so a retry
+                // publishes under the same id and the ingest marker stops the second copy.
+                let mut message = message.clone();
+                if let Some(seen) = seen {
+                    message.insert("msg_id".into(), Value::String(effect_id(seen, index)));
+                }
+                let msg_id = crate::support::msg::msg_id_of(&message)
                     .map(str::to_string)
                     .unwrap_or_else(crate::support::msg::new_msg_id);
                 let k = key_index(&mut keys, channel_keys.stream());
                 let m = key_index(&mut keys, channel_keys.ingested(&msg_id));
-                ops.push(json!({"op": "publish", "k": k, "m": m, "channel": channel, "payload": Value::Object(message.clone()).to_string(), "ttl": INGEST_MARKER_TTL_SECS}));
+                ops.push(json!({"op": "publish", "k": k, "m": m, "channel": channel, "payload": Value::Object(message).to_string(), "ttl": INGEST_MARKER_TTL_SECS}));
             }
             Effect::HashSet { key, fields, guard } => {
                 if fields.is_empty() {
@@ -269,6 +347,13 @@ pub async fn commit(
                 let k = key_index(&mut keys, key.clone());
                 ops.push(json!({"op": "sadd", "k": k, "members": members}));
             }
+            Effect::SetRemove { key, members } => {
+                if members.is_empty() {
+                    continue;
+                }
+                let k = key_index(&mut keys, key.clone());
+                ops.push(json!({"op": "srem", "k": k, "members": members}));
+            }
             Effect::SortedAdd { key, score, member } => {
                 let k = key_index(&mut keys, key.clone());
                 ops.push(
@@ -279,7 +364,8 @@ pub async fn commit(
                 let k = key_index(&mut keys, key.clone());
                 ops.push(json!({"op": "del", "k": k}));
             }
-            Effect::AppendLearning { .. } | Effect::ReplaceFile { .. } => {}
+            Effect::AppendLearning { .. } | Effect::AddLine { .. } | Effect::ReplaceFile { .. } => {
+            }
         }
     }
     let commit_script = redis::Script::new(COMMIT_SCRIPT);
@@ -318,6 +404,16 @@ pub async fn commit(
     Ok(Commit { status, stream_ids })
 }
 
+/// The id of the `index`-th effect of the message behind `seen`: a UUIDv5, the same on every
+/// delivery of that message.
+pub fn effect_id(seen: &str, index: usize) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{seen}#{index}").as_bytes(),
+    )
+    .to_string()
+}
+
 /// A publish effect with the message stamped (msg_id, causation_id, timestamp).
 pub fn publish(
     channel: &str,
@@ -343,4 +439,27 @@ pub async fn publish_now(
         .map(str::to_string)
         .unwrap_or_else(crate::support::msg::new_msg_id);
     crate::bus::store::publish(conn, channel, &msg_id, &Value::Object(message).to_string()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effect_ids_are_stable_per_message_and_place() {
+        let a = effect_id("fullsend:to_orchestrator:seen:orchestrator:m1", 0);
+        assert_eq!(
+            a,
+            effect_id("fullsend:to_orchestrator:seen:orchestrator:m1", 0)
+        );
+        assert_ne!(
+            a,
+            effect_id("fullsend:to_orchestrator:seen:orchestrator:m1", 1)
+        );
+        assert_ne!(
+            a,
+            effect_id("fullsend:to_orchestrator:seen:orchestrator:m2", 0)
+        );
+        assert!(crate::support::msg::is_safe_id(&a));
+    }
 }

@@ -2,6 +2,10 @@
 //! each with its `Args` and `run`, plus what they share: the global flags
 //! ([`args`]), the effective configuration ([`Env`]) and a runtime per command.
 //! The dispatch match is in `cli.rs`.
+//!
+//! This is the only layer that knows of clap and stdout formatting; it may use
+//! every part below it (services, `context`, `bus`, `llm`, `support`), and
+//! nothing below may use it.
 
 pub mod args;
 pub mod completions;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::bus::effects::publish;
 use crate::bus::effects::{self, CommitStatus, Effect, Fence};
 use crate::bus::runner::{Handled, Handler, Job, JobError};
-use crate::bus::store::{ChannelKeys, Conn};
+use crate::bus::store::{self, ChannelKeys, Conn, KeyValue};
 use crate::designer::design::{self, Designed, Designer, Request};
 
 /// How long a finished design is memoised (a redelivery must not pay twice).
@@ -253,41 +253,58 @@ impl FullsendRole {
             .query_async(conn)
             .await
             .map_err(|e| JobError::Transient(e.into()))?;
-        let mut effects = Vec::new();
-        let mut released = Vec::new();
-        for exp in waiting
+        // Only experiments still waiting for this tool are released: a hash whose state is
+        // `draft`. A killed (archived) one, one the Executor moved on, or one stored in another
+        // format stays where it is, and nothing is published for it.
+        let keys: Vec<String> = waiting
             .iter()
             .filter(|e| crate::support::msg::valid_key_id(e))
-        {
-            // An experiment deleted meanwhile is dropped from the wait list, not run.
-            if !design::experiment_exists(conn, exp)
-                .await
-                .map_err(JobError::Transient)?
-            {
-                tracing::warn!("{exp} waited for {name} but no longer exists");
+            .map(|e| format!("experiments:{e}"))
+            .collect();
+        let states = store::read_many(conn, &keys, Some(&["state"]))
+            .await
+            .map_err(JobError::Transient)?;
+        let mut effects = Vec::new();
+        let mut released = Vec::new();
+        let mut skipped = Vec::new();
+        for (exp_key, state) in keys.iter().zip(states) {
+            let exp = exp_key.trim_start_matches("experiments:").to_string();
+            let waiting_hash = matches!(&state, KeyValue::Hash(h) if h.get("state").map(String::as_str) == Some("draft"));
+            if !waiting_hash {
+                tracing::warn!("{exp} is in {key} but is not a draft experiment; not released");
+                skipped.push(exp);
                 continue;
             }
-            released.push(exp.clone());
             let now = crate::support::msg::now_iso_seconds();
             effects.push(Effect::HashSet {
-                key: format!("experiments:{exp}"),
+                key: exp_key.clone(),
                 fields: [("state", "ready"), ("status", "ready")]
                     .iter()
                     .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
                     .chain([("updated_at".to_string(), now)])
                     .collect(),
-                guard: effects::Guard::MustExist,
+                // Still waiting when the commit runs, or the whole commit is retried.
+                guard: effects::Guard::FieldIs {
+                    field: "state".into(),
+                    value: "draft".into(),
+                },
             });
             effects.push(publish(
                 "fullsend:execute_now",
                 obj(json!({"experiment_id": exp, "triggered_by": "fullsend_listener"})),
                 &job.message,
             ));
+            released.push(exp);
         }
-        if !waiting.is_empty() {
-            effects.push(Effect::Delete { key });
-        }
-        Ok((effects, json!({"tool": name, "released": released})))
+        // Only the members released: one added after the read keeps waiting for its turn.
+        effects.push(Effect::SetRemove {
+            key,
+            members: released.clone(),
+        });
+        Ok((
+            effects,
+            json!({"tool": name, "released": released, "not_released": skipped}),
+        ))
     }
 
     async fn run_direct(
@@ -422,6 +439,15 @@ fn executor_result(job: &Job, channels: &crate::support::config::Channels) -> (V
             Effect::SetAdd {
                 key: format!("pending_experiments:{tool}"),
                 members: vec![exp.clone()],
+            },
+            // Back to draft: it waits for its tool, and only a draft is released by tool_built.
+            Effect::HashSet {
+                key: format!("experiments:{exp}"),
+                fields: [("state", "draft"), ("status", "draft")]
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                    .collect(),
+                guard: effects::Guard::MustExist,
             },
             publish(&channels.builder_tasks, prd, msg),
         ];

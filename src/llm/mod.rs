@@ -1,5 +1,11 @@
 //! Model providers behind `think` and `design --engine api`: one request and
 //! response shape, whichever provider answers.
+//!
+//! Each provider (`anthropic`, `gemini`, `openai`, `replay`) speaks its own
+//! wire format over the shared client and retry loop in `http`, with `sse`
+//! for streams; [`extract`] pulls JSON out of model text and [`price`] turns
+//! usage into dollars. Depends on `support` only: never on `bus`, `context`,
+//! the services or `cmd`.
 
 mod anthropic;
 pub mod extract;

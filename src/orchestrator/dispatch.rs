@@ -145,6 +145,16 @@ pub async fn plan(
                     .push(publish(&target.channels.from_orchestrator, msg, cause));
             }
         },
+        // A status rule adds one line, edited against the file as it is at commit time.
+        Action::UpdateWorklist if payload.get("add_line").is_some_and(Value::is_string) => {
+            plan.effects.push(Effect::AddLine {
+                path: target.context_path.join("worklist.md"),
+                section: crate::orchestrator::think::ACTIVE_SECTION.to_string(),
+                title: crate::orchestrator::think::WORKLIST_TITLE.to_string(),
+                line: text_of(payload.get("add_line")).unwrap_or_default(),
+                history_dir: target.context_path.join(".history"),
+            });
+        }
         Action::UpdateWorklist => match first_text(&[
             payload.get("content"),
             payload.get("worklist"),
@@ -174,7 +184,11 @@ pub async fn plan(
                 .push("record_learning: payload.learning is empty; nothing recorded".into()),
         },
         Action::KillExperiment => match kill_plan(decision, conn).await? {
-            Ok(effects) => {
+            Ok(None) => plan.warnings.push(format!(
+                "kill_experiment: {} is already archived; nothing changed",
+                decision.experiment_id.as_deref().unwrap_or_default()
+            )),
+            Ok(Some(effects)) => {
                 let id = decision.experiment_id.clone().unwrap_or_default();
                 plan.effects.extend(effects);
                 let msg = object(json!({
@@ -323,10 +337,14 @@ pub fn dry_run(plan: Plan, decision: &Decision) -> Report {
 }
 
 /// The effects of archiving, or why it is refused (bad id, unknown experiment).
+/// The effects of archiving an experiment: `state` and `status` (the field the Redis Agent
+/// reads), why and when, its schedule removed, and its id taken out of every
+/// `pending_experiments:*` set so that a tool finishing later does not run it. `None` when it
+/// is already archived: killing it again changes nothing and announces nothing.
 async fn kill_plan(
     decision: &Decision,
     conn: Option<&mut Conn>,
-) -> anyhow::Result<Result<Vec<Effect>, String>> {
+) -> anyhow::Result<Result<Option<Vec<Effect>>, String>> {
     let Some(id) = decision.experiment_id.as_deref() else {
         return Ok(Err("kill_experiment: no experiment_id given".into()));
     };
@@ -356,9 +374,18 @@ async fn kill_plan(
             )));
         }
     }
+    let state: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg("state")
+        .query_async(conn)
+        .await?;
+    if state.as_deref() == Some("archived") {
+        return Ok(Ok(None));
+    }
     let now = crate::support::msg::now_iso_seconds();
     let fields = BTreeMap::from([
         ("state".to_string(), "archived".to_string()),
+        ("status".to_string(), "archived".to_string()),
         ("archived_at".to_string(), now.clone()),
         ("archived_reason".to_string(), archive_reason(decision)),
         ("archived_by".to_string(), "orchestrator".to_string()),
@@ -378,7 +405,21 @@ async fn kill_plan(
     if exists {
         effects.push(Effect::Delete { key: schedule_key });
     }
-    Ok(Ok(effects))
+    for set in crate::bus::store::scan_keys(conn, "pending_experiments:*").await? {
+        let waiting: bool = redis::cmd("SISMEMBER")
+            .arg(&set)
+            .arg(id)
+            .query_async(conn)
+            .await
+            .unwrap_or(false);
+        if waiting {
+            effects.push(Effect::SetRemove {
+                key: set,
+                members: vec![id.to_string()],
+            });
+        }
+    }
+    Ok(Ok(Some(effects)))
 }
 
 fn archive_reason(decision: &Decision) -> String {

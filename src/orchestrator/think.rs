@@ -138,10 +138,13 @@ impl Orchestrator {
             d.fallback = Some("status_rule".into());
             d.provider = "rule".into();
             // Work that started is worth a line in the worklist's Active section.
-            if let Some(content) = worklist_with_started(&ctx.worklist, msg) {
+            // One line, added against the worklist as it is when the decision is carried out:
+            // a whole new worklist built from this copy would drop lines others add meanwhile.
+            if let Some(line) = started_line(msg).filter(|l| !ctx.worklist.lines().any(|x| x == l))
+            {
                 d.action = Action::UpdateWorklist;
                 d.priority = Priority::Low;
-                d.payload = Map::from_iter([("content".to_string(), json!(content))]);
+                d.payload = Map::from_iter([("add_line".to_string(), json!(line))]);
             }
             return Ok(Outcome::Decided(d));
         }
@@ -221,64 +224,39 @@ impl Orchestrator {
     }
 }
 
-/// The worklist with a line for work that a status notice says has started
-/// (`builder_started`, `fullsend_started`, `design_started`) under
-/// "## Active", or None when there is nothing to add (other notices, or the
-/// line is already there).
-pub fn worklist_with_started(worklist: &str, msg: &Map<String, Value>) -> Option<String> {
+/// The worklist's title, for a worklist that is empty.
+pub const WORKLIST_TITLE: &str = "# Fullsend Worklist";
+/// The section started work goes to.
+pub const ACTIVE_SECTION: &str = "## Active (In Progress)";
+
+/// The worklist line that started work earns (`builder_started`, `fullsend_started`,
+/// `design_started`), or None for other messages.
+pub fn started_line(msg: &Map<String, Value>) -> Option<String> {
     let text = |k: &str| {
         msg.get(k)
             .and_then(Value::as_str)
             .map(|s| crate::support::msg::preview(s, 80))
             .filter(|s| !s.is_empty())
     };
-    let line = match msg.get("type").and_then(Value::as_str)? {
-        "builder_started" => format!(
+    match msg.get("type").and_then(Value::as_str)? {
+        "builder_started" => Some(format!(
             "- [ ] **{}** - Builder working on it ({})",
             text("tool_name")?,
             text("request_id").unwrap_or_else(|| "no request id".into())
-        ),
-        "fullsend_started" | "design_started" => format!(
+        )),
+        "fullsend_started" | "design_started" => Some(format!(
             "- [ ] **Experiment design {}** - FULLSEND designing",
             text("request_id").or_else(|| text("experiment_id"))?
-        ),
-        _ => return None,
-    };
-    if worklist.contains(&line) {
-        return None;
+        )),
+        _ => None,
     }
-    let base = if worklist.trim().is_empty() {
-        "# Fullsend Worklist\n\n## Active (In Progress)\n".to_string()
-    } else {
-        worklist.to_string()
-    };
-    let mut lines: Vec<&str> = base.lines().collect();
-    match lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("## Active"))
-    {
-        Some(heading) => {
-            // After the heading and any lines already in the section.
-            let end = lines[heading + 1..]
-                .iter()
-                .position(|l| l.starts_with("## "))
-                .map(|i| heading + 1 + i)
-                .unwrap_or(lines.len());
-            let mut at = end;
-            while at > heading + 1 && lines[at - 1].trim().is_empty() {
-                at -= 1;
-            }
-            lines.insert(at, &line);
-        }
-        None => {
-            lines.push("");
-            lines.push("## Active (In Progress)");
-            lines.push(&line);
-        }
-    }
-    let mut out = lines.join("\n");
-    out.push('\n');
-    Some(out)
+}
+
+/// `worklist` with the started-work line of `msg` in its Active section, or None when there is
+/// nothing to add (the preview `think` shows; the listener adds the line under the file's lock).
+pub fn worklist_with_started(worklist: &str, msg: &Map<String, Value>) -> Option<String> {
+    let line = started_line(msg)?;
+    crate::support::files::add_to_section(worklist, WORKLIST_TITLE, ACTIVE_SECTION, &line)
 }
 
 #[cfg(test)]

@@ -136,10 +136,23 @@ pub struct Replaced {
     pub changed: bool,
 }
 
+/// Replaces `path` with `content` (see [`edit_atomic`]).
+pub fn replace_atomic(path: &Path, content: &str, history_dir: &Path) -> anyhow::Result<Replaced> {
+    edit_atomic(path, history_dir, |_| Some(content.to_string()))
+}
+
 /// Replaces `path` atomically: writers are serialised on `<path>.lock`, the old
 /// version is copied into `history_dir`, the new one written to a temp file in
 /// the same directory, synced, renamed over, and the directory synced.
-pub fn replace_atomic(path: &Path, content: &str, history_dir: &Path) -> anyhow::Result<Replaced> {
+///
+/// `edit` gets the current content (None if the file does not exist) read *under the lock*,
+/// and returns the new content or None to leave the file alone. Writers that edit this way
+/// never lose each other's changes: each edit sees the one before it.
+pub fn edit_atomic(
+    path: &Path,
+    history_dir: &Path,
+    edit: impl FnOnce(Option<&str>) -> Option<String>,
+) -> anyhow::Result<Replaced> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -156,13 +169,18 @@ pub fn replace_atomic(path: &Path, content: &str, history_dir: &Path) -> anyhow:
         .with_context(|| format!("locking {}", lock_path.display()))?;
 
     let old = std::fs::read(path).ok();
+    let current = old.as_deref().map(String::from_utf8_lossy);
+    let unchanged = |bytes: usize| Replaced {
+        path: path.to_path_buf(),
+        bytes,
+        previous: None,
+        changed: false,
+    };
+    let Some(content) = edit(current.as_deref()) else {
+        return Ok(unchanged(old.as_ref().map_or(0, Vec::len)));
+    };
     if old.as_deref() == Some(content.as_bytes()) {
-        return Ok(Replaced {
-            path: path.to_path_buf(),
-            bytes: content.len(),
-            previous: None,
-            changed: false,
-        });
+        return Ok(unchanged(content.len()));
     }
     let previous = match &old {
         Some(bytes) => {
@@ -196,6 +214,46 @@ pub fn replace_atomic(path: &Path, content: &str, history_dir: &Path) -> anyhow:
         previous,
         changed: true,
     })
+}
+
+/// `text` with `line` added at the end of the section whose heading starts with `heading`
+/// (created, under `title` for an empty file, when missing). None when the line is already
+/// there, so that a redelivered edit changes nothing.
+pub fn add_to_section(text: &str, title: &str, heading: &str, line: &str) -> Option<String> {
+    if text.lines().any(|l| l == line) {
+        return None;
+    }
+    let base = if text.trim().is_empty() {
+        format!("{title}\n\n{heading}\n")
+    } else {
+        text.to_string()
+    };
+    let mut lines: Vec<&str> = base.lines().collect();
+    match lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(heading))
+    {
+        Some(at_heading) => {
+            // After the heading and any lines already in the section.
+            let end = lines[at_heading + 1..]
+                .iter()
+                .position(|l| l.starts_with("## "))
+                .map_or(lines.len(), |i| at_heading + 1 + i);
+            let mut at = end;
+            while at > at_heading + 1 && lines[at - 1].trim().is_empty() {
+                at -= 1;
+            }
+            lines.insert(at, line);
+        }
+        None => {
+            lines.push("");
+            lines.push(heading);
+            lines.push(line);
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Some(out)
 }
 
 /// Creates `dir` (not its parents) with mode 0700, or checks that an existing one is private:

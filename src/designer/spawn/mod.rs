@@ -81,6 +81,8 @@ pub struct SpawnOptions {
     pub env_allow: Vec<String>,
     /// Names the log files, e.g. "task-TASK-003-attempt-1"; sanitised to `[A-Za-z0-9_-]`.
     pub label: String,
+    /// The most the call may print on stdout or stderr before it is stopped.
+    pub max_output: u64,
 }
 
 impl SpawnOptions {
@@ -105,6 +107,7 @@ impl SpawnOptions {
             kill_grace: DEFAULT_KILL_GRACE,
             env_allow: Vec::new(),
             label: "call".to_owned(),
+            max_output: MAX_AGENT_OUTPUT,
         }
     }
 }
@@ -229,11 +232,38 @@ fn reserve_call_files(dir: &Path, label: &str) -> anyhow::Result<(PathBuf, std::
     bail!("could not reserve a call log name in {}", dir.display())
 }
 
+/// The most an agent call may print on stdout or stderr. A real result is a few kilobytes; past
+/// this the call is stopped, so a runaway child cannot fill the disk or fullsend's memory.
+pub const MAX_AGENT_OUTPUT: u64 = 64 * 1024 * 1024;
+
 /// How the wait ended.
 enum End {
     Exited(ExitStatus),
     TimedOut,
     Cancelled,
+    TooMuchOutput,
+}
+
+/// Resolves once either log file grows past `max` bytes (checked ten times a second).
+async fn output_exceeds(paths: [&Path; 2], max: u64) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for path in paths {
+            if tokio::fs::metadata(path).await.is_ok_and(|m| m.len() > max) {
+                return;
+            }
+        }
+    }
+}
+
+/// A log file's first `max` bytes, as text.
+async fn read_capped(path: &Path, max: u64) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut bytes = Vec::new();
+    if let Ok(file) = tokio::fs::File::open(path).await {
+        let _ = file.take(max).read_to_end(&mut bytes).await;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Runs one agent call. `cancel` flips to true on Ctrl-C/SIGTERM: then the group is killed and `cancelled`
@@ -308,10 +338,12 @@ pub async fn spawn(
         st = child.wait() => End::Exited(st.context("waiting for the agent")?),
         () = tokio::time::sleep(opts.timeout) => End::TimedOut,
         () = wait_cancelled(&mut cancel) => End::Cancelled,
+        () = output_exceeds([&result.stdout_path, &result.stderr_path], opts.max_output) => End::TooMuchOutput,
     };
+    let too_much = matches!(end, End::TooMuchOutput);
     let status = match end {
         End::Exited(st) => st,
-        End::TimedOut | End::Cancelled => {
+        End::TimedOut | End::Cancelled | End::TooMuchOutput => {
             result.timed_out = matches!(end, End::TimedOut);
             result.cancelled = matches!(end, End::Cancelled);
             kill_group(pgid, libc::SIGTERM);
@@ -335,18 +367,15 @@ pub async fn spawn(
     result.exit_code = status.code();
     result.signal = status.signal();
 
-    let stdout = String::from_utf8_lossy(
-        &tokio::fs::read(&result.stdout_path)
-            .await
-            .unwrap_or_default(),
-    )
-    .into_owned();
-    let stderr = String::from_utf8_lossy(
-        &tokio::fs::read(&result.stderr_path)
-            .await
-            .unwrap_or_default(),
-    )
-    .into_owned();
+    let stdout = read_capped(&result.stdout_path, opts.max_output).await;
+    let stderr = read_capped(&result.stderr_path, opts.max_output).await;
     fill_result(&mut result, opts, &stdout, &stderr);
+    if too_much {
+        result.ok = false;
+        result.error = Some(format!(
+            "the agent printed more than {} bytes and was stopped",
+            opts.max_output
+        ));
+    }
     Ok(result)
 }

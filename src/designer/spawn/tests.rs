@@ -361,6 +361,31 @@ async fn a_child_that_never_reads_its_stdin_cannot_outlive_the_timeout() {
     assert!(r.timed_out, "{r:?}");
 }
 
+#[tokio::test]
+async fn an_agent_that_prints_without_end_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 6 MB/s, so that the bound is seen long before the disk fills.
+    let body = "cat > /dev/null; while true; do head -c 65536 /dev/zero; sleep 0.01; done";
+    let agent = Agent::Raw(vec!["sh".into(), "-c".into(), body.into()]);
+    let mut opts = SpawnOptions::new(agent, dir.path());
+    opts.max_output = 1024 * 1024;
+    let r = tokio::time::timeout(Duration::from_secs(120), spawn(&opts, "go", no_cancel()))
+        .await
+        .expect("the call ends")
+        .unwrap();
+    assert!(!r.ok);
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("printed more than"),
+        "{r:?}"
+    );
+    // Stopped near the bound, not left to fill the disk.
+    let size = std::fs::metadata(&r.stdout_path).unwrap().len();
+    assert!(size < 16 * 1024 * 1024, "{size}");
+}
+
 #[test]
 fn bash_rules_must_be_narrow_and_not_combined_with_skip_permissions() {
     let dir = tempfile::tempdir().unwrap();
