@@ -954,6 +954,124 @@ fn fullsend_acts_on_what_the_executor_and_builder_report() {
     assert_eq!(l.stop(), 0);
 }
 
+/// A model API that answers `broken` until `healed` is set, then decides like the PRD's example.
+fn flaky_api(broken: Reply) -> (MockApi, Arc<std::sync::atomic::AtomicBool>) {
+    let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&healed);
+    let mock = MockApi::start(move |r, _| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            dispatching_model(r)
+        } else {
+            broken.clone()
+        }
+    });
+    (mock, healed)
+}
+
+fn pending_count(w: &World) -> i64 {
+    let mut c = w.conn();
+    let summary: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg(STREAM)
+        .arg("orchestrator")
+        .query(&mut c)
+        .expect("xpending");
+    match summary.first() {
+        Some(redis::Value::Int(n)) => *n,
+        _ => 0,
+    }
+}
+
+fn dead_letters(w: &World) -> i64 {
+    let mut c = w.conn();
+    redis::cmd("XLEN")
+        .arg("fullsend:{to_orchestrator}:dlq")
+        .query(&mut c)
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_proxy_page_in_place_of_the_api_consumes_nothing() {
+    let (mock, healed) = flaky_api(Reply::Raw {
+        status: 200,
+        content_type: "text/html; charset=utf-8".into(),
+        body: "<html><body>Please sign in to the guest Wi-Fi</body></html>".into(),
+    });
+    let w = World::with_redis().mock(mock);
+    for i in 0..3 {
+        w.run(
+            &["publish", "fullsend:to_orchestrator"],
+            &escalation(&format!("idea {i}"), None).to_string(),
+        );
+    }
+    let r = w.run(&["listen", "orchestrator", "--once", "--no-ingest"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(experiment_requests(&w).len(), 0);
+    assert_eq!(
+        pending_count(&w),
+        3,
+        "no message was acknowledged: {}",
+        r.stdout
+    );
+    assert_eq!(dead_letters(&w), 0);
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = w.run(&["listen", "orchestrator", "--once", "--no-ingest"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        experiment_requests(&w).len(),
+        3,
+        "each message decided once: {}",
+        r.stdout
+    );
+    assert_eq!(pending_count(&w), 0);
+}
+
+#[test]
+fn a_credit_balance_refusal_pauses_and_loses_nothing() {
+    let (mock, healed) = flaky_api(Reply::error(
+        400,
+        "invalid_request_error",
+        "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+    ));
+    let w = World::with_redis()
+        .mock(mock)
+        .set("FULLSEND_ACCOUNT_PAUSE", "1")
+        .set("FULLSEND_NOTICE_CHANNEL_ID", "999");
+    for i in 0..3 {
+        w.run(
+            &["publish", "fullsend:to_orchestrator"],
+            &escalation(&format!("idea {i}"), None).to_string(),
+        );
+    }
+    let r = w.run(&["listen", "orchestrator", "--once", "--no-ingest"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        dead_letters(&w),
+        0,
+        "a billing refusal dead-letters nothing"
+    );
+    assert_eq!(experiment_requests(&w).len(), 0);
+    let mut c = w.conn();
+    let notices = of_type(
+        &mut c,
+        "fullsend:from_orchestrator",
+        "orchestrator_response",
+    );
+    assert_eq!(notices.len(), 1, "one notice: {notices:?}");
+    assert!(
+        notices[0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("credit balance")
+    );
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The pause is over after FULLSEND_ACCOUNT_PAUSE.
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = w.run(&["listen", "orchestrator", "--once", "--no-ingest"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(experiment_requests(&w).len(), 3, "{}", r.stdout);
+    assert_eq!(dead_letters(&w), 0);
+}
+
 #[test]
 fn tool_built_releases_only_waiting_drafts_and_each_once() {
     let w = World::with_redis();

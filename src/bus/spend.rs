@@ -54,6 +54,8 @@ pub struct Gate {
     pub notice_channel: Option<String>,
     /// Where Discord replies go.
     pub from_orchestrator: String,
+    /// How long a refused account pauses the listeners before the next try.
+    pub account_pause: std::time::Duration,
 }
 
 impl Gate {
@@ -62,12 +64,21 @@ impl Gate {
         Ok(Gate {
             limit: cfg.daily_spend_limit()?,
             notice_channel: cfg.notice_channel_id(),
+            account_pause: cfg.account_pause()?,
             from_orchestrator: cfg.channels().from_orchestrator,
         })
     }
 
-    /// `Some(reason)` when the limit is reached (and, once a day, announces it).
+    /// `Some(reason)` when the limit is reached or the provider refused the account (and, once,
+    /// announces it).
     pub async fn blocked(&self, conn: &mut Conn) -> anyhow::Result<Option<String>> {
+        let account: Option<String> = redis::cmd("GET")
+            .arg(ACCOUNT_BLOCK_KEY)
+            .query_async(conn)
+            .await?;
+        if let Some(reason) = account {
+            return Ok(Some(reason));
+        }
         let Some(limit) = self.limit else {
             return Ok(None);
         };
@@ -91,14 +102,40 @@ impl Gate {
         })
     }
 
+    /// Pauses every listener for `account_pause` after the provider refused the account
+    /// (credit balance, console spend limit), and sends one notice. The messages stay queued;
+    /// when the pause ends the next call tells whether the account is back.
+    pub async fn block_account(&self, conn: &mut Conn, reason: &str) -> anyhow::Result<()> {
+        let reason = format!("the model provider refused the account: {reason}");
+        let _: () = redis::cmd("SET")
+            .arg(ACCOUNT_BLOCK_KEY)
+            .arg(&reason)
+            .arg("PX")
+            .arg(
+                u64::try_from(self.account_pause.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+            .query_async(conn)
+            .await?;
+        self.notify(conn, &reason, "fullsend:spend:account_notified", 3600)
+            .await;
+        Ok(())
+    }
+
     async fn notify_once(&self, conn: &mut Conn, reason: &str) {
         let marker = format!("fullsend:spend:notified:{}", today());
+        self.notify(conn, reason, &marker, 2 * 24 * 3600).await;
+    }
+
+    /// Sends `reason` to the notice channel unless `marker` says it was sent within `ttl`.
+    async fn notify(&self, conn: &mut Conn, reason: &str, marker: &str, ttl: u64) {
         let first: Result<Option<String>, _> = redis::cmd("SET")
-            .arg(&marker)
+            .arg(marker)
             .arg("1")
             .arg("NX")
             .arg("EX")
-            .arg(2 * 24 * 3600)
+            .arg(ttl)
             .query_async(conn)
             .await;
         if !matches!(first, Ok(Some(_))) {
@@ -128,6 +165,9 @@ impl Gate {
         }
     }
 }
+
+/// Set while the provider refuses the account; its value is the reason.
+pub const ACCOUNT_BLOCK_KEY: &str = "fullsend:spend:account_blocked";
 
 /// A spend record as an effect-free report field.
 pub fn report(spent: f64, limit: Option<f64>) -> serde_json::Value {

@@ -123,39 +123,44 @@ impl FullsendRole {
             .query_async(conn)
             .await
             .map_err(|e| JobError::Transient(e.into()))?;
-        let designed: Designed =
-            match memo.and_then(|m| serde_json::from_str::<MemoDesign>(&m).ok()) {
-                Some(m) => m.into_designed(),
-                None => {
-                    self.started_once(job, &request, conn).await;
-                    let mut designer = self.designer.clone();
-                    if request.wants_ralph() {
-                        designer.mode = design::Mode::Ralph;
-                    }
-                    let ctx = design::load_context(Some(conn), &designer.product_context).await;
-                    let designed = designer
-                        .design(&request, &ctx, cancel.clone())
-                        .await
-                        .map_err(JobError::Transient)?;
-                    if *cancel.borrow() {
-                        return Err(JobError::Transient(anyhow::anyhow!(
-                            "lease lost during the design"
-                        )));
-                    }
-                    if let Err(err) = crate::bus::spend::add(conn, designed.cost_usd).await {
-                        tracing::warn!("recording spend: {err:#}");
-                    }
-                    let memo = MemoDesign::from(&designed);
-                    let _: Result<(), _> = redis::cmd("SET")
-                        .arg(&memo_key)
-                        .arg(serde_json::to_string(&memo).unwrap_or_default())
-                        .arg("EX")
-                        .arg(MEMO_TTL_SECS)
-                        .query_async(conn)
-                        .await;
-                    designed
+        let designed: Designed = match memo
+            .and_then(|m| serde_json::from_str::<MemoDesign>(&m).ok())
+        {
+            Some(m) => m.into_designed(),
+            None => {
+                self.started_once(job, &request, conn).await;
+                let mut designer = self.designer.clone();
+                if request.wants_ralph() {
+                    designer.mode = design::Mode::Ralph;
                 }
-            };
+                let ctx = design::load_context(Some(conn), &designer.product_context).await;
+                let designed = designer
+                    .design(&request, &ctx, cancel.clone())
+                    .await
+                    .map_err(JobError::Transient)?;
+                if *cancel.borrow() {
+                    return Err(JobError::Transient(anyhow::anyhow!(
+                        "lease lost during the design"
+                    )));
+                }
+                if let Err(err) = crate::bus::spend::add(conn, designed.cost_usd).await {
+                    tracing::warn!("recording spend: {err:#}");
+                }
+                let memo = MemoDesign::from(&designed);
+                // Without the memo a retry would design (and pay) again.
+                let stored: Result<(), _> = redis::cmd("SET")
+                    .arg(&memo_key)
+                    .arg(serde_json::to_string(&memo).unwrap_or_default())
+                    .arg("EX")
+                    .arg(MEMO_TTL_SECS)
+                    .query_async(conn)
+                    .await;
+                stored.map_err(|e| {
+                    JobError::Transient(anyhow::Error::new(e).context("storing the design memo"))
+                })?;
+                designed
+            }
+        };
         let report = json!({"status": designed.status, "reason": designed.reason, "work_dir": designed.work_dir, "cost_usd": designed.cost_usd, "repaired": designed.repaired});
         let Some(mut spec) = designed.spec.clone() else {
             let reason = designed

@@ -120,7 +120,7 @@ impl Anthropic {
                 .await
                 .map_err(|e| Failure::retry(LlmError::Connection(describe_reqwest(&e)), None))?;
             let message: Value = serde_json::from_str(&text).map_err(|e| {
-                Failure::fatal(LlmError::Protocol(format!("response is not JSON: {e}")))
+                Failure::fatal(LlmError::Malformed(format!("response is not JSON: {e}")))
             })?;
             return Ok(from_message(&message, request_id));
         }
@@ -135,7 +135,7 @@ impl Anthropic {
                 chunk.map_err(|e| acc.interrupted(LlmError::Connection(describe_reqwest(&e))))?;
             let events = parser
                 .feed(&chunk)
-                .map_err(|e| acc.interrupted(LlmError::Protocol(e.to_string())))?;
+                .map_err(|e| acc.interrupted(LlmError::Malformed(e.to_string())))?;
             for event in events {
                 acc.apply(&event)?;
                 if let Some(report) = progress {
@@ -313,7 +313,7 @@ impl Accumulator {
             return Ok(());
         }
         let data: Value = serde_json::from_str(&event.data).map_err(|e| {
-            self.interrupted(LlmError::Protocol(format!(
+            self.interrupted(LlmError::Malformed(format!(
                 "bad SSE data in {}: {e}",
                 event.name
             )))

@@ -138,7 +138,7 @@ impl Gemini {
                 .await
                 .map_err(|e| Failure::retry(connection_error(&e), None))?;
             let value: Value = serde_json::from_str(&text).map_err(|e| {
-                Failure::fatal(LlmError::Protocol(format!(
+                Failure::fatal(LlmError::Malformed(format!(
                     "{PROVIDER}: response is not JSON: {e}"
                 )))
             })?;
@@ -158,7 +158,7 @@ impl Gemini {
             let chunk = chunk.map_err(|e| acc.interrupted(connection_error(&e)))?;
             let events = parser
                 .feed(&chunk)
-                .map_err(|e| acc.interrupted(LlmError::Protocol(e.to_string())))?;
+                .map_err(|e| acc.interrupted(LlmError::Malformed(e.to_string())))?;
             for event in events {
                 acc.apply_event(&event)?;
                 if let Some(report) = progress {
@@ -393,7 +393,9 @@ impl Accumulator {
             return Ok(());
         }
         let chunk: Value = serde_json::from_str(data).map_err(|e| {
-            self.interrupted(LlmError::Protocol(format!("{PROVIDER}: bad SSE data: {e}")))
+            self.interrupted(LlmError::Malformed(format!(
+                "{PROVIDER}: bad SSE data: {e}"
+            )))
         })?;
         self.apply(&chunk)
     }

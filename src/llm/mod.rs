@@ -167,8 +167,13 @@ pub enum LlmError {
     },
     /// The connection failed.
     Connection(String),
-    /// The answer could not be understood.
+    /// The model answered, but with nothing usable (filtered, blocked, all tokens spent on
+    /// thinking, no recorded reply): a final answer, not worth retrying.
     Protocol(String),
+    /// The response could not be read at all: a 200 that is not JSON (a proxy's or a captive
+    /// portal's page), broken SSE, an event past its bound. Something between us and the API
+    /// is wrong; retrying later may work, and the message must not be consumed meanwhile.
+    Malformed(String),
     /// Configuration is missing or wrong (no API key, bad provider).
     Config(String),
 }
@@ -191,6 +196,7 @@ impl std::fmt::Display for LlmError {
             }
             LlmError::Connection(m) => write!(f, "cannot reach the model API: {m}"),
             LlmError::Protocol(m) => write!(f, "unexpected answer from the model API: {m}"),
+            LlmError::Malformed(m) => write!(f, "unreadable response from the model API: {m}"),
             LlmError::Config(m) => f.write_str(m),
         }
     }
@@ -206,14 +212,38 @@ impl LlmError {
             LlmError::Api { .. } => "api_error",
             LlmError::Connection(_) => "connection_error",
             LlmError::Protocol(_) => "protocol_error",
+            LlmError::Malformed(_) => "malformed_response",
             LlmError::Config(_) => "config_error",
         }
+    }
+
+    /// Whether the account cannot pay for calls right now: a credit balance that is too low,
+    /// or a spend limit set in the provider's console. Every message would fail the same way,
+    /// so the role pauses instead of dead-lettering them.
+    pub fn is_account_blocked(&self) -> bool {
+        let LlmError::Api {
+            status,
+            kind,
+            message,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let text = message.to_ascii_lowercase();
+        matches!(status, 400 | 402 | 403 | 429)
+            && (kind == "billing_error"
+                || kind == "insufficient_quota"
+                || text.contains("credit balance")
+                || text.contains("usage limits")
+                || text.contains("spend limit")
+                || text.contains("exceeded your current quota"))
     }
 
     /// Whether trying again later may succeed (rate limits, overload, outages).
     pub fn is_transient(&self) -> bool {
         match self {
-            LlmError::Timeout(_) | LlmError::Connection(_) => true,
+            LlmError::Timeout(_) | LlmError::Connection(_) | LlmError::Malformed(_) => true,
             LlmError::Api { status, .. } => matches!(status, 408 | 409 | 429) || *status >= 500,
             LlmError::Protocol(_) | LlmError::Config(_) => false,
         }

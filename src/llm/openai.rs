@@ -111,7 +111,7 @@ impl OpenAi {
                 .await
                 .map_err(|e| Failure::retry(connection_error(&e), None))?;
             let completion: Value = serde_json::from_str(&text).map_err(|e| {
-                Failure::fatal(LlmError::Protocol(format!(
+                Failure::fatal(LlmError::Malformed(format!(
                     "{PROVIDER}: response is not JSON: {e}"
                 )))
             })?;
@@ -124,7 +124,7 @@ impl OpenAi {
             let chunk = chunk.map_err(|e| acc.interrupted(connection_error(&e)))?;
             let events = parser
                 .feed(&chunk)
-                .map_err(|e| acc.interrupted(LlmError::Protocol(e.to_string())))?;
+                .map_err(|e| acc.interrupted(LlmError::Malformed(e.to_string())))?;
             for event in events {
                 acc.apply_event(&event, self)?;
                 if let Some(report) = progress {
@@ -332,7 +332,9 @@ impl Accumulator {
             return Ok(());
         }
         let chunk: Value = serde_json::from_str(data).map_err(|e| {
-            self.interrupted(LlmError::Protocol(format!("{PROVIDER}: bad SSE data: {e}")))
+            self.interrupted(LlmError::Malformed(format!(
+                "{PROVIDER}: bad SSE data: {e}"
+            )))
         })?;
         if !chunk["error"].is_null() {
             // vLLM and OpenRouter report a failure after the 200 as a data chunk.
@@ -368,7 +370,7 @@ impl Accumulator {
     fn apply_completion(&mut self, completion: &Value) -> Result<(), Failure> {
         self.apply_common(completion);
         let Some(choice) = completion["choices"].get(0) else {
-            return Err(Failure::fatal(LlmError::Protocol(format!(
+            return Err(Failure::fatal(LlmError::Malformed(format!(
                 "{PROVIDER}: the completion has no choices"
             ))));
         };

@@ -146,13 +146,18 @@ impl OrchestratorRole {
                 {
                     tracing::warn!("decision log: {err:#}");
                 }
-                let _: Result<(), _> = redis::cmd("SET")
+                // Without the memo a retry would ask the model again and could decide
+                // differently: a memo that cannot be stored is a transient failure.
+                let stored: Result<(), _> = redis::cmd("SET")
                     .arg(memo_key)
                     .arg(serde_json::to_string(&decision).unwrap_or_default())
                     .arg("EX")
                     .arg(MEMO_TTL_SECS)
                     .query_async(conn)
                     .await;
+                stored.map_err(|e| {
+                    JobError::Transient(anyhow::Error::new(e).context("storing the decision memo"))
+                })?;
                 Ok(decision)
             }
             Outcome::Failed { decision, error } => {
@@ -165,6 +170,15 @@ impl OrchestratorRole {
                     // A model that answered without usable text: the decision is
                     // no_action with the reason, handled like any other.
                     crate::llm::LlmError::Protocol(_) => Ok(decision),
+                    // Every message would fail the same way until the account is paid:
+                    // pause the role, keep this message queued.
+                    ref blocked if blocked.is_account_blocked() => {
+                        if let Err(err) = self.gate.block_account(conn, &blocked.to_string()).await
+                        {
+                            tracing::warn!("pausing for the account: {err:#}");
+                        }
+                        Err(JobError::Transient(error.into()))
+                    }
                     // Only a request the API calls malformed is dead-lettered at
                     // once; an outage, a rate limit or a revoked key is retried up
                     // to the delivery cap, so fixing the key in time loses nothing.

@@ -77,6 +77,16 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// Accept the request and never answer; the connection is held until the client closes it.
     Hang,
+    /// Any status and body with this content type, whatever the request asked for: what a
+    /// proxy or a captive portal answers (`200 text/html`).
+    Raw {
+        /// The HTTP status.
+        status: u16,
+        /// The `content-type`.
+        content_type: String,
+        /// The body.
+        body: String,
+    },
     /// An assistant turn that calls one client tool (`stop_reason: "tool_use"`), as a model does
     /// when a prompt injection tells it to: the client runs the tool and sends a `tool_result`.
     ToolUse {
@@ -309,6 +319,15 @@ fn answer(recorder: &Recorder<Reply>, request: Result<Request, BodyError>) -> Re
             json_response(529, &envelope, &request_id, &[])
         }
         Reply::Hang => Response::Hang,
+        Reply::Raw {
+            status,
+            content_type,
+            body,
+        } => Response::Full {
+            status,
+            headers: vec![header("content-type", &content_type)],
+            body: body.into_bytes(),
+        },
         Reply::ToolUse { name, input } => tool_use(
             number,
             &model,

@@ -325,6 +325,10 @@ impl Config {
             })
             .unwrap_or_default()
     }
+    /// How long a refused account pauses the listeners.
+    pub fn account_pause(&self) -> anyhow::Result<Duration> {
+        self.seconds("account_pause")
+    }
     /// Root of design work dirs.
     pub fn work_root(&self) -> PathBuf {
         self.optional("work_dir")

@@ -242,6 +242,13 @@ pub(super) const SETTINGS: &[Setting] = &[
         help: "stop new model calls once today's (UTC) spend reaches this many USD",
     },
     Setting {
+        key: "account_pause",
+        env: "FULLSEND_ACCOUNT_PAUSE",
+        default: "300",
+        secret: false,
+        help: "seconds the listeners pause after the provider refuses the account (credit balance, spend limit)",
+    },
+    Setting {
         key: "notice_channel_id",
         env: "FULLSEND_NOTICE_CHANNEL_ID",
         default: "",
