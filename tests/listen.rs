@@ -954,6 +954,43 @@ fn fullsend_acts_on_what_the_executor_and_builder_report() {
     assert_eq!(l.stop(), 0);
 }
 
+#[test]
+fn a_second_signal_takes_the_coding_agents_with_it() {
+    let w = World::with_redis();
+    let fake_dir = w.path("fake");
+    std::fs::create_dir_all(&fake_dir).expect("dir");
+    let pid_file = w.path("agent.pid");
+    let script = format!(
+        "echo $$ > {}\ntrap '' TERM\nwhile :; do sleep 1; done",
+        crate::common::fake_claude::sh_quote(pid_file.to_str().expect("utf8"))
+    );
+    let claude = write_fake_claude(&fake_dir, Behavior::Script(script));
+    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let r = w.run(
+        &["publish", "fullsend:to_fullsend"],
+        &json!({"type": "experiment_request", "idea": "Email CTOs of YC startups"}).to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut l = Listener::start(&w, &["fullsend", "--no-ingest", "--grace", "600"], "l.log");
+    let agent: i32 = eventually(Duration::from_secs(20), "the agent running", || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    // The first signal waits for the work in flight (a long grace); the second exits at once.
+    signal(l.pid(), libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(l.pid(), libc::SIGTERM);
+    let status = l.child.wait().expect("wait");
+    assert_eq!(status.code(), Some(143));
+    eventually(Duration::from_secs(10), "the agent gone", || {
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(agent, 0) } == 0
+            && !std::fs::read_to_string(format!("/proc/{agent}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        (!alive).then_some(())
+    });
+}
+
 /// A model API that answers `broken` until `healed` is set, then decides like the PRD's example.
 fn flaky_api(broken: Reply) -> (MockApi, Arc<std::sync::atomic::AtomicBool>) {
     let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));

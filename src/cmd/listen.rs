@@ -122,7 +122,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let output: runner::Output = Arc::new(move |line| {
         if let Err(err) = crate::support::io::emit(line, pretty) {
             if crate::support::exit::is_broken_pipe(&err) {
-                std::process::exit(0);
+                crate::support::process::exit_now(0);
             }
             tracing::error!("writing output: {err:#}");
         }

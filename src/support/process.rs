@@ -76,7 +76,7 @@ pub async fn run_captured(spec: &ChildSpec) -> anyhow::Result<Captured> {
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .context("the child has no pid")?;
-    let _guard = GroupGuard(pgid);
+    let _guard = GroupGuard::new(pgid);
     let mut stdin = child.stdin.take().context("the child has no stdin")?;
     let stdout = child.stdout.take().context("the child has no stdout")?;
     let stderr = child.stderr.take().context("the child has no stderr")?;
@@ -169,13 +169,55 @@ pub fn kill_group(pgid: i32, sig: libc::c_int) {
     }
 }
 
-/// SIGKILLs the child's group when dropped, so an abandoned `spawn` future leaves no orphans either.
-pub struct GroupGuard(pub i32);
+/// Every process group a live [`GroupGuard`] holds: what [`exit_now`] kills on the way out.
+static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+fn live_groups() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// SIGKILLs the child's group when dropped, so an abandoned `spawn` future leaves no orphans
+/// either; and registers the group, so that an exit that skips every destructor (a second
+/// signal, a closed stdout) still kills it.
+pub struct GroupGuard(i32);
+
+impl GroupGuard {
+    /// Guards the group `pgid`.
+    pub fn new(pgid: i32) -> GroupGuard {
+        live_groups().push(pgid);
+        GroupGuard(pgid)
+    }
+
+    /// Forgets the group without signalling it (it was already killed and reaped).
+    pub fn disarm(self) {
+        unregister(self.0);
+        std::mem::forget(self);
+    }
+}
+
+fn unregister(pgid: i32) {
+    let mut groups = live_groups();
+    if let Some(at) = groups.iter().position(|g| *g == pgid) {
+        groups.swap_remove(at);
+    }
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         kill_group(self.0, libc::SIGKILL);
+        unregister(self.0);
     }
+}
+
+/// Kills every guarded child group, then exits with `code`: the one way out that does not
+/// unwind (a second signal, EPIPE on stdout), so no coding agent outlives fullsend.
+pub fn exit_now(code: i32) -> ! {
+    for pgid in live_groups().iter() {
+        kill_group(*pgid, libc::SIGKILL);
+    }
+    std::process::exit(code)
 }
 
 #[cfg(test)]

@@ -27,8 +27,9 @@ pub fn shutdown_channel() -> tokio::sync::watch::Receiver<bool> {
                 _ = term.recv() => 143u8,
             };
             if RECEIVED.swap(code, Ordering::SeqCst) != 0 {
-                // Second signal: give up at once; pending work stays in Redis.
-                std::process::exit(i32::from(code));
+                // Second signal: give up at once; pending work stays in Redis, and the
+                // coding agents in flight go with us.
+                crate::support::process::exit_now(i32::from(code));
             }
             tracing::warn!("stopping (signal received); a second signal exits at once");
             let _ = tx.send(true);

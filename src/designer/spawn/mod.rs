@@ -321,7 +321,7 @@ pub async fn spawn(
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .context("the agent process has no pid")?;
-    let guard = GroupGuard(pgid);
+    let guard = GroupGuard::new(pgid);
     // Written concurrently with the wait, inside the same limits: a child that never reads its
     // stdin cannot hold the call past its timeout. Closing stdin ends the prompt.
     let writer = child.stdin.take().map(|mut stdin| {
@@ -361,8 +361,8 @@ pub async fn spawn(
     }
     // Always: grandchildren that outlived the CLI (or ignored SIGTERM) must not become orphans.
     kill_group(pgid, libc::SIGKILL);
-    // Already killed above; skipping the guard avoids a second signal to a group id that may soon be free.
-    std::mem::forget(guard);
+    // Already killed above; disarming avoids a second signal to a group id that may soon be free.
+    guard.disarm();
     result.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     result.exit_code = status.code();
     result.signal = status.signal();
