@@ -991,6 +991,60 @@ fn a_second_signal_takes_the_coding_agents_with_it() {
     });
 }
 
+#[test]
+fn fullsend_keeps_a_request_queued_through_an_api_outage() {
+    // The agent's API answers 529 until `healed` exists; the request must stay queued (no
+    // design_failed announced, nothing dead-lettered), then be designed once.
+    let w = World::with_redis();
+    let fake_dir = w.path("fake");
+    std::fs::create_dir_all(&fake_dir).expect("dir");
+    let healed = w.path("healed");
+    let script = format!(
+        "if [ -f {} ]; then emit_result {}; else emit_result 'API Error: 529 Overloaded' true 529 1; fi",
+        crate::common::fake_claude::sh_quote(healed.to_str().expect("utf8")),
+        crate::common::fake_claude::sh_quote(&crate::design::spec_reply("exp_20261121_outage"))
+    );
+    let claude = write_fake_claude(&fake_dir, Behavior::Script(script));
+    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let r = w.run(
+        &["publish", "fullsend:to_fullsend"],
+        &json!({"type": "experiment_request", "idea": "Email CTOs of YC startups", "request_id": "req_outage"}).to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = w.run(
+        &[
+            "listen",
+            "fullsend",
+            "--once",
+            "--no-ingest",
+            "--max-deliveries",
+            "50",
+        ],
+        "",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut c = w.conn();
+    assert!(of_type(&mut c, "fullsend:to_orchestrator", "design_failed").is_empty());
+    assert!(of_type(&mut c, "fullsend:to_orchestrator", "fullsend_failed").is_empty());
+    let dlq: i64 = redis::cmd("XLEN")
+        .arg("fullsend:{to_fullsend}:dlq")
+        .query(&mut c)
+        .unwrap_or(0);
+    assert_eq!(dlq, 0);
+    std::fs::write(&healed, "").expect("heal");
+    let r = w.run(&["listen", "fullsend", "--once", "--no-ingest"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ready = of_type(&mut c, "fullsend:to_orchestrator", "experiment_ready");
+    assert_eq!(
+        ready.len(),
+        1,
+        "designed once the API is back: {}",
+        r.stdout
+    );
+    assert_eq!(ready[0]["experiment_id"], "exp_20261121_outage");
+    assert!(of_type(&mut c, "fullsend:to_orchestrator", "design_failed").is_empty());
+}
+
 /// A model API that answers `broken` until `healed` is set, then decides like the PRD's example.
 fn flaky_api(broken: Reply) -> (MockApi, Arc<std::sync::atomic::AtomicBool>) {
     let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));

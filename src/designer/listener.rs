@@ -146,6 +146,14 @@ impl FullsendRole {
                 if let Err(err) = crate::bus::spend::add(conn, designed.cost_usd).await {
                     tracing::warn!("recording spend: {err:#}");
                 }
+                // A 429/529/5xx or a timeout is no answer: the request stays queued and is
+                // designed again after a backoff, never announced as failed.
+                if designed.status == "failed" && designed.transient {
+                    return Err(JobError::Transient(anyhow::anyhow!(
+                        "the design failed for now: {}",
+                        designed.reason.clone().unwrap_or_default()
+                    )));
+                }
                 let memo = MemoDesign::from(&designed);
                 // Without the memo a retry would design (and pay) again.
                 let stored: Result<(), _> = redis::cmd("SET")
@@ -391,6 +399,7 @@ impl MemoDesign {
             engine: design::Engine::Claude,
             mode: design::Mode::Single,
             learnings: self.learnings,
+            transient: false,
         }
     }
 }

@@ -77,6 +77,10 @@ pub struct Designed {
     pub mode: Mode,
     /// Tactical learnings the designer wrote alongside the spec.
     pub learnings: Vec<String>,
+    /// The failure is worth retrying later (a 429/529/5xx, a timeout, a refused account): a
+    /// daemon keeps the request queued instead of announcing `design_failed`.
+    #[serde(skip)]
+    pub transient: bool,
 }
 
 /// Context given to the designer: available tools, recent tactical learnings, product context.
@@ -194,6 +198,7 @@ impl Designer {
             engine: self.engine,
             mode: self.mode,
             learnings: Vec::new(),
+            transient: false,
         };
         let first = match (self.engine, self.mode) {
             (Engine::Api, _) => {
@@ -298,6 +303,10 @@ impl Designer {
             .await
             .map_err(|e| format!("{e:#}"))?;
         designed.cost_usd += result.total_cost_usd;
+        designed.transient = result.timed_out
+            || result
+                .api_error_status
+                .is_some_and(|s| matches!(s, 408 | 409 | 429) || s >= 500);
         if result.timed_out {
             return Err(format!(
                 "Timeout - the coding agent took longer than {}s",
@@ -337,10 +346,10 @@ impl Designer {
             timeout: self.timeout,
             max_retries: 2,
         };
-        let response = provider
-            .complete(&request, None)
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = provider.complete(&request, None).await.map_err(|e| {
+            designed.transient = e.is_transient() || e.is_account_blocked();
+            e.to_string()
+        })?;
         designed.cost_usd +=
             crate::llm::price::cost(&response.model, &response.usage).unwrap_or(0.0);
         Ok(response.text)
