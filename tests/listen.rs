@@ -168,22 +168,59 @@ fn published_escalation_becomes_an_experiment_request_and_survives_a_redis_resta
     w.redis_mut().kill();
     std::thread::sleep(Duration::from_millis(1500));
     w.redis_mut().restart();
-    wait_ready(&w, "orchestrator", "fullsend:to_orchestrator", 1);
-    publish(
-        &w,
-        "fullsend:to_orchestrator",
+    // The first message after the restart is answered soon (its handler may meet a stale
+    // connection once; it is retried after a second, not after the 60 s lease), and once.
+    let r = w.run(
+        &["publish", "fullsend:to_orchestrator"],
         &escalation("after the restart", None).to_string(),
     );
-    eventually(Duration::from_secs(20), "request after restart", || {
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    eventually(Duration::from_secs(10), "request after restart", || {
         (experiment_requests(&w).len() == 3).then_some(())
     });
+    // Idle long enough for the subscription's keep-alive ping.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(experiment_requests(&w).len(), 3, "once");
 
     assert_eq!(listener.stop(), 0, "SIGTERM exits 0");
+    let log = read(&w.path("listen.log"));
+    assert!(log.lines().all(|l| !l.contains("panicked")));
     assert!(
-        read(&w.path("listen.log"))
-            .lines()
-            .all(|l| !l.contains("panicked"))
+        !log.contains("Incompatible type"),
+        "the subscription's ping reply is understood: {log}"
     );
+}
+
+#[test]
+fn a_transient_failure_is_retried_by_its_owner_within_seconds() {
+    // Three 529s, then an answer; the client does not retry by itself here, and the lease is
+    // the default 60 s: the owner's backoff (1 s, 2 s, 4 s) must get the decision long before.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let mock = MockApi::start(move |r, _| {
+        if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3 {
+            Reply::error(529, "overloaded_error", "Overloaded")
+        } else {
+            dispatching_model(r)
+        }
+    });
+    let w = World::with_redis()
+        .mock(mock)
+        .set("FULLSEND_API_MAX_RETRIES", "0");
+    let listener = Listener::start(&w, &["orchestrator", "--no-ingest"], "listen.log");
+    let r = w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &escalation("retried soon", None).to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    eventually(
+        Duration::from_secs(20),
+        "the decision after three 529s",
+        || (experiment_requests(&w).len() == 1).then_some(()),
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(listener.stop(), 0);
+    assert_eq!(experiment_requests(&w).len(), 1);
 }
 
 #[test]

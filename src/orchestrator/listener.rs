@@ -177,7 +177,7 @@ impl OrchestratorRole {
                         {
                             tracing::warn!("pausing for the account: {err:#}");
                         }
-                        Err(JobError::Transient(error.into()))
+                        Err(JobError::Paused(error.into()))
                     }
                     // Only a request the API calls malformed is dead-lettered at
                     // once; an outage, a rate limit or a revoked key is retried up

@@ -223,3 +223,92 @@ fn to_entry(entry: StreamId, deliveries: u64) -> Entry {
     });
     (entry.id, fields, deliveries)
 }
+
+/// Takes back this consumer's own pending `ids` for a retry (XCLAIM with no idle minimum; a
+/// retry marked `counted` counts a delivery, the others are claimed JUSTID, which does not).
+/// Entries acknowledged or taken over meanwhile are not returned.
+pub(super) async fn claim_own(
+    conn: &mut Conn,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    ids: &[(String, bool)],
+) -> anyhow::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for counted in [true, false] {
+        let batch: Vec<String> = ids
+            .iter()
+            .filter(|(_, c)| *c == counted)
+            .map(|(id, _)| id.clone())
+            .collect();
+        out.extend(claim_batch(conn, stream, group, consumer, &batch, counted).await?);
+    }
+    Ok(out)
+}
+
+async fn claim_batch(
+    conn: &mut Conn,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    ids: &[String],
+    counted: bool,
+) -> anyhow::Result<Vec<Entry>> {
+    // Only entries still ours: XCLAIM would otherwise take one another consumer reclaimed.
+    let mut mine = Vec::new();
+    for id in ids {
+        let owner: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        if owner.first().is_some_and(|(_, who, _, _)| who == consumer) {
+            mine.push(id.clone());
+        }
+    }
+    if mine.is_empty() {
+        return Ok(Vec::new());
+    }
+    if counted {
+        let reply: redis::streams::StreamClaimReply = redis::cmd("XCLAIM")
+            .arg(stream)
+            .arg(group)
+            .arg(consumer)
+            .arg(0)
+            .arg(&mine)
+            .query_async(conn)
+            .await?;
+        return Ok(reply
+            .ids
+            .into_iter()
+            .map(|entry| to_entry(entry, 0))
+            .collect());
+    }
+    // JUSTID resets the idle time without counting a delivery; the body is read apart.
+    let claimed: Vec<String> = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(0)
+        .arg(&mine)
+        .arg("JUSTID")
+        .query_async(conn)
+        .await?;
+    let mut out = Vec::new();
+    for id in claimed {
+        let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&id)
+            .arg(&id)
+            .query_async(conn)
+            .await?;
+        match range.ids.into_iter().next() {
+            Some(entry) => out.push(to_entry(entry, 0)),
+            None => out.push((id, None, 0)),
+        }
+    }
+    Ok(out)
+}

@@ -67,7 +67,9 @@ async fn ingest_session(
         let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
         match next {
             Err(_) => {
-                let _: String = tokio::time::timeout(Duration::from_secs(3), sink.ping())
+                // Subscribed, Redis answers PING with ["pong", ""], not a string: any reply
+                // proves the connection, and only a failure ends the session.
+                let _: redis::Value = tokio::time::timeout(Duration::from_secs(3), sink.ping())
                     .await
                     .context("ping timed out")??;
             }

@@ -24,7 +24,7 @@ mod tests;
 mod trim;
 mod worker;
 
-use claim::{autoclaim, claim_consumer_name, connect_with_backoff, read_group};
+use claim::{autoclaim, claim_consumer_name, claim_own, connect_with_backoff, read_group};
 pub use claim::{ensure_group, hostname};
 pub use heartbeat::heartbeat_key;
 use heartbeat::{Beat, heartbeat_loop};
@@ -92,6 +92,9 @@ pub enum JobError {
     Transient(anyhow::Error),
     /// Will never work (bad input): dead-letter it now.
     Permanent(anyhow::Error),
+    /// Nothing is wrong with the message: the role is paused (a refused account). The entry
+    /// stays pending and the attempt does not count toward the dead-letter cap.
+    Paused(anyhow::Error),
 }
 
 /// A role's message handler.
@@ -176,6 +179,7 @@ pub async fn run<H: Handler>(
         ))
     });
 
+    let (retry_tx, mut retry_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Worker {
         opts: opts.clone(),
         stream: stream.clone(),
@@ -195,7 +199,10 @@ pub async fn run<H: Handler>(
             opts.group
         ),
         in_flight: Default::default(),
+        retries: retry_tx,
     });
+    // Entries that failed transiently, with when their owner (this process) retries them.
+    let mut due: Vec<(String, Instant, bool)> = Vec::new();
 
     // A restarted listener first finishes its own pending entries.
     let mut own_pending = true;
@@ -237,9 +244,33 @@ pub async fn run<H: Handler>(
             tracing::warn!("resuming");
             paused = false;
         }
+        while let Ok(retry) = retry_rx.try_recv() {
+            due.push(retry);
+        }
+        let now = Instant::now();
+        // At most one retry per free slot; the rest wait their turn.
+        let mut ready: Vec<(String, bool)> = Vec::new();
+        due.retain(|(id, at, counted)| {
+            if *at <= now && ready.len() < free {
+                ready.push((id.clone(), *counted));
+                false
+            } else {
+                true
+            }
+        });
+        // Wake for the next retry rather than sleeping a whole block.
+        let next_retry = due
+            .iter()
+            .map(|(_, at, _)| at.saturating_duration_since(now))
+            .min();
         let step = async {
             let mut entries = Vec::new();
-            if own_pending {
+            if !ready.is_empty() {
+                entries = claim_own(&mut conn_ok, &stream, &opts.group, &consumer, &ready).await?;
+            }
+            if !entries.is_empty() {
+                // Retries first; new entries wait for the next turn.
+            } else if own_pending {
                 entries = read_group(
                     &mut conn_ok,
                     &stream,
@@ -282,8 +313,13 @@ pub async fn run<H: Handler>(
                         &consumer,
                         free,
                         // Draining (--once) must notice an empty stream at once;
-                        // otherwise wake in time for the next reclaim.
-                        (!opts.once).then_some(opts.block.min(reclaim_every)),
+                        // otherwise wake in time for the next reclaim or retry.
+                        (!opts.once).then_some(
+                            opts.block
+                                .min(reclaim_every)
+                                .min(next_retry.unwrap_or(Duration::MAX))
+                                .max(Duration::from_millis(10)),
+                        ),
                         ">",
                     )
                     .await?;

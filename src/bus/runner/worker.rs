@@ -37,6 +37,18 @@ pub(super) struct Worker {
     pub(super) errors_key: String,
     pub(super) failures_key: String,
     pub(super) in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Where a failed attempt schedules its own retry: (entry id, when, whether the retry
+    /// counts as a delivery).
+    pub(super) retries: tokio::sync::mpsc::UnboundedSender<(String, std::time::Instant, bool)>,
+}
+
+/// How long the owner waits before it retries an entry that failed on delivery `n`: 1 s, 2 s,
+/// 4 s … but always well inside the lease, so the owner retries it before anyone else may.
+pub(super) fn retry_delay(deliveries: u64, lease: std::time::Duration) -> std::time::Duration {
+    let doubling = std::time::Duration::from_secs(1 << deliveries.saturating_sub(1).min(10));
+    doubling
+        .min(lease / 2)
+        .max(std::time::Duration::from_millis(100))
 }
 /// One stream entry: id and fields (None when the entry was deleted).
 pub(super) type Entry = (String, Option<Vec<(String, String)>>, u64);
@@ -234,6 +246,18 @@ impl Worker {
                     "entry {entry_id} ({identity}) failed on delivery {deliveries}: {text}; it will be retried"
                 );
                 self.record_failure(&mut conn, &entry_id, &text).await;
+                // The entry stays ours: retry it soon rather than after a whole lease.
+                let due = std::time::Instant::now() + retry_delay(deliveries, self.opts.lease);
+                let _ = self.retries.send((entry_id.clone(), due, true));
+            }
+            Err(JobError::Paused(err)) => {
+                let text = format!("{err:#}");
+                self.note_error(&text);
+                tracing::warn!("entry {entry_id} ({identity}) waits: {text}");
+                // No failure recorded, and the retry does not count a delivery: a paused
+                // role must not walk its queue into the dead-letter stream.
+                let due = std::time::Instant::now() + self.opts.lease / 2;
+                let _ = self.retries.send((entry_id.clone(), due, false));
             }
             Err(JobError::Permanent(err)) => {
                 self.dead_letter(
