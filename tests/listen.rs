@@ -192,6 +192,52 @@ fn published_escalation_becomes_an_experiment_request_and_survives_a_redis_resta
 }
 
 #[test]
+fn a_stopped_listener_keeps_its_name_and_its_entries() {
+    // A is stopped (SIGSTOP) for longer than the old 6 s name lease but well inside its 60 s
+    // work lease, with a model call in flight; B starts on the same host meanwhile. B must not
+    // take A's name and re-run A's entry: every message costs one model call.
+    let mock =
+        MockApi::start(|r, _| Reply::Delay(Duration::from_secs(3), Box::new(dispatching_model(r))));
+    let w = World::with_redis().mock(mock);
+    let a = Listener::start(&w, &["orchestrator", "--no-ingest"], "a.log");
+    eventually(Duration::from_secs(20), "A up", || {
+        let mut c = w.conn();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("fullsend:listeners:orchestrator:*")
+            .query(&mut c)
+            .ok()?;
+        (!keys.is_empty()).then_some(())
+    });
+    for i in 0..3 {
+        let r = w.run(
+            &["publish", "fullsend:to_orchestrator"],
+            &escalation(&format!("stopped {i}"), None).to_string(),
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    eventually(Duration::from_secs(10), "A's model call in flight", || {
+        (w.mock_api().request_count() >= 1).then_some(())
+    });
+    signal(a.pid(), libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(8));
+    let b = Listener::start(&w, &["orchestrator", "--no-ingest"], "b.log");
+    std::thread::sleep(Duration::from_secs(2));
+    signal(a.pid(), libc::SIGCONT);
+    eventually(Duration::from_secs(30), "three decisions", || {
+        (experiment_requests(&w).len() == 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(experiment_requests(&w).len(), 3, "each effect once");
+    assert_eq!(
+        w.mock_api().request_count(),
+        3,
+        "one model call per message: B never re-ran A's entry"
+    );
+    assert_eq!(a.stop(), 0);
+    assert_eq!(b.stop(), 0);
+}
+
+#[test]
 fn a_transient_failure_is_retried_by_its_owner_within_seconds() {
     // Three 529s, then an answer; the client does not retry by itself here, and the lease is
     // the default 60 s: the owner's backoff (1 s, 2 s, 4 s) must get the decision long before.

@@ -185,6 +185,11 @@ pub struct Fence {
     pub consumer: String,
     /// The entry.
     pub entry_id: String,
+    /// The entry's delivery count when this consumer took it: the fencing token. Every other
+    /// delivery (a successor re-reading the entry, a reclaim) raises it, so a commit or a
+    /// renewal by a process that was stopped meanwhile finds it changed and writes nothing,
+    /// even when a successor took over its consumer name.
+    pub deliveries: u64,
 }
 
 /// How a commit ended.
@@ -220,6 +225,7 @@ if mode == 'fenced' then
   local p = redis.call('XPENDING', KEYS[1], ARGV[2], ARGV[4], ARGV[4], 1)
   if #p == 0 then return {'not_pending'} end
   if p[1][2] ~= ARGV[3] then return {'lost_lease'} end
+  if ARGV[8] ~= '' and tostring(p[1][4]) ~= ARGV[8] then return {'lost_lease'} end
 end
 if ARGV[5] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   if mode == 'fenced' then redis.call('XACK', KEYS[1], ARGV[2], ARGV[4]) end
@@ -384,7 +390,8 @@ pub async fn commit(
     script
         .arg(if seen.is_some() { "1" } else { "0" })
         .arg(SEEN_TTL_SECS)
-        .arg(Value::Array(ops).to_string());
+        .arg(Value::Array(ops).to_string())
+        .arg(fence.map(|f| f.deliveries.to_string()).unwrap_or_default());
     let reply: Vec<Option<String>> = script
         .invoke_async(conn)
         .await

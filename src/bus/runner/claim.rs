@@ -8,7 +8,7 @@ use anyhow::Context;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::watch;
 
-use super::heartbeat::{HEARTBEAT_EVERY, heartbeat_key};
+use super::heartbeat::{heartbeat_key, name_lease};
 use super::worker::Entry;
 use super::{Backoff, Options};
 use crate::bus::store::{self, Conn};
@@ -92,7 +92,7 @@ pub(super) async fn claim_consumer_name(
             .key(&key)
             .arg(token)
             .arg(&expected)
-            .arg((HEARTBEAT_EVERY * 3).as_millis() as u64)
+            .arg(name_lease(opts.lease).as_millis() as u64)
             .invoke_async(conn)
             .await?;
         if claimed == 1 {

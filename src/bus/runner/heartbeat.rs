@@ -11,6 +11,13 @@ use super::claim::hostname;
 use super::{Options, Stats};
 use crate::bus::store::Conn;
 
+/// How long a consumer name outlives its last heartbeat: longer than the work lease, so a
+/// listener that is stopped (SIGSTOP, a VM pause) keeps its name, and its entries, for as long
+/// as it keeps its leases. A successor on the same host takes the next name instead.
+pub(super) fn name_lease(lease: Duration) -> Duration {
+    lease + HEARTBEAT_EVERY * 3
+}
+
 const HEARTBEAT_SCRIPT: &str = r"
 local current = redis.call('HGET', KEYS[1], 'token')
 if current and current ~= ARGV[1] then return 0 end
@@ -78,7 +85,7 @@ pub(super) async fn heartbeat_loop(beat: Beat, mut stop: watch::Receiver<bool>) 
         script
             .key(&key)
             .arg(&token)
-            .arg((HEARTBEAT_EVERY * 3).as_millis() as u64);
+            .arg(name_lease(opts.lease).as_millis() as u64);
         for (k, v) in &fields {
             script.arg(k).arg(v);
         }

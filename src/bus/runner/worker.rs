@@ -15,7 +15,7 @@ use crate::bus::store::Conn;
 
 const RENEW_SCRIPT: &str = r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+if #p == 0 or p[1][2] ~= ARGV[2] or tostring(p[1][4]) ~= ARGV[4] then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
 ";
@@ -180,6 +180,7 @@ impl Worker {
             group: self.opts.group.clone(),
             consumer: self.consumer.clone(),
             entry_id: entry_id.clone(),
+            deliveries,
         };
 
         let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -391,6 +392,7 @@ async fn renew_loop(mut conn: Conn, fence: Fence, lease: Duration, cancel: watch
             .arg(&fence.group)
             .arg(&fence.consumer)
             .arg(&fence.entry_id)
+            .arg(fence.deliveries)
             .invoke_async(&mut conn)
             .await;
         match renewed {
