@@ -270,7 +270,15 @@ pub async fn execute(
     seen: Option<&str>,
     fence: Option<&Fence>,
 ) -> anyhow::Result<Report> {
-    let files = effects::apply_files(&plan.effects, marker)?;
+    // Locks, fsyncs and renames block: off the async workers, so renewals and heartbeats
+    // keep their schedule while a slow disk works.
+    let files = {
+        let file_effects = plan.effects.clone();
+        let marker = marker.map(str::to_string);
+        tokio::task::spawn_blocking(move || effects::apply_files(&file_effects, marker.as_deref()))
+            .await
+            .map_err(|e| anyhow::anyhow!("file effects: {e}"))??
+    };
     let mut roundtable = None;
     if let (Some(request), Some((command, timeout))) =
         (plan.roundtable.clone(), target.roundtable.as_ref())

@@ -175,7 +175,8 @@ pub(super) async fn read_group<C: redis::aio::ConnectionLike>(
 }
 
 /// Claims up to `count` entries that other consumers have held longer than `lease`
-/// (XAUTOCLAIM from the start of the pending list).
+/// (XAUTOCLAIM from `cursor`); returns them and the cursor to continue from, so a long
+/// pending list is walked through rather than rescanned from its start every time.
 pub(super) async fn autoclaim(
     conn: &mut Conn,
     stream: &str,
@@ -183,13 +184,14 @@ pub(super) async fn autoclaim(
     consumer: &str,
     lease: Duration,
     count: usize,
-) -> anyhow::Result<Vec<Entry>> {
+    cursor: &str,
+) -> anyhow::Result<(Vec<Entry>, String)> {
     let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
         .arg(stream)
         .arg(group)
         .arg(consumer)
         .arg(lease.as_millis() as u64)
-        .arg("0-0")
+        .arg(cursor)
         .arg("COUNT")
         .arg(count)
         .query_async(conn)
@@ -200,11 +202,15 @@ pub(super) async fn autoclaim(
             reply.deleted_ids.len()
         );
     }
-    Ok(reply
-        .claimed
-        .into_iter()
-        .map(|entry| to_entry(entry, 0))
-        .collect())
+    let next = reply.next_stream_id.clone();
+    Ok((
+        reply
+            .claimed
+            .into_iter()
+            .map(|entry| to_entry(entry, 0))
+            .collect(),
+        next,
+    ))
 }
 
 /// A stream entry as the worker takes it. Redis answers a pending entry whose body was

@@ -146,9 +146,33 @@ pub async fn run<H: Handler>(
     let Some(mut conn_ok) = conn.take() else {
         return Ok(stats);
     };
-    ensure_group(&mut conn_ok, &stream, &opts.group).await?;
     let token = crate::support::msg::new_msg_id();
-    let consumer = claim_consumer_name(&mut conn_ok, &opts, &token).await?;
+    // A Redis that is still loading its data (LOADING), or that drops the connection now, is
+    // waited for; only a name held by a live listener is an answer to give up on.
+    let mut start_backoff = Backoff::default();
+    let consumer = loop {
+        let started = async {
+            ensure_group(&mut conn_ok, &stream, &opts.group).await?;
+            claim_consumer_name(&mut conn_ok, &opts, &token).await
+        }
+        .await;
+        match started {
+            Ok(name) => break name,
+            Err(err)
+                if crate::support::exit::classify(&err) == crate::support::exit::Exit::Usage =>
+            {
+                return Err(err);
+            }
+            Err(err) => {
+                let delay = start_backoff.next();
+                tracing::warn!("starting: {err:#}; retrying in {:.1}s", delay.as_secs_f64());
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {},
+                    _ = shutdown.changed() => return Ok(stats),
+                }
+            }
+        }
+    };
     tracing::info!(
         "listening on {} as {}/{} (concurrency {})",
         opts.channel,
@@ -212,6 +236,7 @@ pub async fn run<H: Handler>(
     let mut blocking: Option<redis::aio::MultiplexedConnection> = None;
     let mut backoff = Backoff::default();
     let mut last_reclaim = Instant::now();
+    let mut reclaim_cursor = String::from("0-0");
     let mut last_trim = Instant::now();
     let mut paused = false;
     let reclaim_every = (opts.lease / 2).clamp(Duration::from_millis(200), Duration::from_secs(10));
@@ -287,15 +312,19 @@ pub async fn run<H: Handler>(
                 }
             } else if last_reclaim.elapsed() >= reclaim_every {
                 last_reclaim = Instant::now();
-                entries = autoclaim(
+                let (claimed, next) = autoclaim(
                     &mut conn_ok,
                     &stream,
                     &opts.group,
                     &consumer,
                     opts.lease,
                     free,
+                    &reclaim_cursor,
                 )
                 .await?;
+                entries = claimed;
+                // Follow the cursor through a long pending list; "0-0" means it wrapped.
+                reclaim_cursor = next;
             }
             if last_trim.elapsed() >= Duration::from_secs(60) {
                 last_trim = Instant::now();
