@@ -238,6 +238,51 @@ fn a_stopped_listener_keeps_its_name_and_its_entries() {
 }
 
 #[test]
+fn the_roundtable_runs_at_most_once_when_its_listener_dies_mid_run() {
+    // The command kills its listener (its parent) on the first run, before any commit; the
+    // restarted listener handles the message again from its memo and must not run it again.
+    // The result comes back to the Orchestrator as a message of its own: no second roundtable.
+    let mock = MockApi::start(|r, _| {
+        let action = if mock_api::user_text(r).contains("roundtable_result") {
+            json!({"action": "no_action", "reasoning": "noted"})
+        } else {
+            json!({"action": "initiate_roundtable", "reasoning": "a big question", "payload": {"prompt": "Where next?"}})
+        };
+        Reply::text(action.to_string())
+    });
+    let w = World::with_redis().mock(mock);
+    let script = w.path("rt.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nd=$(dirname \"$0\")\necho run >> \"$d/runs.txt\"\ncat > /dev/null\nif [ ! -f \"$d/killed\" ]; then touch \"$d/killed\"; kill -9 $PPID; sleep 5; fi\necho '{\"summary\":[\"go\"]}'\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let w = w.set("FULLSEND_ROUNDTABLE_CMD", script.to_str().expect("utf8"));
+    let r = w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &escalation("a question for the roundtable", None).to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let first = w.run(&["listen", "orchestrator", "--once", "--no-ingest"], "");
+    assert_ne!(first.code, 0, "the listener was killed");
+    let again = w.run(&["listen", "orchestrator", "--once", "--no-ingest"], "");
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(read(&w.path("runs.txt")).lines().count(), 1, "at most once");
+    let mut c = w.conn();
+    let results = of_type(&mut c, "fullsend:to_orchestrator", "roundtable_result");
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["status"], "failed");
+    // One call for the question (the retry used its memo), one for the result notice.
+    assert_eq!(
+        w.mock_api().request_count(),
+        2,
+        "the decision came from its memo"
+    );
+}
+
+#[test]
 fn a_transient_failure_is_retried_by_its_owner_within_seconds() {
     // Three 529s, then an answer; the client does not retry by itself here, and the lease is
     // the default 60 s: the owner's backoff (1 s, 2 s, 4 s) must get the decision long before.

@@ -192,6 +192,23 @@ pub struct Fence {
     pub deliveries: u64,
 }
 
+/// Whether this consumer still holds the entry under the same delivery: the check made before
+/// work that the commit script cannot cover (file effects).
+pub async fn still_holds(conn: &mut Conn, fence: &Fence) -> anyhow::Result<bool> {
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&fence.stream)
+        .arg(&fence.group)
+        .arg(&fence.entry_id)
+        .arg(&fence.entry_id)
+        .arg(1)
+        .query_async(conn)
+        .await
+        .context("checking the lease")?;
+    Ok(pending
+        .first()
+        .is_some_and(|(_, owner, _, count)| *owner == fence.consumer && *count == fence.deliveries))
+}
+
 /// How a commit ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "status", content = "detail")]

@@ -259,6 +259,60 @@ pub struct Report {
     pub causation_id: Option<String>,
 }
 
+/// Runs the roundtable at most once per message (`seen` names it): its result is memoised,
+/// and a run that started but left no result (the listener died during it) is not started
+/// again; it is reported as interrupted. Without `seen` (a one-off `dispatch`) it just runs.
+async fn roundtable_once(
+    conn: &mut Conn,
+    command: &str,
+    request: &Value,
+    timeout: std::time::Duration,
+    seen: Option<&str>,
+) -> anyhow::Result<anyhow::Result<Value>> {
+    let Some(seen) = seen else {
+        return Ok(crate::orchestrator::roundtable::run(command, request, timeout).await);
+    };
+    const DAY: u64 = 24 * 3600;
+    let (started, result) = (
+        format!("{seen}:roundtable:started"),
+        format!("{seen}:roundtable:result"),
+    );
+    let memo: Option<String> = redis::cmd("GET").arg(&result).query_async(conn).await?;
+    if let Some(memo) = memo {
+        let value: Value = serde_json::from_str(&memo).unwrap_or(Value::Null);
+        return Ok(match value.get("error").and_then(Value::as_str) {
+            Some(error) => Err(anyhow::anyhow!("{error}")),
+            None => Ok(value),
+        });
+    }
+    let first: Option<String> = redis::cmd("SET")
+        .arg(&started)
+        .arg("1")
+        .arg("NX")
+        .arg("EX")
+        .arg(DAY)
+        .query_async(conn)
+        .await?;
+    if first.is_none() {
+        return Ok(Err(anyhow::anyhow!(
+            "the roundtable was interrupted by a listener restart; it runs at most once per message"
+        )));
+    }
+    let outcome = crate::orchestrator::roundtable::run(command, request, timeout).await;
+    let memo = match &outcome {
+        Ok(value) => value.clone(),
+        Err(err) => json!({"error": format!("{err:#}")}),
+    };
+    let _: () = redis::cmd("SET")
+        .arg(&result)
+        .arg(memo.to_string())
+        .arg("EX")
+        .arg(DAY)
+        .query_async(conn)
+        .await?;
+    Ok(outcome)
+}
+
 /// Carries out a plan: file effects (idempotent per `marker`), the roundtable,
 /// then one Redis commit (marked `seen`, fenced when given).
 pub async fn execute(
@@ -270,6 +324,16 @@ pub async fn execute(
     seen: Option<&str>,
     fence: Option<&Fence>,
 ) -> anyhow::Result<Report> {
+    // Files are written outside the commit script, so the lease is checked first: a listener
+    // that lost the entry while it thought writes no file for it.
+    if let Some(fence) = fence
+        && !effects::still_holds(conn, fence).await?
+    {
+        anyhow::bail!(
+            "the lease on {} was lost before the file effects; leaving them to its new owner",
+            fence.entry_id
+        );
+    }
     // Locks, fsyncs and renames block: off the async workers, so renewals and heartbeats
     // keep their schedule while a slow disk works.
     let files = {
@@ -283,7 +347,7 @@ pub async fn execute(
     if let (Some(request), Some((command, timeout))) =
         (plan.roundtable.clone(), target.roundtable.as_ref())
     {
-        let outcome = crate::orchestrator::roundtable::run(command, &request, *timeout).await;
+        let outcome = roundtable_once(conn, command, &request, *timeout, seen).await?;
         let mut msg = object(
             json!({"type": "roundtable_result", "source": "orchestrator", "prompt": request["prompt"]}),
         );
