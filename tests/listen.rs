@@ -438,6 +438,62 @@ fn concurrent_status_notices_lose_no_worklist_line() {
 }
 
 #[test]
+fn a_whole_worklist_rewrite_decided_on_an_old_copy_is_decided_again() {
+    // The model rewrites the worklist from the copy in its prompt while a status notice adds a
+    // line meanwhile: the rewrite is refused and decided again on the current file, so the
+    // added line is in front of the model and nothing is silently lost.
+    let mock = MockApi::start(|r, _| {
+        let prompt = mock_api::user_text(r);
+        let mut content = String::from(
+            "# Fullsend Worklist\n\n## Active (In Progress)\n- [ ] **Model line** - from the model\n",
+        );
+        if prompt.contains("Experiment design req_b") {
+            content.push_str("- [ ] **Experiment design req_b** - FULLSEND designing\n");
+        }
+        let decision = json!({"action": "update_worklist", "reasoning": "tidy", "payload": {"content": content}});
+        Reply::Delay(
+            Duration::from_secs(2),
+            Box::new(Reply::text(decision.to_string())),
+        )
+    });
+    let w = World::with_redis().mock(mock);
+    std::fs::write(
+        w.context().join("worklist.md"),
+        "# Fullsend Worklist\n\n## Active (In Progress)\n",
+    )
+    .expect("worklist");
+    let l = Listener::start(
+        &w,
+        &["orchestrator", "--no-ingest", "--concurrency", "2"],
+        "l.log",
+    );
+    let r = w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &escalation("tidy the worklist", None).to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    eventually(Duration::from_secs(10), "the model thinking", || {
+        (w.mock_api().request_count() >= 1).then_some(())
+    });
+    let r = w.run(
+        &["publish", "fullsend:to_orchestrator"],
+        &json!({"type": "fullsend_started", "source": "fullsend_listener", "request_id": "req_b"})
+            .to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let worklist = eventually(Duration::from_secs(30), "the rewrite applied", || {
+        let text = read(&w.context().join("worklist.md"));
+        text.contains("Model line").then_some(text)
+    });
+    assert!(
+        worklist.contains("Experiment design req_b"),
+        "the line added meanwhile survives: {worklist}"
+    );
+    assert_eq!(w.mock_api().request_count(), 2, "decided again once");
+    assert_eq!(l.stop(), 0);
+}
+
+#[test]
 fn every_incoming_message_type_is_tolerated() {
     let w = World::with_redis().mock(MockApi::start(|r, _| dispatching_model(r)));
     let messages = [

@@ -119,6 +119,10 @@ pub enum Effect {
         content: String,
         /// Where previous versions go.
         history_dir: PathBuf,
+        /// The version the content was decided on: when the file is another one now, nothing
+        /// is written and the effect fails with [`crate::support::files::ChangedSince`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        based_on: Option<String>,
     },
 }
 
@@ -163,8 +167,20 @@ pub fn apply_files(effects: &[Effect], marker: Option<&str>) -> anyhow::Result<V
                 path,
                 content,
                 history_dir,
+                based_on,
             } => {
-                let done = crate::support::files::replace_atomic(path, content, history_dir)?;
+                let mut stale = false;
+                let done = crate::support::files::edit_atomic(path, history_dir, |current| {
+                    let now = crate::support::files::version_of(current.unwrap_or(""));
+                    if based_on.as_ref().is_some_and(|v| *v != now) {
+                        stale = true;
+                        return None;
+                    }
+                    Some(content.clone())
+                })?;
+                if stale {
+                    return Err(crate::support::files::ChangedSince { path: path.clone() }.into());
+                }
                 reports.push(json!({"effect": "replace_file", "path": path, "bytes": done.bytes, "previous": done.previous, "changed": done.changed}));
             }
             _ => {}

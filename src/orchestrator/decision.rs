@@ -144,6 +144,10 @@ pub struct Decision {
     /// The model's raw text, when it could not be parsed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// The version of the worklist the model read ([`crate::support::files::version_of`]). A
+    /// whole-file `update_worklist` is refused when the file changed since, and decided again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worklist_version: Option<String>,
 }
 
 fn one() -> u32 {
@@ -174,6 +178,7 @@ impl Decision {
             thinking: None,
             elapsed_ms: 0,
             raw: None,
+            worklist_version: None,
         }
     }
 

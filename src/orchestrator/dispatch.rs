@@ -164,6 +164,7 @@ pub async fn plan(
                 path: target.context_path.join("worklist.md"),
                 content: ensure_newline(content),
                 history_dir: target.context_path.join(".history"),
+                based_on: decision.worklist_version.clone(),
             }),
             None => plan
                 .warnings

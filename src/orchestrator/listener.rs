@@ -76,7 +76,7 @@ impl Handler for OrchestratorRole {
             tracing::error!("{}: {r}", job.identity);
         }
         let seen = self.keys.seen(&self.group, &job.identity);
-        let report = dispatch::execute(
+        let executed = dispatch::execute(
             plan,
             &decision,
             &self.target,
@@ -85,8 +85,20 @@ impl Handler for OrchestratorRole {
             Some(&seen),
             Some(&fence),
         )
-        .await
-        .map_err(JobError::Transient)?;
+        .await;
+        let report = match executed {
+            Ok(report) => report,
+            Err(err) if err.is::<crate::support::files::ChangedSince>() => {
+                // The worklist moved under a whole-file rewrite: forget the decision, so the
+                // retry asks the model again with the worklist as it is now.
+                let _: Result<(), _> = redis::cmd("DEL")
+                    .arg(&memo_key)
+                    .query_async(&mut conn)
+                    .await;
+                return Err(JobError::Transient(err));
+            }
+            Err(err) => return Err(JobError::Transient(err)),
+        };
         let commit = report
             .commit
             .as_ref()

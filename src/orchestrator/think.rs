@@ -182,6 +182,9 @@ impl Orchestrator {
                 d.cost_usd = crate::llm::price::cost(&d.model, &d.usage);
                 d.thinking = response.thinking;
                 d.elapsed_ms = elapsed_ms;
+                if d.action == Action::UpdateWorklist {
+                    d.worklist_version = Some(crate::support::files::version_of(&ctx.worklist));
+                }
                 if d.action == Action::NoAction && d.parse_note.is_some() && d.raw.is_none() {
                     d.raw = Some(crate::support::msg::preview(&response.text, 2000));
                 }

@@ -216,6 +216,36 @@ pub fn edit_atomic(
     })
 }
 
+/// A short version stamp of a file's text (64-bit FNV-1a and the length): equal texts, equal
+/// stamps; a changed file, almost surely a different one. Not a security hash.
+pub fn version_of(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}-{}", text.len())
+}
+
+/// A whole-file replacement was decided on a version of the file that is no longer current.
+#[derive(Debug)]
+pub struct ChangedSince {
+    /// The file.
+    pub path: PathBuf,
+}
+
+impl std::fmt::Display for ChangedSince {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} changed since the decision was made; it must be decided again",
+            self.path.display()
+        )
+    }
+}
+
+impl std::error::Error for ChangedSince {}
+
 /// `text` with `line` added at the end of the section whose heading starts with `heading`
 /// (created, under `title` for an empty file, when missing). None when the line is already
 /// there, so that a redelivered edit changes nothing.
