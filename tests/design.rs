@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::fake_claude::{self, Behavior, write_fake_claude};
+use crate::common::fake_claude::{self, Behavior};
 use crate::common::mock_api::{MockApi, Reply};
 use crate::support::{World, of_type};
 
@@ -68,10 +68,7 @@ pub(crate) fn spec_reply(id: &str) -> String {
 const TOOL_REQUEST: &str = "```yaml\ntool_request:\n  name: github_stargazer_scraper\n  description: \"Scrape users who starred a repo\"\n  priority: high\n  inputs:\n    - name: repo\n      type: string\n  outputs:\n    - name: users\n      type: list\n  requirements:\n    - handle rate limits\n```\n";
 
 fn fake(w: World, behavior: Behavior) -> World {
-    let dir = w.path("fake");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let claude = write_fake_claude(&dir, behavior);
-    w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"))
+    w.with_fake_claude(behavior)
 }
 
 #[test]

@@ -249,17 +249,14 @@ fn kill_experiment_archives_existing_and_refuses_everything_else() {
 
 #[test]
 fn roundtable_runs_the_configured_command_and_reports_back() {
-    let w = World::with_redis();
-    let script = w.path("roundtable.sh");
-    std::fs::write(&script, "#!/bin/sh\ncat > \"$(dirname \"$0\")/rt_input.json\"\necho '{\"transcript\":[\"a\",\"b\"],\"summary\":[\"go for events\"]}'\n").expect("write");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    let w = roundtable_world(
+        "cat > \"$(dirname \"$0\")/rt_input.json\"\necho '{\"transcript\":[\"a\",\"b\"],\"summary\":[\"go for events\"]}'",
+    );
     std::fs::write(
         w.context().join("learnings.md"),
         "# Strategic Learnings\n\n## 1\none\n\n## 2\ntwo",
     )
     .expect("write");
-    let w = w.set("FULLSEND_ROUNDTABLE_CMD", script.to_str().expect("utf8"));
     let r = w.run(
         &["dispatch"],
         &decision(

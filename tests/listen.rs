@@ -1064,10 +1064,7 @@ fn five_message_types_get_fitting_actions_and_effects() {
 #[test]
 fn fullsend_acts_on_what_the_executor_and_builder_report() {
     let w = World::with_redis();
-    let fake_dir = w.path("fake");
-    std::fs::create_dir_all(&fake_dir).expect("dir");
-    let claude = write_fake_claude(&fake_dir, Behavior::Reply("unused".into()));
-    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let w = w.with_fake_claude(Behavior::Reply("unused".into()));
     let mut c = w.conn();
     for exp in ["exp_20261121_a", "exp_20261121_b"] {
         let _: () = redis::cmd("HSET")
@@ -1141,15 +1138,12 @@ fn fullsend_acts_on_what_the_executor_and_builder_report() {
 #[test]
 fn a_second_signal_takes_the_coding_agents_with_it() {
     let w = World::with_redis();
-    let fake_dir = w.path("fake");
-    std::fs::create_dir_all(&fake_dir).expect("dir");
     let pid_file = w.path("agent.pid");
     let script = format!(
         "echo $$ > {}\ntrap '' TERM\nwhile :; do sleep 1; done",
         crate::common::fake_claude::sh_quote(pid_file.to_str().expect("utf8"))
     );
-    let claude = write_fake_claude(&fake_dir, Behavior::Script(script));
-    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let w = w.with_fake_claude(Behavior::Script(script));
     let r = w.run(
         &["publish", "fullsend:to_fullsend"],
         &json!({"type": "experiment_request", "idea": "Email CTOs of YC startups"}).to_string(),
@@ -1180,16 +1174,13 @@ fn fullsend_keeps_a_request_queued_through_an_api_outage() {
     // The agent's API answers 529 until `healed` exists; the request must stay queued (no
     // design_failed announced, nothing dead-lettered), then be designed once.
     let w = World::with_redis();
-    let fake_dir = w.path("fake");
-    std::fs::create_dir_all(&fake_dir).expect("dir");
     let healed = w.path("healed");
     let script = format!(
         "if [ -f {} ]; then emit_result {}; else emit_result 'API Error: 529 Overloaded' true 529 1; fi",
         crate::common::fake_claude::sh_quote(healed.to_str().expect("utf8")),
         crate::common::fake_claude::sh_quote(&crate::design::spec_reply("exp_20261121_outage"))
     );
-    let claude = write_fake_claude(&fake_dir, Behavior::Script(script));
-    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let w = w.with_fake_claude(Behavior::Script(script));
     let r = w.run(
         &["publish", "fullsend:to_fullsend"],
         &json!({"type": "experiment_request", "idea": "Email CTOs of YC startups", "request_id": "req_outage"}).to_string(),
@@ -1350,10 +1341,7 @@ fn a_credit_balance_refusal_pauses_and_loses_nothing() {
 #[test]
 fn tool_built_releases_only_waiting_drafts_and_each_once() {
     let w = World::with_redis();
-    let fake_dir = w.path("fake");
-    std::fs::create_dir_all(&fake_dir).expect("dir");
-    let claude = write_fake_claude(&fake_dir, Behavior::Reply("unused".into()));
-    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let w = w.with_fake_claude(Behavior::Reply("unused".into()));
     let mut c = w.conn();
     for exp in ["exp_20261121_wait", "exp_20261121_killed"] {
         let _: () = redis::cmd("HSET")
@@ -1581,10 +1569,7 @@ fn a_broken_prompt_override_stops_the_daemon_at_start() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no_such_value"), "{}", r.stderr);
     std::fs::write(prompts.join("design.txt"), "{{ idea }} {{ nope }}").expect("write");
-    let fake_dir = w.path("fake");
-    std::fs::create_dir_all(&fake_dir).expect("dir");
-    let claude = write_fake_claude(&fake_dir, Behavior::Reply("x".into()));
-    let w = w.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"));
+    let w = w.with_fake_claude(Behavior::Reply("x".into()));
     let r = w.run(
         &[
             "listen",

@@ -80,6 +80,13 @@ impl World {
         self.mock = Some(mock);
         self
     }
+    /// Points `FULLSEND_CLAUDE_BIN` at a fake `claude` (in `fake/`) with this behaviour.
+    pub fn with_fake_claude(self, behavior: crate::common::fake_claude::Behavior) -> World {
+        let dir = self.path("fake");
+        std::fs::create_dir_all(&dir).expect("fake dir");
+        let claude = crate::common::fake_claude::write_fake_claude(&dir, behavior);
+        self.set("FULLSEND_CLAUDE_BIN", claude.to_str().expect("utf8"))
+    }
     pub fn set(mut self, key: &str, value: &str) -> World {
         self.env.push((key.into(), value.into()));
         self

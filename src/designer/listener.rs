@@ -412,7 +412,7 @@ fn obj(v: Value) -> Map<String, Value> {
 }
 
 /// What the Executor reported (`fullsend:experiment_results`), turned into
-/// the messages the Orchestrator and Builder expect (fullsend-system.md §3, §8).
+/// the messages the Orchestrator and Builder expect (docs/system-contract.md §3, §8).
 fn executor_result(job: &Job, channels: &crate::support::config::Channels) -> (Vec<Effect>, Value) {
     let msg = &job.message;
     let text = |k: &str| {

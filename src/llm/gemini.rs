@@ -13,7 +13,7 @@ use super::{LlmError, ModelRequest, ModelResponse, ProgressFn, ThinkingMode, Usa
 /// The provider name in responses, logs and error messages.
 const PROVIDER: &str = "gemini";
 
-/// The largest budget 2.5 Flash accepts (anthropic-api.md §11); Pro accepts more,
+/// The largest budget 2.5 Flash accepts (docs/model-apis.md §11); Pro accepts more,
 /// so this bound is safe for every 2.5 model.
 const MAX_THINKING_BUDGET: u32 = 24_576;
 

@@ -58,7 +58,7 @@ impl ThinkingMode {
             return self;
         }
         // The 4.5 generation and older take only a budget; everything newer
-        // either requires or prefers adaptive thinking (anthropic-api.md §3).
+        // either requires or prefers adaptive thinking (docs/model-apis.md §3).
         const BUDGET_ONLY: &[&str] = &[
             "opus-4-5",
             "sonnet-4-5",

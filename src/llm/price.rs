@@ -13,7 +13,7 @@ struct Price {
     cache_read: f64,
 }
 
-/// List prices of November 2026 (anthropic-api.md §10), matched by substring.
+/// List prices of November 2026 (docs/model-apis.md §10), matched by substring.
 const DEFAULT_PRICES: &[(&str, Price)] = &[
     (
         "opus-5-5",

@@ -1,4 +1,4 @@
-//! Turning a decision into effects (the contract of fullsend-system.md §4) and
+//! Turning a decision into effects (the contract of docs/system-contract.md §4) and
 //! carrying them out. Every emitted message carries a new `msg_id` and the
 //! `msg_id` of the message that caused it.
 

@@ -1,5 +1,5 @@
 //! Chaos runs for `fullsend listen orchestrator`: the long versions of the
-//! delivery targets of redis.md §10 (R1, R2, R4/R5, R6, poison messages, R8,
+//! delivery targets of docs/redis.md §10 (R1, R2, R4/R5, R6, poison messages, R8,
 //! R13), black-box against the real `fullsend` binary, a real `redis-server`
 //! and the in-process Messages-API mock. Each scenario counts what every input
 //! message caused (its `experiment_request` or its learnings.md entry), prints

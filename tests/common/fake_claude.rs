@@ -1,6 +1,6 @@
 //! Fake `claude` executables (bash scripts) that mimic the headless Claude Code CLI: argv rules and
 //! quirks, the `--output-format json` result object, exit codes and the root refusal
-//! (claude-code-cli.md §2, §4, §5), with scripted behaviours for RALPH-loop tests.
+//! (docs/claude-code-cli.md §2, §4, §5), with scripted behaviours for RALPH-loop tests.
 //!
 //! Every invocation logs its argv as one JSON array per line to `<dir>/fake_claude_argv.jsonl`
 //! (path baked into the script, so it survives `env_clear()`), to `./.fake_claude_argv.jsonl` in its

@@ -20,9 +20,10 @@ use super::mock_http::{
     BodyError, Mock, Recorder, Request, Response, Step, WireFormat, header, split_text,
 };
 
-/// The `anthropic-version` values the real API accepts (anthropic-api.md §1).
+/// The `anthropic-version` values the real API accepts (docs/model-apis.md §1).
 const API_VERSIONS: [&str; 2] = ["2023-06-01", "2026-10-21"];
-/// Models that reject `thinking.type: "enabled"` (anthropic-api.md §3). Substring match on the id.
+/// Models that reject `thinking.type: "enabled"` (docs/model-apis.md §3). Substring match on
+/// the id.
 const ADAPTIVE_ONLY: [&str; 6] = [
     "opus-5", "sonnet-5", "opus-4-7", "opus-4-8", "fable-5", "mythos-5",
 ];
@@ -341,7 +342,7 @@ fn answer(recorder: &Recorder<Reply>, request: Result<Request, BodyError>) -> Re
     response.after(delay)
 }
 
-/// The checks the real API makes before doing any work (anthropic-api.md §1–3); with `key` set,
+/// The checks the real API makes before doing any work (docs/model-apis.md §1–3); with `key` set,
 /// the `x-api-key` or bearer token must be it.
 fn validate(req: &Recorded, key: Option<&str>) -> Result<(), Rejection> {
     let invalid = |message: String| reject(400, "invalid_request_error", message);
@@ -449,7 +450,7 @@ fn validate(req: &Recorded, key: Option<&str>) -> Result<(), Rejection> {
             ));
         }
     }
-    // Removed in API version 2026-10-21 and rejected by thinking models (anthropic-api.md §2).
+    // Removed in API version 2026-10-21 and rejected by thinking models (docs/model-apis.md §2).
     for field in ["temperature", "top_p", "top_k"] {
         if body.contains_key(field) {
             return Err(invalid(format!("{field}: Extra inputs are not permitted")));
@@ -642,7 +643,7 @@ fn message_stream(message: &MessageParts<'_>) -> Response {
             "delta": {"type": "text_delta", "text": piece}}));
     }
     events.push(json!({"type": "content_block_stop", "index": index}));
-    // message_delta usage is cumulative (anthropic-api.md §5), so it repeats the input counts.
+    // message_delta usage is cumulative (docs/model-apis.md §5), so it repeats the input counts.
     events.push(json!({"type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": null},
         "usage": message.usage_json(message.usage.output_tokens)}));

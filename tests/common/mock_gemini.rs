@@ -426,7 +426,7 @@ fn text_parts(parts: Option<&Value>, at: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Thinking per generation (anthropic-api.md §11): 2.5 takes a budget, 3.x a level, never both.
+/// Thinking per generation (docs/model-apis.md §11): 2.5 takes a budget, 3.x a level, never both.
 fn validate_thinking(model: &str, thinking: &Value) -> Result<(), Rejection> {
     let Value::Object(config) = thinking else {
         return Err(invalid("generationConfig.thinkingConfig must be an object"));

@@ -1,5 +1,5 @@
 //! A real `redis-server` per test: free loopback port, fresh temp dir, AOF on, killable and restartable
-//! on the same port and dir so tests can check durability and reconnection (see redis.md §10).
+//! on the same port and dir so tests can check durability and reconnection (see docs/redis.md §10).
 
 // Every test uses a different subset of these helpers, and the harness module is private to the test
 // binary, so `pub` items would otherwise warn as dead or unreachable.

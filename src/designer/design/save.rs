@@ -30,7 +30,7 @@ pub async fn unique_id(conn: &mut Conn, id: &str) -> anyhow::Result<String> {
     }
     Err(anyhow::anyhow!("no free experiment id near {id}"))
 }
-/// The Redis writes and messages of a designed spec (fullsend-system.md §2, §6).
+/// The Redis writes and messages of a designed spec (docs/system-contract.md §2, §6).
 pub fn effects(
     spec: &Map<String, Value>,
     tool: Option<&Map<String, Value>>,
