@@ -6,6 +6,8 @@ mod common;
 mod design;
 mod dispatch;
 mod docs;
+mod effects;
+mod exec;
 mod learn;
 mod listen;
 mod providers;

@@ -18,13 +18,13 @@ const STREAM: &str = "fullsend:{to_orchestrator}:stream";
 const DLQ: &str = "fullsend:{to_orchestrator}:dlq";
 
 /// A running listener and the JSON lines it printed.
-struct Listener {
+pub(crate) struct Listener {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Listener {
-    fn start(w: &World, args: &[&str], log: &str) -> Listener {
+    pub(crate) fn start(w: &World, args: &[&str], log: &str) -> Listener {
         let mut all = vec!["listen"];
         all.extend_from_slice(args);
         let mut child = w.spawn(&all, log);
@@ -40,13 +40,13 @@ impl Listener {
         });
         Listener { child, lines }
     }
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
-    fn lines(&self) -> Vec<Value> {
+    pub(crate) fn lines(&self) -> Vec<Value> {
         self.lines.lock().expect("lock").clone()
     }
-    fn stop(mut self) -> i32 {
+    pub(crate) fn stop(mut self) -> i32 {
         signal(self.pid(), libc::SIGTERM);
         let start = Instant::now();
         loop {
@@ -60,14 +60,14 @@ impl Listener {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 /// Waits until `n` listeners of `group` are up and the pub/sub bridge is subscribed.
-fn wait_ready(w: &World, group: &str, channel: &str, n: usize) {
+pub(crate) fn wait_ready(w: &World, group: &str, channel: &str, n: usize) {
     eventually(Duration::from_secs(20), "listeners ready", || {
         let mut conn = w.conn();
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -1543,7 +1543,8 @@ fn the_pipelines_in_commands_run_as_written() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     assert_eq!(lines.len(), 1);
-    assert_eq!(lines[0]["action"], "dispatch_to_fullsend");
+    assert_eq!(lines[0]["role"], "exec", "the pipeline form");
+    assert_eq!(lines[0]["output"]["action"], "dispatch_to_fullsend");
     assert_eq!(experiment_requests(&w).len(), 1);
 }
 

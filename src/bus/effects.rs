@@ -191,7 +191,7 @@ pub fn apply_files(effects: &[Effect], marker: Option<&str>) -> anyhow::Result<V
 
 /// Binds the commit to a stream entry: it only happens while this consumer
 /// still owns the entry, and it acknowledges the entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fence {
     /// The stream.
     pub stream: String,
@@ -211,6 +211,17 @@ pub struct Fence {
 /// Whether this consumer still holds the entry under the same delivery: the check made before
 /// work that the commit script cannot cover (file effects).
 pub async fn still_holds(conn: &mut Conn, fence: &Fence) -> anyhow::Result<bool> {
+    Ok(pending_owner(conn, fence)
+        .await?
+        .is_some_and(|(owner, count)| owner == fence.consumer && count == fence.deliveries))
+}
+
+/// Who holds the fenced entry now and under which delivery count; None once it is
+/// acknowledged.
+pub async fn pending_owner(
+    conn: &mut Conn,
+    fence: &Fence,
+) -> anyhow::Result<Option<(String, u64)>> {
     let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
         .arg(&fence.stream)
         .arg(&fence.group)
@@ -221,8 +232,9 @@ pub async fn still_holds(conn: &mut Conn, fence: &Fence) -> anyhow::Result<bool>
         .await
         .context("checking the lease")?;
     Ok(pending
-        .first()
-        .is_some_and(|(_, owner, _, count)| *owner == fence.consumer && *count == fence.deliveries))
+        .into_iter()
+        .next()
+        .map(|(_, owner, _, count)| (owner, count)))
 }
 
 /// How a commit ended.

@@ -9,7 +9,9 @@
 //! of what a message means: it depends on `support` only, never on the
 //! services, `context` or `cmd`.
 
+pub mod delivery;
 pub mod effects;
+pub mod exec;
 pub mod runner;
 pub mod spend;
 pub mod store;

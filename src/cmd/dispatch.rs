@@ -34,6 +34,11 @@ pub struct Args {
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let env = Env::load(global, Vec::new())?;
     let text = crate::support::io::read_stdin("a decision")?;
+    if !args.dry_run
+        && let Some(delivery) = crate::bus::delivery::Delivery::from_env()?
+    {
+        return dispatch_delivered(&env, delivery, &text).await;
+    }
     let decision = read_decision(&text)?;
     let target = target(&env)?;
     let mut conn = if args.dry_run {
@@ -74,6 +79,45 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         Exit::Failed
     } else {
         Exit::Success
+    })
+}
+
+/// `dispatch` inside a `listen --exec` pipeline: the built-in role's dispatch stage, fenced to
+/// the delivery and acknowledging it in its commit. No decision on stdin (an earlier stage
+/// failed, or a filter dropped it) commits nothing and exits 0; the listener then goes by the
+/// earlier stage's exit code, or acknowledges a dropped message.
+async fn dispatch_delivered(
+    env: &Env,
+    delivery: crate::bus::delivery::Delivery,
+    text: &str,
+) -> anyhow::Result<Exit> {
+    if text.trim().is_empty() {
+        tracing::info!("no decision on stdin: nothing to dispatch");
+        env.emit(&serde_json::json!({"v": 1, "dispatched": false}))?;
+        return Ok(Exit::Success);
+    }
+    let decision = read_decision(text)?;
+    let target = target(env)?;
+    let keys = ChannelKeys::new(&delivery.channel);
+    let mut conn = crate::bus::store::connect(&env.config.redis_url())
+        .await
+        .map_err(|e| Fail::upstream(format!("{e:#}")))?;
+    let job = delivery.job(decision.message.clone());
+    let handled = crate::orchestrator::listener::dispatch_stage(
+        &target,
+        &keys,
+        &delivery.fence.group,
+        &job,
+        &decision,
+        &mut conn,
+        &delivery.fence,
+    )
+    .await
+    .map_err(crate::cmd::listen::stage_exit)?;
+    env.emit(&handled.line)?;
+    Ok(match handled.commit {
+        crate::bus::effects::CommitStatus::LostLease => Exit::Upstream,
+        _ => Exit::Success,
     })
 }
 

@@ -41,9 +41,22 @@ pub enum Role {
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// The role to run.
-    #[arg(value_enum)]
-    pub role: Role,
+    /// The role to run (orchestrator: think → dispatch; fullsend: design → save → announce),
+    /// or, with --exec and --group, any channel (e.g. fullsend:to_orchestrator).
+    #[arg(value_name = "ROLE|CHANNEL")]
+    pub role: String,
+    /// Run this shell pipeline (bash) for each message instead of the built-in role: the
+    /// message on stdin, its delivery in FULLSEND_DELIVERY. Exit 0 done, 2 bad input
+    /// (dead-lettered), 3 transient (retried), 4 a limit (waits); the first failing stage
+    /// decides.
+    #[arg(long, value_name = "PIPELINE")]
+    pub exec: Option<String>,
+    /// Consumer group (default: the role's name; required for a channel).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Seconds a pipeline may run per message before it is killed (a transient failure).
+    #[arg(long, default_value_t = 900.0, env = "FULLSEND_EXEC_TIMEOUT")]
+    pub exec_timeout: f64,
     /// Messages handled at once.
     #[arg(long, default_value_t = 1, env = "FULLSEND_CONCURRENCY")]
     pub concurrency: usize,
@@ -79,6 +92,65 @@ pub struct Args {
     pub agent: Option<String>,
 }
 
+/// The Orchestrator role from configuration, checked: a missing key or a prompt override that
+/// does not render stops here, rather than failing (and dead-lettering) every message.
+pub fn orchestrator_role(
+    env: &Env,
+    provider: Option<&str>,
+    keys: ChannelKeys,
+    group: &str,
+) -> anyhow::Result<crate::orchestrator::listener::OrchestratorRole> {
+    let orchestrator =
+        crate::orchestrator::think::Orchestrator::from_config(&env.config, provider, None)?;
+    orchestrator
+        .provider
+        .ready()
+        .map_err(crate::llm::LlmError::into_anyhow)?;
+    orchestrator.prompt(
+        &serde_json::Map::new(),
+        &crate::context::loader::Context::default(),
+    )?;
+    Ok(crate::orchestrator::listener::OrchestratorRole {
+        orchestrator,
+        target: crate::cmd::dispatch::target(env)?,
+        decision_log: env.config.decision_log(),
+        keys,
+        group: group.to_string(),
+        loader: tokio::sync::Mutex::new(crate::context::loader::Loader::default()),
+        gate: crate::bus::spend::Gate::from_config(&env.config)?,
+    })
+}
+
+/// What a stage inside a `listen --exec` pipeline exits with when its delivered message did
+/// not complete: the same outcome the listener gives it (see `bus::exec::outcome`).
+pub fn stage_exit(error: crate::bus::runner::JobError) -> anyhow::Error {
+    use crate::bus::runner::JobError;
+    match error {
+        JobError::Permanent(e) => Fail::usage(format!("{e:#}")),
+        JobError::Transient(e) | JobError::Conflict(e) => Fail::upstream(format!("{e:#}")),
+        JobError::Paused(e) => Fail::limit(format!("{e:#}")),
+    }
+}
+
+/// The pipeline's environment: the listener's own, with the directory of this binary first on
+/// PATH, so `fullsend` in a pipeline is the same version as the listener.
+fn pipeline_env() -> anyhow::Result<Vec<(String, std::ffi::OsString)>> {
+    let mut env: Vec<(String, std::ffi::OsString)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
+        .filter(|(k, _)| k != "PATH")
+        .collect();
+    let exe = std::env::current_exe()?;
+    let mut dirs: Vec<std::path::PathBuf> = exe
+        .parent()
+        .map(|d| vec![d.to_path_buf()])
+        .unwrap_or_default();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    env.push(("PATH".into(), std::env::join_paths(dirs)?));
+    Ok(env)
+}
+
 /// Runs `listen`.
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let env = Env::load(global, Vec::new())?;
@@ -95,10 +167,34 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         }
     };
     let channels = env.config.channels();
-    let (group, channel) = match args.role {
-        Role::Orchestrator => ("orchestrator", channels.to_orchestrator.clone()),
-        Role::Fullsend => ("fullsend", channels.to_fullsend.clone()),
+    let role = match args.role.as_str() {
+        "orchestrator" => Some(Role::Orchestrator),
+        "fullsend" => Some(Role::Fullsend),
+        _ => None,
     };
+    let (group, channel) = match (role, &args.group) {
+        (Some(Role::Orchestrator), g) => (
+            g.clone().unwrap_or_else(|| "orchestrator".into()),
+            channels.to_orchestrator.clone(),
+        ),
+        (Some(Role::Fullsend), g) => (
+            g.clone().unwrap_or_else(|| "fullsend".into()),
+            channels.to_fullsend.clone(),
+        ),
+        (None, Some(g)) if args.exec.is_some() => (g.clone(), args.role.clone()),
+        (None, _) => {
+            return Err(Fail::usage(format!(
+                "{:?} is not a role (orchestrator, fullsend); a channel needs --exec and --group",
+                args.role
+            )));
+        }
+    };
+    if !crate::support::msg::valid_key_id(&group) {
+        return Err(Fail::usage(format!(
+            "--group {group:?} is not a valid name"
+        )));
+    }
+    let group = group.as_str();
     let opts = Options {
         group: group.to_string(),
         channel: channel.clone(),
@@ -112,9 +208,11 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         once: args.once,
         ingest: !args.no_ingest,
         // FULLSEND also acts on what the Executor and the Builder report.
-        also_ingest: match args.role {
-            Role::Orchestrator => Vec::new(),
-            Role::Fullsend => vec![EXPERIMENT_RESULTS.to_string(), BUILDER_RESULTS.to_string()],
+        also_ingest: match role {
+            Some(Role::Fullsend) => {
+                vec![EXPERIMENT_RESULTS.to_string(), BUILDER_RESULTS.to_string()]
+            }
+            _ => Vec::new(),
         },
     };
     let shutdown = crate::support::signal::shutdown_channel();
@@ -128,35 +226,25 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         }
     });
     let keys = ChannelKeys::new(&channel);
-    let stats = match args.role {
-        Role::Orchestrator => {
-            let orchestrator = crate::orchestrator::think::Orchestrator::from_config(
-                &env.config,
-                args.provider.as_deref(),
-                None,
-            )?;
-            // A missing key or a broken prompt override stops the daemon here,
-            // rather than failing (and dead-lettering) every message.
-            orchestrator
-                .provider
-                .ready()
-                .map_err(crate::llm::LlmError::into_anyhow)?;
-            orchestrator.prompt(
-                &serde_json::Map::new(),
-                &crate::context::loader::Context::default(),
-            )?;
-            let role = crate::orchestrator::listener::OrchestratorRole {
-                orchestrator,
-                target: crate::cmd::dispatch::target(&env)?,
-                decision_log: env.config.decision_log(),
-                keys,
-                group: group.to_string(),
-                loader: tokio::sync::Mutex::new(crate::context::loader::Loader::default()),
-                gate: crate::bus::spend::Gate::from_config(&env.config)?,
+    let stats = match (role, &args.exec) {
+        (_, Some(pipeline)) => {
+            let role = crate::bus::exec::ExecRole {
+                pipeline: pipeline.clone(),
+                channel: channel.clone(),
+                timeout: secs(args.exec_timeout, "exec-timeout")?,
+                env: pipeline_env()?,
+                bash: which::which("bash")
+                    .map_err(|_| Fail::usage("--exec needs bash on PATH"))?
+                    .to_string_lossy()
+                    .into_owned(),
             };
             runner::run(opts, Arc::new(role), shutdown, output).await?
         }
-        Role::Fullsend => {
+        (Some(Role::Orchestrator), None) => {
+            let role = orchestrator_role(&env, args.provider.as_deref(), keys, group)?;
+            runner::run(opts, Arc::new(role), shutdown, output).await?
+        }
+        (_, None) => {
             let designer = crate::cmd::design::designer(
                 &env,
                 args.mode.into(),

@@ -94,6 +94,11 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
     let message = read_message(args.message.as_deref())?;
+    if let Some(delivery) = crate::bus::delivery::Delivery::from_env()?
+        && !args.prompt_only
+    {
+        return think_delivered(&env, &args, delivery, message).await;
+    }
     let orchestrator =
         Orchestrator::from_config(&env.config, args.provider.as_deref(), args.model.as_deref())?;
     if args.prompt_only {
@@ -164,6 +169,40 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     }
     env.emit(&decision)?;
     Ok(exit)
+}
+
+/// `think` inside a `listen --exec` pipeline: this delivery's memoised decision, or a new one,
+/// memoised before it is printed (the built-in role's think stage). A message that did not get
+/// a decision prints nothing and exits as the listener maps it: 2 bad input, 3 transient, 4 a
+/// limit, so the next stage has nothing to act on.
+async fn think_delivered(
+    env: &Env,
+    args: &Args,
+    delivery: crate::bus::delivery::Delivery,
+    message: Map<String, Value>,
+) -> anyhow::Result<Exit> {
+    let keys = crate::bus::store::ChannelKeys::new(&delivery.channel);
+    let role = crate::cmd::listen::orchestrator_role(
+        env,
+        args.provider.as_deref(),
+        keys,
+        &delivery.fence.group,
+    )?;
+    let mut conn = crate::bus::store::connect(&env.config.redis_url())
+        .await
+        .map_err(|e| Fail::upstream(format!("{e:#}")))?;
+    if let Some(reason) = role.gate.pause_reason(conn.clone()).await {
+        return Err(Fail::limit(reason));
+    }
+    let job = delivery.job(message);
+    let (_keep, cancel) = tokio::sync::watch::channel(false);
+    match role.think_stage(&job, &mut conn, cancel).await {
+        Ok(decision) => {
+            env.emit(&decision)?;
+            Ok(Exit::Success)
+        }
+        Err(error) => Err(crate::cmd::listen::stage_exit(error)),
+    }
 }
 
 /// The incoming message from `--message` or stdin: a JSON object, or exit 2.

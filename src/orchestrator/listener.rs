@@ -48,86 +48,117 @@ impl Handler for OrchestratorRole {
         fence: Fence,
         cancel: watch::Receiver<bool>,
     ) -> Result<Handled, JobError> {
-        let memo_key = self.keys.memo(&self.group, &job.identity);
-        let memo: Option<String> = redis::cmd("GET")
-            .arg(&memo_key)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| JobError::Transient(e.into()))?;
-        let decision = match memo.and_then(|m| serde_json::from_str::<Decision>(&m).ok()) {
-            Some(d) => d,
-            None => {
-                self.decide(&job, &mut conn, &memo_key, cancel.clone())
-                    .await?
-            }
-        };
+        let decision = self.think_stage(&job, &mut conn, cancel.clone()).await?;
         if *cancel.borrow() {
             return Err(JobError::Transient(anyhow::anyhow!(
                 "lease lost before dispatch"
             )));
         }
-        let plan = dispatch::plan(&decision, &self.target, Some(&mut conn))
-            .await
-            .map_err(JobError::Transient)?;
-        for w in &plan.warnings {
-            tracing::warn!("{}: {w}", job.identity);
-        }
-        if let Some(r) = &plan.rejected {
-            tracing::error!("{}: {r}", job.identity);
-        }
-        let seen = self.keys.seen(&self.group, &job.identity);
-        let executed = dispatch::execute(
-            plan,
-            &decision,
+        dispatch_stage(
             &self.target,
+            &self.keys,
+            &self.group,
+            &job,
+            &decision,
             &mut conn,
-            Some(&job.identity),
-            Some(&seen),
-            Some(&fence),
+            &fence,
         )
-        .await;
-        let report = match executed {
-            Ok(report) => report,
-            Err(err) if err.is::<crate::support::files::ChangedSince>() => {
-                // The worklist moved under a whole-file rewrite: forget the decision, so the
-                // retry asks the model again with the worklist as it is now.
-                let _: Result<(), _> = redis::cmd("DEL")
-                    .arg(&memo_key)
-                    .query_async(&mut conn)
-                    .await;
-                return Err(JobError::Transient(err));
-            }
-            Err(err) => return Err(JobError::Transient(err)),
-        };
-        let commit = report
-            .commit
-            .as_ref()
-            .map(|c| c.status.clone())
-            .unwrap_or(CommitStatus::Ok);
-        let line = json!({
-            "v": 1,
-            "role": "orchestrator",
-            "msg_id": job.identity,
-            "type": job.message.get("type"),
-            "action": decision.action,
-            "priority": decision.priority,
-            "reasoning": decision.reasoning,
-            "fallback": decision.fallback,
-            "provider": decision.provider,
-            "model": decision.model,
-            "usage": decision.usage,
-            "cost_usd": decision.cost_usd,
-            "elapsed_ms": decision.elapsed_ms,
-            "rejected": report.plan.rejected,
-            "warnings": report.plan.warnings,
-            "effects": report.plan.effects,
-            "commit": report.commit,
-        });
-        Ok(Handled { commit, line })
+        .await
     }
 }
 
+/// The dispatch stage of one delivered message: plan, file effects after the lease is checked
+/// again, then the fenced commit that acknowledges the entry. Shared by the built-in role and by
+/// `fullsend dispatch` inside a `listen --exec` pipeline.
+pub async fn dispatch_stage(
+    target: &Target,
+    keys: &ChannelKeys,
+    group: &str,
+    job: &Job,
+    decision: &Decision,
+    conn: &mut Conn,
+    fence: &Fence,
+) -> Result<Handled, JobError> {
+    let memo_key = keys.memo(group, &job.identity);
+    let plan = dispatch::plan(decision, target, Some(&mut *conn))
+        .await
+        .map_err(JobError::Transient)?;
+    for w in &plan.warnings {
+        tracing::warn!("{}: {w}", job.identity);
+    }
+    if let Some(r) = &plan.rejected {
+        tracing::error!("{}: {r}", job.identity);
+    }
+    let seen = keys.seen(group, &job.identity);
+    let executed = dispatch::execute(
+        plan,
+        decision,
+        target,
+        conn,
+        Some(&job.identity),
+        Some(&seen),
+        Some(fence),
+    )
+    .await;
+    let report = match executed {
+        Ok(report) => report,
+        Err(err) if err.is::<crate::support::files::ChangedSince>() => {
+            // The worklist moved under a whole-file rewrite: forget the decision, so the
+            // retry asks the model again with the worklist as it is now.
+            let _: Result<(), _> = redis::cmd("DEL").arg(&memo_key).query_async(conn).await;
+            return Err(JobError::Conflict(err));
+        }
+        Err(err) => return Err(JobError::Transient(err)),
+    };
+    let commit = report
+        .commit
+        .as_ref()
+        .map(|c| c.status.clone())
+        .unwrap_or(CommitStatus::Ok);
+    let line = json!({
+        "v": 1,
+        "role": "orchestrator",
+        "msg_id": job.identity,
+        "type": job.message.get("type"),
+        "action": decision.action,
+        "priority": decision.priority,
+        "reasoning": decision.reasoning,
+        "fallback": decision.fallback,
+        "provider": decision.provider,
+        "model": decision.model,
+        "usage": decision.usage,
+        "cost_usd": decision.cost_usd,
+        "elapsed_ms": decision.elapsed_ms,
+        "rejected": report.plan.rejected,
+        "warnings": report.plan.warnings,
+        "effects": report.plan.effects,
+        "commit": report.commit,
+    });
+    Ok(Handled { commit, line })
+}
+
 impl OrchestratorRole {
+    /// The think stage of one delivered message: its memoised decision, or a new one from the
+    /// model, memoised before anything depends on it. Shared by the built-in role and by
+    /// `fullsend think` inside a `listen --exec` pipeline.
+    pub async fn think_stage(
+        &self,
+        job: &Job,
+        conn: &mut Conn,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Decision, JobError> {
+        let memo_key = self.keys.memo(&self.group, &job.identity);
+        let memo: Option<String> = redis::cmd("GET")
+            .arg(&memo_key)
+            .query_async(conn)
+            .await
+            .map_err(|e| JobError::Transient(e.into()))?;
+        match memo.and_then(|m| serde_json::from_str::<Decision>(&m).ok()) {
+            Some(d) => Ok(d),
+            None => self.decide(job, conn, &memo_key, cancel).await,
+        }
+    }
+
     async fn decide(
         &self,
         job: &Job,

@@ -1,19 +1,26 @@
 //! Chaos runs for `fullsend listen orchestrator`: the long versions of the
 //! delivery targets of docs/redis.md §10 (R1, R2, R4/R5, R6, poison messages, R8,
-//! R13), black-box against the real `fullsend` binary, a real `redis-server`
-//! and the in-process Messages-API mock. Each scenario counts what every input
-//! message caused (its `experiment_request` or its learnings.md entry), prints
-//! one table row, and the run exits non-zero if any scenario failed.
+//! R13) and mixed traffic of every message kind through both roles, black-box
+//! against the real `fullsend` binary, a real `redis-server` and the in-process
+//! Messages-API mock. Each scenario counts what every input message caused (the
+//! mixed one every effect type, through `tests/common/ledger.rs`), prints one
+//! row of each table, and the run exits non-zero if any scenario failed.
 //!
 //! `chaos [--quick] [--only r1,r4,...] [--seed N] [--keep] [--bin PATH]`;
 //! normally run through `scripts/chaos`.
 
+#[path = "../common/ledger.rs"]
+mod ledger;
 #[path = "../common/mock_api.rs"]
 mod mock_api;
 #[path = "../common/mock_http.rs"]
 mod mock_http;
 #[path = "../common/redis_server.rs"]
 mod redis_server;
+#[path = "../common/specs.rs"]
+mod specs;
+#[path = "../common/traffic.rs"]
+mod traffic;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -208,6 +215,8 @@ struct Call {
 struct Model {
     latency_ms: AtomicU64,
     calls: Mutex<Vec<Call>>,
+    /// Answer with the mixed-traffic script (`traffic::answer`) instead of the kinds above.
+    mixed: bool,
 }
 
 impl Model {
@@ -215,6 +224,13 @@ impl Model {
         Model {
             latency_ms: AtomicU64::new(latency.as_millis() as u64),
             calls: Mutex::new(Vec::new()),
+            mixed: false,
+        }
+    }
+    fn mixed(latency: Duration) -> Model {
+        Model {
+            mixed: true,
+            ..Model::new(latency)
         }
     }
     fn latency(&self) -> Duration {
@@ -226,6 +242,18 @@ impl Model {
     }
 
     fn respond(&self, req: &Recorded) -> Reply {
+        if self.mixed {
+            let latency = self.latency();
+            lock(&self.calls).push(Call {
+                key: req.header("x-api-key").unwrap_or_default().to_string(),
+                id: traffic::incoming(&mock_api::user_text(req))
+                    .map(|(id, _)| id)
+                    .unwrap_or_else(|| "(other)".into()),
+                at: Instant::now(),
+                latency,
+            });
+            return Reply::Delay(latency, Box::new(traffic::answer(req)));
+        }
         let incoming = incoming_token(&mock_api::user_text(req));
         let latency = self.latency();
         let (id, kind) = match &incoming {
@@ -282,6 +310,10 @@ impl Model {
             .filter(|c| c.key == key && c.at > t)
             .map(|c| c.at)
             .min()
+    }
+    /// Every call, whatever it was about.
+    fn total_all(&self) -> usize {
+        lock(&self.calls).len()
     }
     fn calls_of(&self, id: &str) -> usize {
         lock(&self.calls).iter().filter(|c| c.id == id).count()
@@ -542,6 +574,10 @@ struct Rig {
 
 impl Rig {
     fn new(name: &str, cfg: &Cfg, latency: Duration, extra: &[(&str, &str)]) -> Rig {
+        Rig::with_model(name, cfg, Model::new(latency), extra)
+    }
+
+    fn with_model(name: &str, cfg: &Cfg, model: Model, extra: &[(&str, &str)]) -> Rig {
         let dir = tempfile::Builder::new()
             .prefix(&format!("fullsend-chaos-{name}-"))
             .tempdir()
@@ -549,6 +585,12 @@ impl Rig {
         for sub in ["context", "home", "work"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("creating scenario subdirs");
         }
+        // The designer refuses a work root others can read.
+        std::fs::set_permissions(
+            dir.path().join("work"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod the work dir");
         let redis = RedisServer::start();
         lock(&DIRS).insert(dir.path().to_path_buf());
         lock(&DIRS).insert(redis.dir().to_path_buf());
@@ -556,7 +598,7 @@ impl Rig {
         if let Some(pid) = redis_pid {
             track(pid);
         }
-        let model = Arc::new(Model::new(latency));
+        let model = Arc::new(model);
         let responder = model.clone();
         let mock = MockApi::start(move |req, _| responder.respond(req));
         let env = Env {
@@ -993,6 +1035,21 @@ impl Rig {
         if !stuck.is_empty() {
             t.stuck = self.diagnose(&stuck);
         }
+        let requests = self.requests().unwrap_or_default();
+        let learnings = self.learnings();
+        for (name, kind, counts) in [
+            ("experiment_request", Kind::Dispatch, &requests),
+            ("learning", Kind::Learn, &learnings),
+        ] {
+            let of_kind: Vec<&Msg> = msgs.iter().filter(|m| m.kind == kind).collect();
+            let got = of_kind
+                .iter()
+                .filter(|m| counts.contains_key(&m.id))
+                .count();
+            let extra: usize = counts.values().map(|n| n.saturating_sub(1)).sum();
+            t.effects
+                .push((name.to_string(), effect_cell(got, of_kind.len(), extra)));
+        }
         t
     }
 
@@ -1041,6 +1098,17 @@ struct Tally {
     stuck: Vec<String>,
     duplicated: usize,
     dup_ids: Vec<String>,
+    /// One cell per effect type counted: `got/expected`, with `+n` for extras.
+    effects: Vec<(String, String)>,
+}
+
+/// The effects-table cell of one effect type.
+fn effect_cell(got: usize, expected: usize, extra: usize) -> String {
+    if extra > 0 {
+        format!("{got}/{expected} +{extra}")
+    } else {
+        format!("{got}/{expected}")
+    }
 }
 
 /// Collected failure reasons of one scenario.
@@ -1092,6 +1160,8 @@ fn preview_list(items: &[String]) -> String {
 }
 
 struct Row {
+    /// Cells of the effects table.
+    effects: Vec<(String, String)>,
     scenario: String,
     sent: usize,
     processed: usize,
@@ -1105,6 +1175,7 @@ struct Row {
 impl Row {
     fn new(scenario: &str, t: &Tally, extra: String, checks: &Checks) -> Row {
         Row {
+            effects: t.effects.clone(),
             scenario: scenario.to_string(),
             sent: t.sent,
             processed: t.processed,
@@ -1127,7 +1198,7 @@ fn print_table(rows: &[Row]) {
         "extra",
         "result",
     ];
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             [
@@ -1139,10 +1210,46 @@ fn print_table(rows: &[Row]) {
                 r.extra.clone(),
                 if r.pass { "PASS" } else { "FAIL" }.to_string(),
             ]
+            .to_vec()
         })
         .collect();
+    print_grid(&header, &cells);
+}
+
+/// The effects table: one column per effect type, `got/expected` (+extras) per scenario; `–`
+/// where a scenario's traffic has no such effect.
+fn print_effects_table(rows: &[Row]) {
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows {
+        for (name, _) in &r.effects {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+    }
+    let mut header = vec!["scenario"];
+    header.extend(names.iter().copied());
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut row = vec![r.scenario.clone()];
+            for name in &names {
+                row.push(
+                    r.effects
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or_else(|| "–".to_string(), |(_, c)| c.clone()),
+                );
+            }
+            row
+        })
+        .collect();
+    print_grid(&header, &cells);
+}
+
+fn print_grid(header: &[&str], cells: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &cells {
+    for row in cells {
         for (w, c) in widths.iter_mut().zip(row.iter()) {
             *w = (*w).max(c.chars().count());
         }
@@ -1164,7 +1271,7 @@ fn print_table(rows: &[Row]) {
             .collect::<Vec<_>>()
             .join("-|-")
     );
-    for row in &cells {
+    for row in cells {
         line(row.iter().map(String::as_str).collect());
     }
 }
@@ -1383,6 +1490,7 @@ fn r1(cfg: &Cfg, rng: &mut Rng) -> Vec<Row> {
         stuck: t.stuck.clone(),
         duplicated: t.duplicated,
         dup_ids: t.dup_ids.clone(),
+        effects: t.effects.clone(),
     };
     r2.tally(&r2_tally);
     r2.failures.extend(
@@ -2074,7 +2182,213 @@ fn r13(cfg: &Cfg, _rng: &mut Rng) -> Vec<Row> {
 
 type Scenario = fn(&Cfg, &mut Rng) -> Vec<Row>;
 
-const SCENARIOS: [(&str, &[&str], &str, Scenario); 6] = [
+/// Mixed traffic: every message kind of `tests/common/traffic.rs` (escalations the model answers
+/// with each action, status notices, `tool_built`) in bursts through 3 Orchestrator listeners and
+/// a FULLSEND listener designing with `--engine api`, with SIGKILLs of listeners that have model
+/// calls in flight and one redis-server SIGKILL and restart. Every effect type of every input is
+/// counted by `ledger.rs`: published messages through their causation chain, learnings and
+/// worklist lines, roundtable runs, and experiment state changes from the AOF.
+fn mixed(cfg: &Cfg, rng: &mut Rng) -> Vec<Row> {
+    let (bursts, per_burst, kills_wanted) = if cfg.quick { (4, 27, 12) } else { (6, 45, 30) };
+    let latency = Duration::from_millis(600);
+    let lease = Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(if cfg.quick { 150 } else { 300 });
+    let mut checks = Checks::default();
+    let root = tempfile::Builder::new()
+        .prefix("fullsend-chaos-roundtable-")
+        .tempdir()
+        .expect("roundtable dir");
+    let runs = root.path().join("runs.log");
+    let command = traffic::roundtable_command(root.path(), &runs);
+    let command = command.to_string_lossy().to_string();
+    let mut rig = Rig::with_model(
+        "mixed",
+        cfg,
+        Model::mixed(latency),
+        &[
+            ("FULLSEND_ENGINE", "api"),
+            ("FULLSEND_ROUNDTABLE_CMD", &command),
+        ],
+    );
+    let inputs = traffic::mixed("x", 0, bursts * per_burst);
+    match rig.conn() {
+        Some(mut c) => {
+            if let Err(e) = traffic::seed(&mut c, &inputs) {
+                checks.fail(format!("seeding: {e}"));
+            }
+        }
+        None => checks.fail("no connection for seeding"),
+    }
+    let orchestrator = [
+        "listen",
+        "orchestrator",
+        "--lease",
+        "2",
+        "--concurrency",
+        "2",
+        "--no-ingest",
+    ];
+    let fullsend = [
+        "listen",
+        "fullsend",
+        "--lease",
+        "2",
+        "--concurrency",
+        "2",
+        "--no-ingest",
+    ];
+    for _ in 0..3 {
+        rig.spawn(&orchestrator);
+    }
+    let fullsend_slot = rig.spawn(&fullsend);
+    let args_of = |slot: usize| {
+        if slot == fullsend_slot {
+            &fullsend[..]
+        } else {
+            &orchestrator[..]
+        }
+    };
+    let aof = rig.redis.dir().join("appendonlydir");
+    let context = rig.env.root.join("context");
+    let tallies = |rig: &Rig| -> Option<Vec<ledger::Tally>> {
+        let mut conn = rig.conn()?;
+        let sources = ledger::Sources {
+            aof_dir: &aof,
+            context: &context,
+            runs: &runs,
+        };
+        let l = ledger::read(&mut conn, &inputs, &sources).ok()?;
+        Some(ledger::compare(&inputs, &l))
+    };
+
+    let mut kills = 0;
+    let mut crashed = None;
+    let mut faults = Vec::new();
+    for (n, burst) in inputs.chunks(per_burst).enumerate() {
+        // A durable producer: XADD until acknowledged (the msg_id is ours, so an answer lost
+        // with a dying server adds nothing the listeners would act on twice).
+        for input in burst {
+            let stream = format!(
+                "fullsend:{{{}}}:stream",
+                input.channel().trim_start_matches("fullsend:")
+            );
+            let sent = wait_for(Duration::from_secs(30), || {
+                rig.conn().is_some_and(|mut c| {
+                    redis::cmd("XADD")
+                        .arg(&stream)
+                        .arg("*")
+                        .arg("data")
+                        .arg(input.json())
+                        .query::<String>(&mut c)
+                        .is_ok()
+                })
+            });
+            checks.check(sent, format!("publishing {} failed", input.id));
+        }
+        if n == bursts / 2 && crashed.is_none() {
+            sleep(latency / 2);
+            rig.kill_redis();
+            sleep(Duration::from_secs(2));
+            rig.restart_redis();
+            crashed = Some(Instant::now());
+        }
+        if n == bursts / 2 + 1 {
+            // Every connection dropped, then the server paused.
+            sleep(latency / 2);
+            for kind in ["normal", "pubsub"] {
+                rig.redis.cli(&["CLIENT", "KILL", "TYPE", kind]);
+            }
+            rig.redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]);
+            faults.push("CLIENT KILL + PAUSE 1.5 s");
+        }
+        if n == bursts - 1 {
+            // An Orchestrator listener stopped past its lease (2 s) and its name lease (8 s)
+            // with calls in flight: the others take its entries; it must commit none of them.
+            sleep(latency / 2);
+            let pid = rig.current(0).pid();
+            send_signal(pid, libc::SIGSTOP);
+            sleep(Duration::from_secs(11));
+            send_signal(pid, libc::SIGCONT);
+            faults.push("SIGSTOP 11 s");
+        }
+        let target = kills_wanted * (n + 1) / bursts;
+        let burst_end = Instant::now() + Duration::from_secs(20);
+        while kills < target && Instant::now() < burst_end {
+            sleep(rng.millis(latency.as_millis() as u64 / 3, latency.as_millis() as u64));
+            let now = Instant::now();
+            let mut candidates = Vec::new();
+            for slot in 0..rig.slots.len() {
+                let key = rig.current(slot).key.clone();
+                if !rig.model.in_flight(&key, now).is_empty() && rig.current(slot).running() {
+                    candidates.push(slot);
+                }
+            }
+            if candidates.is_empty() {
+                continue;
+            }
+            let slot = candidates[rng.below(candidates.len())];
+            rig.current(slot).kill();
+            rig.respawn(slot, args_of(slot));
+            kills += 1;
+        }
+        eprintln!("  mixed: burst {}/{bursts} sent, {kills} kills", n + 1);
+    }
+    let complete = wait_for(deadline.saturating_duration_since(Instant::now()), || {
+        tallies(&rig).is_some_and(|t| ledger::complete(&t))
+    });
+    if !complete {
+        checks.fail("timed out waiting for every effect");
+    }
+    settle(lease);
+    let tallies = tallies(&rig).unwrap_or_default();
+    for f in ledger::failures(&tallies) {
+        checks.fail(f);
+    }
+    checks.check(
+        kills == kills_wanted,
+        format!("only {kills} of {kills_wanted} kills landed mid-call"),
+    );
+    checks.check(crashed.is_some(), "redis-server was not restarted");
+    let dead = rig.dlq().len();
+    checks.check(dead == 0, format!("{dead} dead-lettered"));
+    for gone in rig.exited_slots() {
+        checks.fail(gone);
+    }
+    rig.stop_all(&mut checks);
+    rig.check_logs(&mut checks);
+
+    let mut t = Tally {
+        sent: inputs.len(),
+        ..Tally::default()
+    };
+    let mut lost_ids: BTreeSet<String> = BTreeSet::new();
+    for x in &tallies {
+        lost_ids.extend(x.lost.iter().cloned());
+        t.duplicated += x.duplicated.len();
+        t.dup_ids
+            .extend(x.duplicated.iter().map(|d| format!("{}: {d}", x.effect)));
+        t.effects.push((
+            x.effect.clone(),
+            effect_cell(x.got, x.expected, x.duplicated.len()),
+        ));
+    }
+    t.lost = lost_ids.into_iter().collect();
+    t.processed = t.sent - t.lost.len();
+    let kinds = traffic::Kind::ALL.len();
+    let extra = format!(
+        "{} kinds × {} in {bursts} bursts; 3 orchestrator + 1 fullsend listeners, {kills} SIGKILLs mid-call, one redis-server SIGKILL and restart, {}; model calls {}; {} effect types counted",
+        kinds,
+        inputs.len() / kinds,
+        faults.join(", "),
+        rig.model.total_all(),
+        tallies.len()
+    );
+    let row = Row::new("M mixed traffic, every effect", &t, extra, &checks);
+    rig.finish(&checks, cfg);
+    vec![row]
+}
+
+const SCENARIOS: [(&str, &[&str], &str, Scenario); 7] = [
     (
         "r1",
         &["r2"],
@@ -2086,10 +2400,16 @@ const SCENARIOS: [(&str, &[&str], &str, Scenario); 6] = [
     ("poison", &["r7"], "R7: poison message", poison),
     ("r8", &[], "R8: SIGTERM with work in flight", r8),
     ("r13", &[], "R13: a queued backlog", r13),
+    (
+        "mixed",
+        &["m"],
+        "M: mixed traffic, every effect type",
+        mixed,
+    ),
 ];
 
 const USAGE: &str =
-    "usage: chaos [--quick] [--only r1,r4,r6,poison,r8,r13] [--seed N] [--keep] [--bin PATH]
+    "usage: chaos [--quick] [--only r1,r4,r6,poison,r8,r13,mixed] [--seed N] [--keep] [--bin PATH]
   --quick   smaller runs (about 2 minutes)
   --only    scenarios to run (aliases: r2=r1, r5=r4, r7=poison)
   --seed    seed of the random victims and pauses
@@ -2208,6 +2528,7 @@ fn main() {
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
                 rows.push(Row {
+                    effects: Vec::new(),
                     scenario: id.to_string(),
                     sent: 0,
                     processed: 0,
@@ -2223,6 +2544,8 @@ fn main() {
     }
     println!();
     print_table(&rows);
+    println!();
+    print_effects_table(&rows);
     let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass).collect();
     for r in &failed {
         for n in &r.notes {

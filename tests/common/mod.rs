@@ -7,8 +7,11 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod fake_claude;
+pub mod ledger;
 pub mod mock_api;
 pub mod mock_gemini;
 pub mod mock_http;
 pub mod mock_openai;
 pub mod redis_server;
+pub mod specs;
+pub mod traffic;

@@ -119,6 +119,19 @@ impl RedisServer {
         }
     }
 
+    /// Restarts the server with `extra` arguments and returns while it still answers `-LOADING`
+    /// (for example with `--key-load-delay`, which slows loading each key of the AOF's base).
+    pub fn restart_loading(&mut self, extra: &[&str]) {
+        self.kill();
+        match spawn_until(self.port, self.dir.path(), extra, b"-LOADING") {
+            Ok(child) => self.child = Some(child),
+            Err(SpawnError::AddrInUse) => {
+                panic!("redis-server restart: port {} is taken", self.port)
+            }
+            Err(SpawnError::Other(message)) => panic!("redis-server restart failed: {message}"),
+        }
+    }
+
     /// Runs `redis-cli -p PORT args...` and returns its trimmed stdout. Error replies are returned as
     /// text (e.g. `ERR unknown command ...`), not panics, so tests can assert on them.
     pub fn cli(&self, args: &[&str]) -> String {
@@ -172,6 +185,11 @@ fn free_port() -> u16 {
 
 /// Spawns redis-server on `port` with data in `dir` and waits for PONG.
 fn spawn_and_wait(port: u16, dir: &Path) -> Result<Child, SpawnError> {
+    spawn_until(port, dir, &[], b"+PONG")
+}
+
+/// Spawns redis-server with `extra` arguments and waits until a PING's reply starts with `ready`.
+fn spawn_until(port: u16, dir: &Path, extra: &[&str], ready: &[u8]) -> Result<Child, SpawnError> {
     let log_path = dir.join("redis.log");
     // Append, so the log of a run before `restart` stays readable next to the new one.
     let log = OpenOptions::new()
@@ -187,11 +205,14 @@ fn spawn_and_wait(port: u16, dir: &Path) -> Result<Child, SpawnError> {
         .args(["--save", ""])
         .args(["--appendonly", "yes"])
         .args(["--appendfsync", "everysec"])
+        // No rewrites: the AOF stays a log of every write, which `ledger.rs` counts.
+        .args(["--auto-aof-rewrite-percentage", "0"])
         .arg("--dir")
         .arg(dir)
         .args(["--maxmemory-policy", "noeviction"])
         .args(["--enable-debug-command", "local"])
         .args(["--daemonize", "no"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -208,7 +229,7 @@ fn spawn_and_wait(port: u16, dir: &Path) -> Result<Child, SpawnError> {
                 SpawnError::Other(format!("exited with {status} on port {port}; log:\n{text}"))
             });
         }
-        if ping(port) {
+        if ping_reply(port).is_some_and(|r| r.starts_with(ready)) {
             return Ok(child);
         }
         if Instant::now() >= deadline {
@@ -225,15 +246,16 @@ fn spawn_and_wait(port: u16, dir: &Path) -> Result<Child, SpawnError> {
 
 /// One PING over raw RESP. A `-LOADING` reply (AOF still loading) counts as not ready.
 fn ping(port: u16) -> bool {
+    ping_reply(port).is_some_and(|r| r.starts_with(b"+PONG"))
+}
+
+/// The first line of the server's answer to one PING, if it answered.
+fn ping_reply(port: u16) -> Option<Vec<u8>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    if stream.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
-        return false;
-    }
+    stream.write_all(b"*1\r\n$4\r\nPING\r\n").ok()?;
     let mut reply = Vec::new();
     let mut byte = [0u8; 1];
     // A reply line is short; read up to CRLF.
@@ -245,10 +267,10 @@ fn ping(port: u16) -> bool {
                     break;
                 }
             }
-            _ => return false,
+            _ => return None,
         }
     }
-    reply.starts_with(b"+PONG")
+    Some(reply)
 }
 
 fn read_log_from(path: &Path, offset: u64) -> String {

@@ -95,6 +95,10 @@ pub enum JobError {
     /// Nothing is wrong with the message: the role is paused (a refused account). The entry
     /// stays pending and the attempt does not count toward the dead-letter cap.
     Paused(anyhow::Error),
+    /// What the decision was based on changed meanwhile (a whole-file rewrite met a newer
+    /// worklist): someone else made progress, so the message is decided again soon and the
+    /// attempt does not count toward the dead-letter cap.
+    Conflict(anyhow::Error),
 }
 
 /// A role's message handler.

@@ -50,6 +50,15 @@ pub(super) fn retry_delay(deliveries: u64, lease: std::time::Duration) -> std::t
         .min(lease / 2)
         .max(std::time::Duration::from_millis(100))
 }
+/// A random 50–550 ms: how long a message whose decision met a newer state waits before it is
+/// decided again (random, so writers that collided spread out).
+pub(super) fn conflict_delay(entry_id: &str, deliveries: u64) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(entry_id.as_bytes());
+    h.write_u64(deliveries);
+    std::time::Duration::from_millis(50 + h.finish() % 500)
+}
 /// One stream entry: id and fields (None when the entry was deleted).
 pub(super) type Entry = (String, Option<Vec<(String, String)>>, u64);
 /// Deliveries that end without a recorded failure (the listener was killed
@@ -258,6 +267,12 @@ impl Worker {
                 // No failure recorded, and the retry does not count a delivery: a paused
                 // role must not walk its queue into the dead-letter stream.
                 let due = std::time::Instant::now() + self.opts.lease / 2;
+                let _ = self.retries.send((entry_id.clone(), due, false));
+            }
+            Err(JobError::Conflict(err)) => {
+                tracing::info!("entry {entry_id} ({identity}) is decided again: {err:#}");
+                // Spread the retries of writers that met each other, so they do not meet again.
+                let due = std::time::Instant::now() + conflict_delay(&entry_id, deliveries);
                 let _ = self.retries.send((entry_id.clone(), due, false));
             }
             Err(JobError::Permanent(err)) => {

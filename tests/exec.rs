@@ -1,0 +1,276 @@
+//! `fullsend listen CHANNEL --group G --exec PIPELINE`: every exit-code mapping, a stage that
+//! hangs, a stage that prints garbage, a filter that drops a message, and the shipped
+//! `think | dispatch` pipeline counted effect by effect through SIGKILLs of the listener and of
+//! its stages.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::ledger;
+use crate::common::mock_api::{MockApi, Reply};
+use crate::common::traffic::{self, Input, Kind};
+use crate::listen::Listener;
+use crate::support::{World, eventually, read};
+
+/// Processes of this world (found by its Redis URL in their environment) whose command line
+/// contains `needle` (arguments are NUL-separated there: `"\0think\0"` is a `think` stage, not
+/// a listener whose `--exec` mentions it).
+fn processes_of(w: &World, needle: &str) -> Vec<u32> {
+    let url = format!("REDIS_URL={}", w.redis_url());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let has = |hay: &[u8], n: &[u8]| hay.windows(n.len()).any(|x| x == n);
+        if has(&environ, url.as_bytes()) && has(&cmdline, needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn xadd(w: &World, channel: &str, data: &str) {
+    let stream = format!(
+        "fullsend:{{{}}}:stream",
+        channel.trim_start_matches("fullsend:")
+    );
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("data")
+        .arg(data)
+        .query(&mut w.conn())
+        .expect("xadd");
+}
+
+fn xlen(w: &World, key: &str) -> i64 {
+    redis::cmd("XLEN")
+        .arg(key)
+        .query(&mut w.conn())
+        .expect("xlen")
+}
+
+fn pending(w: &World, channel: &str) -> i64 {
+    let stream = format!(
+        "fullsend:{{{}}}:stream",
+        channel.trim_start_matches("fullsend:")
+    );
+    let (n, ..): (i64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg("g")
+        .query(&mut w.conn())
+        .expect("xpending");
+    n
+}
+
+/// A listener on `channel` (group `g`) running `pipeline`.
+fn exec_listener(w: &World, channel: &str, pipeline: &str, extra: &[&str]) -> Listener {
+    let mut args = vec![
+        channel,
+        "--group",
+        "g",
+        "--exec",
+        pipeline,
+        "--no-ingest",
+        "--lease",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    let log = format!("{}.log", channel.replace(':', "_"));
+    Listener::start(w, &args, &log)
+}
+
+#[test]
+fn every_exit_code_has_its_outcome() {
+    let w = World::with_redis();
+    let flag = |name: &str| w.path(name).display().to_string();
+    let cases = [
+        // (channel, pipeline, extra args)
+        (
+            "fullsend:bad",
+            "cat > /dev/null; exit 2".to_string(),
+            vec![],
+        ),
+        (
+            "fullsend:flaky",
+            format!(
+                "cat > /dev/null; if [ -e {0} ]; then echo '{{\"ok\":1}}'; else touch {0}; exit 3; fi",
+                flag("flaky")
+            ),
+            vec![],
+        ),
+        (
+            "fullsend:limited",
+            format!(
+                "cat > /dev/null; if [ -e {0} ]; then exit 0; else touch {0}; exit 4; fi",
+                flag("limited")
+            ),
+            vec![],
+        ),
+        (
+            "fullsend:crash",
+            "kill -9 $$".to_string(),
+            vec!["--max-deliveries", "2"],
+        ),
+        (
+            "fullsend:hang",
+            "sleep 600".to_string(),
+            vec!["--exec-timeout", "1", "--max-deliveries", "2"],
+        ),
+        (
+            "fullsend:garbage",
+            "cat > /dev/null; echo 'not json {'".to_string(),
+            vec![],
+        ),
+        (
+            "fullsend:filter",
+            "grep -v drop-me || true".to_string(),
+            vec![],
+        ),
+    ];
+    let mut listeners = Vec::new();
+    for (channel, pipeline, extra) in &cases {
+        xadd(
+            &w,
+            channel,
+            &json!({"type": "probe", "note": "drop-me"}).to_string(),
+        );
+        listeners.push(exec_listener(&w, channel, pipeline, extra));
+    }
+    let dlq = |c: &str| {
+        xlen(
+            &w,
+            &format!("fullsend:{{{}}}:dlq", c.trim_start_matches("fullsend:")),
+        )
+    };
+    let out = |i: usize| -> Vec<Value> { listeners[i].lines() };
+    // 2: dead-lettered on its first delivery.
+    eventually(Duration::from_secs(20), "exit 2 dead-lettered", || {
+        (dlq("fullsend:bad") == 1).then_some(())
+    });
+    // 3: retried soon by its owner, then done; the second delivery committed.
+    let line = eventually(Duration::from_secs(20), "exit 3 retried", || out(1).pop());
+    assert_eq!(line["output"]["ok"], 1);
+    assert_eq!(line["deliveries"], 2);
+    // 4: waits, and the wait is not a delivery.
+    let line = eventually(Duration::from_secs(20), "exit 4 waited", || out(2).pop());
+    assert_eq!(line["deliveries"], 1, "{line}");
+    // A crash counts as a failed delivery: dead-lettered after two.
+    eventually(Duration::from_secs(30), "a crash dead-lettered", || {
+        (dlq("fullsend:crash") == 1).then_some(())
+    });
+    // A hung stage is killed at its timeout, with everything it started.
+    eventually(Duration::from_secs(30), "a hang dead-lettered", || {
+        (dlq("fullsend:hang") == 1).then_some(())
+    });
+    eventually(Duration::from_secs(5), "no hung stage left", || {
+        processes_of(&w, "sleep\x00600").is_empty().then_some(())
+    });
+    // Garbage on stdout with exit 0: acknowledged, shown as text.
+    let line = eventually(Duration::from_secs(20), "garbage acknowledged", || {
+        out(5).pop()
+    });
+    assert_eq!(line["output"], "not json {");
+    assert_eq!(line["dropped"], true);
+    // A filter that drops the message: acknowledged with a warning, nothing else.
+    let line = eventually(Duration::from_secs(20), "filter", || out(6).pop());
+    assert_eq!(line["dropped"], true);
+    for c in [
+        "fullsend:flaky",
+        "fullsend:limited",
+        "fullsend:garbage",
+        "fullsend:filter",
+    ] {
+        assert_eq!(pending(&w, c), 0, "{c} acknowledged");
+        assert_eq!(dlq(c), 0, "{c} not dead-lettered");
+    }
+    for l in listeners {
+        assert_eq!(l.stop(), 0);
+    }
+    assert!(read(&w.path("fullsend_filter.log")).contains("without committing"));
+}
+
+#[test]
+fn the_think_dispatch_pipeline_causes_each_effect_once_through_sigkills() {
+    let mock = MockApi::start(|r, _| {
+        Reply::Delay(Duration::from_millis(500), Box::new(traffic::answer(r)))
+    });
+    let w = World::with_redis().mock(mock);
+    let command = traffic::roundtable_command(&w.path(""), &w.path("roundtable-runs.log"));
+    let w = w.set("FULLSEND_ROUNDTABLE_CMD", command.to_str().expect("utf8"));
+    let inputs: Vec<Input> = traffic::mixed("p", 0, 36)
+        .into_iter()
+        .filter(|i| !matches!(i.kind, Kind::Design | Kind::DesignFails | Kind::ToolBuilt))
+        .collect();
+    traffic::seed(&mut w.conn(), &inputs).expect("seed");
+    for i in &inputs {
+        xadd(&w, i.channel(), &i.json());
+    }
+    let start = |log: &str| {
+        Listener::start(
+            &w,
+            &[
+                "fullsend:to_orchestrator",
+                "--group",
+                "orchestrator",
+                "--exec",
+                "fullsend think | fullsend dispatch",
+                "--no-ingest",
+                "--lease",
+                "3",
+                "--concurrency",
+                "2",
+            ],
+            log,
+        )
+    };
+    let a = start("a.log");
+    // The listener SIGKILLed with stages running: its pipelines die with it or finish
+    // unacknowledged; a successor redoes them once.
+    eventually(Duration::from_secs(20), "a stage thinking", || {
+        (!processes_of(&w, "\0think\0").is_empty()).then_some(())
+    });
+    a.kill();
+    let b = start("b.log");
+    // A stage SIGKILLed mid-message: a failed delivery, retried.
+    for _ in 0..3 {
+        let victims = eventually(Duration::from_secs(20), "a stage to kill", || {
+            let v = processes_of(&w, "\0think\0");
+            (!v.is_empty()).then_some(v)
+        });
+        crate::support::signal(victims[0], libc::SIGKILL);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let aof = w.redis().dir().join("appendonlydir");
+    let runs = w.path("roundtable-runs.log");
+    let context = w.context();
+    let sources = ledger::Sources {
+        aof_dir: &aof,
+        context: &context,
+        runs: &runs,
+    };
+    let count = || {
+        let l = ledger::read(&mut w.conn(), &inputs, &sources).expect("ledger");
+        ledger::compare(&inputs, &l)
+    };
+    eventually(Duration::from_secs(90), "every effect", || {
+        ledger::complete(&count()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let failures = ledger::failures(&count());
+    assert!(
+        failures.is_empty(),
+        "exactly once:\n{}",
+        failures.join("\n")
+    );
+    assert_eq!(xlen(&w, "fullsend:{to_orchestrator}:dlq"), 0);
+    assert_eq!(b.stop(), 0);
+    assert!(
+        processes_of(&w, "\0think\0").is_empty(),
+        "no stage outlives the listener"
+    );
+}
