@@ -120,6 +120,21 @@ fn mixed_traffic_through_every_fault_causes_each_effect_exactly_once() {
     w.redis_mut().kill();
     std::thread::sleep(Duration::from_secs(1));
     w.redis_mut().restart();
+    // What was in flight at the crash is answered within 10 s of the restart (and, as the
+    // final count shows, once).
+    let restarted = Instant::now();
+    loop {
+        let t = tallies(&w, &inputs[9..18]);
+        if !t.is_empty() && ledger::complete(&t) {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "in flight at the crash, not done 10 s after the restart:\n{}",
+            ledger::failures(&tallies(&w, &inputs[9..18])).join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // 3. Every connection dropped, then the server paused.
     send(&w, &inputs[18..27]);
