@@ -11,6 +11,7 @@
 # form of the same stages is `fullsend listen orchestrator`.
 # Configured only through the environment (see README, Configuration).
 set -eu -o pipefail
+# Defaults through the environment, so flags given to this script still win.
+export FULLSEND_CONCURRENCY="${FULLSEND_CONCURRENCY:-4}"
 exec fullsend listen fullsend:to_orchestrator --group orchestrator \
-  --concurrency "${FULLSEND_CONCURRENCY:-4}" \
   --exec "${FULLSEND_PIPELINE:-fullsend think | fullsend dispatch}" "$@"

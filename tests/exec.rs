@@ -54,14 +54,14 @@ fn xlen(w: &World, key: &str) -> i64 {
         .expect("xlen")
 }
 
-fn pending(w: &World, channel: &str) -> i64 {
+fn pending(w: &World, channel: &str, group: &str) -> i64 {
     let stream = format!(
         "fullsend:{{{}}}:stream",
         channel.trim_start_matches("fullsend:")
     );
     let (n, ..): (i64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
         .arg(stream)
-        .arg("g")
+        .arg(group)
         .query(&mut w.conn())
         .expect("xpending");
     n
@@ -185,7 +185,7 @@ fn every_exit_code_has_its_outcome() {
         "fullsend:garbage",
         "fullsend:filter",
     ] {
-        assert_eq!(pending(&w, c), 0, "{c} acknowledged");
+        assert_eq!(pending(&w, c, "g"), 0, "{c} acknowledged");
         assert_eq!(dlq(c), 0, "{c} not dead-lettered");
     }
     for l in listeners {
@@ -273,4 +273,201 @@ fn the_think_dispatch_pipeline_causes_each_effect_once_through_sigkills() {
         processes_of(&w, "\0think\0").is_empty(),
         "no stage outlives the listener"
     );
+}
+
+/// Runs a `commands/` script with this world's environment and this build's `fullsend` first on
+/// PATH, as an operator would.
+fn script(w: &World, rel: &str, args: &[&str], log: &str) -> Listener {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut bash = std::process::Command::new("bash");
+    bash.arg(repo.join(rel)).args(args).env_clear();
+    for (k, v) in w.cmd(&[]).get_envs() {
+        if let Some(v) = v {
+            bash.env(k, v);
+        }
+    }
+    bash.env("PATH", bin_path());
+    bash.current_dir(w.path(""));
+    let err = std::fs::File::create(w.path(log)).expect("log");
+    let child = bash
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .expect("bash");
+    Listener::adopt(child)
+}
+
+/// PATH with the directory of the `fullsend` under test first.
+fn bin_path() -> String {
+    let bin = crate::support::bin();
+    format!(
+        "{}:{}",
+        bin.parent().expect("bin dir").display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn the_shipped_pipelines_cause_each_effect_once_through_sigkills_of_their_stages() {
+    // Both daemons as `commands/orchestrator.sh` and `commands/fullsend.sh` run them, all nine
+    // message kinds, with a think stage, a design stage and the Orchestrator's listener
+    // SIGKILLed mid-message.
+    let mock = MockApi::start(|r, _| {
+        Reply::Delay(Duration::from_millis(500), Box::new(traffic::answer(r)))
+    });
+    let w = World::with_redis().mock(mock);
+    let command = traffic::roundtable_command(&w.path(""), &w.path("roundtable-runs.log"));
+    let w = w
+        .set("FULLSEND_ROUNDTABLE_CMD", command.to_str().expect("utf8"))
+        .set("FULLSEND_ENGINE", "api");
+    let inputs = traffic::mixed("s", 0, 36);
+    traffic::seed(&mut w.conn(), &inputs).expect("seed");
+    for i in &inputs {
+        xadd(&w, i.channel(), &i.json());
+    }
+    let args = ["--no-ingest", "--lease", "3"];
+    let w = w.set("FULLSEND_CONCURRENCY", "2");
+    let o = script(&w, "commands/orchestrator.sh", &args, "o.log");
+    let f = script(&w, "commands/fullsend.sh", &args, "f.log");
+    for stage in ["\0think\0", "\0design\0"] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let victims = eventually(Duration::from_secs(31), "a stage to kill", || {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {stage:?} stage: {}\n{}",
+                read(&w.path("o.log")),
+                read(&w.path("f.log"))
+            );
+            let v = processes_of(&w, stage);
+            (!v.is_empty()).then_some(v)
+        });
+        crate::support::signal(victims[0], libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    o.kill();
+    let o = script(&w, "commands/orchestrator.sh", &args, "o2.log");
+    let aof = w.redis().dir().join("appendonlydir");
+    let runs = w.path("roundtable-runs.log");
+    let context = w.context();
+    let sources = ledger::Sources {
+        aof_dir: &aof,
+        context: &context,
+        runs: &runs,
+    };
+    let count = || {
+        let l = ledger::read(&mut w.conn(), &inputs, &sources).expect("ledger");
+        ledger::compare(&inputs, &l)
+    };
+    eventually(Duration::from_secs(120), "every effect", || {
+        ledger::complete(&count()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let failures = ledger::failures(&count());
+    assert!(
+        failures.is_empty(),
+        "exactly once:\n{}",
+        failures.join("\n")
+    );
+    for dlq in [
+        "fullsend:{to_orchestrator}:dlq",
+        "fullsend:{to_fullsend}:dlq",
+    ] {
+        assert_eq!(xlen(&w, dlq), 0, "{dlq}");
+    }
+    assert_eq!(o.stop(), 0);
+    assert_eq!(f.stop(), 0);
+}
+
+#[test]
+fn the_approval_gate_holds_a_builder_dispatch_until_it_is_approved() {
+    let mock = MockApi::start(|_, _| {
+        Reply::text(
+            json!({"action": "dispatch_to_builder", "reasoning": "we need a scraper", "priority": "high",
+                   "payload": {"prd": {"name": "hn_scraper", "description": "scrape HN hiring posts"}}})
+            .to_string(),
+        )
+    });
+    let w = World::with_redis().mock(mock);
+    let gate =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("commands/examples/approval-gate.sh");
+    let pipeline = format!("fullsend think | {}", gate.display());
+    let l = Listener::adopt(
+        w.cmd(&[
+            "listen",
+            "fullsend:to_orchestrator",
+            "--group",
+            "orchestrator",
+            "--exec",
+            &pipeline,
+            "--no-ingest",
+            "--lease",
+            "5",
+        ])
+        .env("PATH", bin_path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(w.path("l.log")).expect("log"))
+        .spawn()
+        .expect("listen"),
+    );
+    xadd(
+        &w,
+        "fullsend:to_orchestrator",
+        &json!({"type": "escalation", "source": "watcher", "original_message": {"content": "we keep scraping HN by hand"}}).to_string(),
+    );
+    let held = eventually(Duration::from_secs(30), "held for approval", || {
+        let mut c = w.conn();
+        let held = crate::support::of_type(&mut c, "fullsend:approvals", "approval_needed");
+        (!held.is_empty()).then_some(held)
+    });
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0]["decision"]["action"], "dispatch_to_builder");
+    let prds = |w: &World| {
+        crate::support::of_type(&mut w.conn(), "fullsend:builder_tasks", "tool_prd").len()
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(prds(&w), 0, "nothing reaches the Builder before approval");
+    assert_eq!(
+        pending(&w, "fullsend:to_orchestrator", "orchestrator"),
+        0,
+        "the message is acknowledged"
+    );
+
+    let approve = |args: &[&str]| {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut c = std::process::Command::new("bash");
+        c.arg(repo.join("commands/examples/approve.sh"))
+            .args(args)
+            .env_clear();
+        for (k, v) in w.cmd(&[]).get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        c.env("PATH", bin_path()).current_dir(w.path(""));
+        c.output().expect("approve.sh")
+    };
+    let listed = approve(&[]);
+    let id = held[0]["msg_id"].as_str().expect("msg_id");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(id),
+        "listed"
+    );
+    let first = approve(&[id]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(prds(&w), 1, "approved: sent to the Builder");
+    let again = approve(&[id]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(prds(&w), 1, "approving twice dispatches once");
+    assert_eq!(approve(&["no-such-id"]).status.code(), Some(2));
+    assert_eq!(l.stop(), 0);
 }

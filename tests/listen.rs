@@ -27,7 +27,10 @@ impl Listener {
     pub(crate) fn start(w: &World, args: &[&str], log: &str) -> Listener {
         let mut all = vec!["listen"];
         all.extend_from_slice(args);
-        let mut child = w.spawn(&all, log);
+        Listener::adopt(w.spawn(&all, log))
+    }
+    /// Reads the JSON lines of a listener started some other way (e.g. a `commands/` script).
+    pub(crate) fn adopt(mut child: Child) -> Listener {
         let stdout = child.stdout.take().expect("stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();

@@ -83,6 +83,49 @@ pub fn parse(_args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     }
 }
 
+/// `design` inside a `listen --exec` pipeline: the FULLSEND role's stage for the delivered
+/// message, whatever its type (an `experiment_request` is designed, saved and announced;
+/// `tool_built`, Executor and Builder reports are acted on), memoised, fenced and
+/// acknowledging in its commit, exactly as `fullsend listen fullsend` does.
+async fn design_delivered(
+    env: &Env,
+    args: &Args,
+    delivery: crate::bus::delivery::Delivery,
+) -> anyhow::Result<Exit> {
+    use crate::bus::runner::Handler;
+    let message = crate::support::io::parse_json_object(
+        &crate::support::io::read_stdin("the delivered message")?,
+        "the delivered message",
+    )?;
+    let role = crate::cmd::listen::fullsend_role(
+        env,
+        args.mode.into(),
+        args.engine.into(),
+        args.agent.as_deref(),
+        args.provider.as_deref(),
+        args.max_iterations,
+        crate::bus::store::ChannelKeys::new(&delivery.channel),
+        &delivery.fence.group,
+    )?;
+    let conn = crate::bus::store::connect(&env.config.redis_url())
+        .await
+        .map_err(|e| Fail::upstream(format!("{e:#}")))?;
+    if let Some(reason) = role.paused(conn.clone()).await {
+        return Err(Fail::limit(reason));
+    }
+    let (_keep, cancel) = tokio::sync::watch::channel(false);
+    let fence = delivery.fence.clone();
+    let handled = role
+        .handle(delivery.job(message), conn, fence, cancel)
+        .await
+        .map_err(crate::cmd::listen::stage_exit)?;
+    env.emit(&handled.line)?;
+    Ok(match handled.commit {
+        effects::CommitStatus::LostLease => Exit::Upstream,
+        _ => Exit::Success,
+    })
+}
+
 /// Runs `design`.
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let flags = args
@@ -91,6 +134,12 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         .map(|p| ("claude_bin", p.display().to_string()))
         .collect();
     let env = Env::load(global, flags)?;
+    if !args.dry_run
+        && args.idea.is_none()
+        && let Some(delivery) = crate::bus::delivery::Delivery::from_env()?
+    {
+        return design_delivered(&env, &args, delivery).await;
+    }
     let original: Map<String, Value> = match &args.idea {
         Some(idea) => {
             let r = Request::from_idea(idea, &args.context).map_err(Fail::usage)?;

@@ -121,6 +121,34 @@ pub fn orchestrator_role(
     })
 }
 
+/// The FULLSEND role from configuration, checked like the Orchestrator's.
+#[allow(clippy::too_many_arguments)]
+pub fn fullsend_role(
+    env: &Env,
+    mode: crate::designer::design::Mode,
+    engine: crate::designer::design::Engine,
+    agent: Option<&str>,
+    provider: Option<&str>,
+    max_iterations: u32,
+    keys: ChannelKeys,
+    group: &str,
+) -> anyhow::Result<crate::designer::listener::FullsendRole> {
+    let designer =
+        crate::cmd::design::designer(env, mode, engine, agent, provider, max_iterations)?;
+    crate::designer::design::check_prompts(&designer.prompts)?;
+    if let Some((provider, _)) = &designer.api {
+        provider
+            .ready()
+            .map_err(crate::llm::LlmError::into_anyhow)?;
+    }
+    Ok(crate::designer::listener::FullsendRole {
+        designer,
+        keys,
+        group: group.to_string(),
+        gate: crate::bus::spend::Gate::from_config(&env.config)?,
+    })
+}
+
 /// What a stage inside a `listen --exec` pipeline exits with when its delivered message did
 /// not complete: the same outcome the listener gives it (see `bus::exec::outcome`).
 pub fn stage_exit(error: crate::bus::runner::JobError) -> anyhow::Error {
@@ -208,11 +236,11 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         once: args.once,
         ingest: !args.no_ingest,
         // FULLSEND also acts on what the Executor and the Builder report.
-        also_ingest: match role {
-            Some(Role::Fullsend) => {
-                vec![EXPERIMENT_RESULTS.to_string(), BUILDER_RESULTS.to_string()]
-            }
-            _ => Vec::new(),
+        // FULLSEND also acts on what the Executor and the Builder report, in either form.
+        also_ingest: if channel == channels.to_fullsend {
+            vec![EXPERIMENT_RESULTS.to_string(), BUILDER_RESULTS.to_string()]
+        } else {
+            Vec::new()
         },
     };
     let shutdown = crate::support::signal::shutdown_channel();
@@ -245,26 +273,16 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             runner::run(opts, Arc::new(role), shutdown, output).await?
         }
         (_, None) => {
-            let designer = crate::cmd::design::designer(
+            let role = fullsend_role(
                 &env,
                 args.mode.into(),
                 args.engine.into(),
                 args.agent.as_deref(),
                 args.provider.as_deref(),
                 50,
-            )?;
-            crate::designer::design::check_prompts(&designer.prompts)?;
-            if let Some((provider, _)) = &designer.api {
-                provider
-                    .ready()
-                    .map_err(crate::llm::LlmError::into_anyhow)?;
-            }
-            let role = crate::designer::listener::FullsendRole {
-                designer,
                 keys,
-                group: group.to_string(),
-                gate: crate::bus::spend::Gate::from_config(&env.config)?,
-            };
+                group,
+            )?;
             runner::run(opts, Arc::new(role), shutdown, output).await?
         }
     };

@@ -1,4 +1,4 @@
-//! scripts/bench: the speed and memory targets B1–B7, measured against a real
+//! scripts/bench: the speed and memory targets B1–B8, measured against a real
 //! redis-server and the in-process Messages-API mock, printed as a table of
 //! medians and ratios. Benchmarks, not tests: the machine is shared and noisy,
 //! so each row reports what it saw and whether it met its target.
@@ -67,6 +67,9 @@ fn main() {
     }
     if run("b7") {
         rows.push(b7(&bin));
+    }
+    if run("b8") {
+        rows.extend(b8(&bin, if quick { 50 } else { 200 }));
     }
     print_table(&rows);
     if rows.iter().any(|r| !r.pass) {
@@ -616,6 +619,91 @@ fn measure(mut cmd: Command, stdin: &[u8]) -> (f64, f64) {
     }
     std::mem::forget(child);
     (t0.elapsed().as_secs_f64() * 1000.0, hwm_kb / 1024.0)
+}
+
+/// CPU seconds (user + system) of every reaped child so far, grandchildren included.
+fn children_cpu() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// B8: what a message costs in each form of the Orchestrator daemon: the in-process role
+/// (`listen orchestrator`) and the pipeline (`listen CHANNEL --exec 'fullsend think | fullsend
+/// dispatch'`, one bash and two processes per message). `n` queued messages, an instant model,
+/// drained with `--once`; wall time and CPU time (the listener and everything it started).
+fn b8(bin: &Path, n: usize) -> Vec<Row> {
+    let mock = decision_mock(Arc::new(AtomicU64::new(0)));
+    let forms: [(&str, Vec<&str>); 2] = [
+        ("listen orchestrator", vec!["listen", "orchestrator"]),
+        (
+            "listen --exec (the think → dispatch pipeline)",
+            vec![
+                "listen",
+                "fullsend:to_orchestrator",
+                "--group",
+                "orchestrator",
+                "--exec",
+                "fullsend think | fullsend dispatch",
+            ],
+        ),
+    ];
+    let mut rows = Vec::new();
+    let mut per_msg = Vec::new();
+    for (name, args) in forms {
+        let w = World::new(&mock);
+        let mut c = w.conn();
+        let mut pipe = redis::pipe();
+        for i in 0..n {
+            pipe.cmd("XADD")
+                .arg(STREAM)
+                .arg("*")
+                .arg("data")
+                .arg(escalation(3_000_000 + i))
+                .ignore();
+        }
+        let _: () = pipe.query(&mut c).expect("queue");
+        let mut all = args.clone();
+        all.extend(["--no-ingest", "--once", "--concurrency", "4"]);
+        let cpu0 = children_cpu();
+        let t0 = Instant::now();
+        let status = w
+            .cmd(bin, &all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .status()
+            .expect("listener");
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = children_cpu() - cpu0;
+        let requests: i64 = redis::cmd("XLEN")
+            .arg("fullsend:{to_fullsend}:stream")
+            .query(&mut c)
+            .unwrap_or(0);
+        let ms = |x: f64| x * 1000.0 / n as f64;
+        per_msg.push(ms(cpu));
+        rows.push(Row {
+            id: "B8",
+            what: format!("{name}: {n} queued messages, instant model, c=4, --once (mean)"),
+            measured: format!("{:.2} ms wall, {:.2} ms CPU per message", ms(wall), ms(cpu)),
+            target: "(reported)".into(),
+            ratio: "-".into(),
+            pass: status.success() && requests == n as i64,
+        });
+    }
+    if let [inproc, exec] = per_msg[..] {
+        rows.push(Row {
+            id: "B8",
+            what: "… CPU per message, pipeline against in-process".into(),
+            measured: format!("{:.1}×", exec / inproc.max(1e-9)),
+            target: "(reported)".into(),
+            ratio: "-".into(),
+            pass: true,
+        });
+    }
+    rows
 }
 
 /// B5: start-up cost of the small commands.

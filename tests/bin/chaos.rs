@@ -2189,6 +2189,38 @@ type Scenario = fn(&Cfg, &mut Rng) -> Vec<Row>;
 /// counted by `ledger.rs`: published messages through their causation chain, learnings and
 /// worklist lines, roundtable runs, and experiment state changes from the AOF.
 fn mixed(cfg: &Cfg, rng: &mut Rng) -> Vec<Row> {
+    mixed_in(cfg, rng, false)
+}
+
+/// The same traffic through both daemons in their pipeline form (`listen CHANNEL --exec`),
+/// with SIGKILLs of pipeline stages (`think`, `design`) as well as of listeners.
+fn mixed_exec(cfg: &Cfg, rng: &mut Rng) -> Vec<Row> {
+    mixed_in(cfg, rng, true)
+}
+
+/// Stage processes (`fullsend think` / `fullsend design`) of this rig, found by its Redis URL
+/// in their environment.
+fn stages(rig: &Rig) -> Vec<u32> {
+    let url = format!("REDIS_URL={}", rig.env.redis_url);
+    let has = |hay: &[u8], n: &[u8]| hay.windows(n.len()).any(|x| x == n);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !(has(&cmdline, b"\0think\0") || has(&cmdline, b"\0design\0")) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if has(&environ, url.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn mixed_in(cfg: &Cfg, rng: &mut Rng, exec: bool) -> Vec<Row> {
     let (bursts, per_burst, kills_wanted) = if cfg.quick { (4, 27, 12) } else { (6, 45, 30) };
     let latency = Duration::from_millis(600);
     let lease = Duration::from_secs(2);
@@ -2202,7 +2234,7 @@ fn mixed(cfg: &Cfg, rng: &mut Rng) -> Vec<Row> {
     let command = traffic::roundtable_command(root.path(), &runs);
     let command = command.to_string_lossy().to_string();
     let mut rig = Rig::with_model(
-        "mixed",
+        if exec { "mixed-exec" } else { "mixed" },
         cfg,
         Model::mixed(latency),
         &[
@@ -2219,24 +2251,22 @@ fn mixed(cfg: &Cfg, rng: &mut Rng) -> Vec<Row> {
         }
         None => checks.fail("no connection for seeding"),
     }
-    let orchestrator = [
-        "listen",
+    let common = ["--lease", "2", "--concurrency", "2", "--no-ingest"];
+    let form = |role: &'static str, channel: &'static str, pipeline: &'static str| {
+        let mut args = if exec {
+            vec!["listen", channel, "--group", role, "--exec", pipeline]
+        } else {
+            vec!["listen", role]
+        };
+        args.extend(common);
+        args
+    };
+    let orchestrator = form(
         "orchestrator",
-        "--lease",
-        "2",
-        "--concurrency",
-        "2",
-        "--no-ingest",
-    ];
-    let fullsend = [
-        "listen",
-        "fullsend",
-        "--lease",
-        "2",
-        "--concurrency",
-        "2",
-        "--no-ingest",
-    ];
+        "fullsend:to_orchestrator",
+        "fullsend think | fullsend dispatch",
+    );
+    let fullsend = form("fullsend", "fullsend:to_fullsend", "fullsend design");
     for _ in 0..3 {
         rig.spawn(&orchestrator);
     }
@@ -2262,6 +2292,7 @@ fn mixed(cfg: &Cfg, rng: &mut Rng) -> Vec<Row> {
     };
 
     let mut kills = 0;
+    let mut stage_kills = 0;
     let mut crashed = None;
     let mut faults = Vec::new();
     for (n, burst) in inputs.chunks(per_burst).enumerate() {
@@ -2326,6 +2357,16 @@ fn mixed(cfg: &Cfg, rng: &mut Rng) -> Vec<Row> {
             if candidates.is_empty() {
                 continue;
             }
+            // In the pipeline form every other kill takes a stage instead of a listener.
+            if exec && kills % 2 == 1 {
+                let victims = stages(&rig);
+                if let Some(pid) = victims.get(rng.below(victims.len().max(1))) {
+                    send_signal(*pid, libc::SIGKILL);
+                    stage_kills += 1;
+                    kills += 1;
+                    continue;
+                }
+            }
             let slot = candidates[rng.below(candidates.len())];
             rig.current(slot).kill();
             rig.respawn(slot, args_of(slot));
@@ -2376,19 +2417,25 @@ fn mixed(cfg: &Cfg, rng: &mut Rng) -> Vec<Row> {
     t.processed = t.sent - t.lost.len();
     let kinds = traffic::Kind::ALL.len();
     let extra = format!(
-        "{} kinds × {} in {bursts} bursts; 3 orchestrator + 1 fullsend listeners, {kills} SIGKILLs mid-call, one redis-server SIGKILL and restart, {}; model calls {}; {} effect types counted",
+        "{} kinds × {} in {bursts} bursts; 3 orchestrator + 1 fullsend listeners{}, {kills} SIGKILLs mid-call ({stage_kills} of stages), one redis-server SIGKILL and restart, {}; model calls {}; {} effect types counted",
         kinds,
         inputs.len() / kinds,
+        if exec { " as --exec pipelines" } else { "" },
         faults.join(", "),
         rig.model.total_all(),
         tallies.len()
     );
-    let row = Row::new("M mixed traffic, every effect", &t, extra, &checks);
+    let title = if exec {
+        "MX mixed traffic, --exec pipelines"
+    } else {
+        "M mixed traffic, every effect"
+    };
+    let row = Row::new(title, &t, extra, &checks);
     rig.finish(&checks, cfg);
     vec![row]
 }
 
-const SCENARIOS: [(&str, &[&str], &str, Scenario); 7] = [
+const SCENARIOS: [(&str, &[&str], &str, Scenario); 8] = [
     (
         "r1",
         &["r2"],
@@ -2406,10 +2453,16 @@ const SCENARIOS: [(&str, &[&str], &str, Scenario); 7] = [
         "M: mixed traffic, every effect type",
         mixed,
     ),
+    (
+        "mixed-exec",
+        &["mx"],
+        "MX: mixed traffic through the --exec pipelines",
+        mixed_exec,
+    ),
 ];
 
 const USAGE: &str =
-    "usage: chaos [--quick] [--only r1,r4,r6,poison,r8,r13,mixed] [--seed N] [--keep] [--bin PATH]
+    "usage: chaos [--quick] [--only r1,r4,r6,poison,r8,r13,mixed,mixed-exec] [--seed N] [--keep] [--bin PATH]
   --quick   smaller runs (about 2 minutes)
   --only    scenarios to run (aliases: r2=r1, r5=r4, r7=poison)
   --seed    seed of the random victims and pauses
