@@ -54,33 +54,30 @@ fn xlen(w: &World, key: &str) -> i64 {
         .expect("xlen")
 }
 
+/// Entries pending in `group` (-1 while the group does not exist yet).
 fn pending(w: &World, channel: &str, group: &str) -> i64 {
     let stream = format!(
         "fullsend:{{{}}}:stream",
         channel.trim_start_matches("fullsend:")
     );
-    let (n, ..): (i64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(group)
-        .query(&mut w.conn())
-        .expect("xpending");
-    n
+    let reply: redis::RedisResult<(i64, redis::Value, redis::Value, redis::Value)> =
+        redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .query(&mut w.conn());
+    reply.map(|(n, ..)| n).unwrap_or(-1)
 }
 
 /// A listener on `channel` (group `g`) running `pipeline`.
 fn exec_listener(w: &World, channel: &str, pipeline: &str, extra: &[&str]) -> Listener {
-    let mut args = vec![
-        channel,
-        "--group",
-        "g",
-        "--exec",
-        pipeline,
-        "--no-ingest",
-        "--lease",
-        "3",
-    ];
+    let mut args = vec![channel, "--group", "g", "--exec", pipeline, "--no-ingest"];
+    if !extra.contains(&"--lease") {
+        args.extend(["--lease", "3"]);
+    }
     args.extend_from_slice(extra);
-    let log = format!("{}.log", channel.replace(':', "_"));
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = format!("{}.{n}.log", channel.replace(':', "_"));
     Listener::start(w, &args, &log)
 }
 
@@ -191,7 +188,17 @@ fn every_exit_code_has_its_outcome() {
     for l in listeners {
         assert_eq!(l.stop(), 0);
     }
-    assert!(read(&w.path("fullsend_filter.log")).contains("without committing"));
+    let logs: String = std::fs::read_dir(w.path(""))
+        .expect("dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("fullsend_filter.")
+        })
+        .map(|e| read(&e.path()))
+        .collect();
+    assert!(logs.contains("without committing"), "the drop is logged");
 }
 
 #[test]
@@ -470,4 +477,52 @@ fn the_approval_gate_holds_a_builder_dispatch_until_it_is_approved() {
     assert_eq!(prds(&w), 1, "approving twice dispatches once");
     assert_eq!(approve(&["no-such-id"]).status.code(), Some(2));
     assert_eq!(l.stop(), 0);
+}
+
+#[test]
+fn sigterm_takes_a_running_pipeline_with_it_after_the_grace_period() {
+    let w = World::with_redis();
+    xadd(&w, "fullsend:slow", &json!({"type": "probe"}).to_string());
+    let l = exec_listener(
+        &w,
+        "fullsend:slow",
+        "cat > /dev/null; sleep 600",
+        &["--grace", "1"],
+    );
+    eventually(Duration::from_secs(20), "the stage running", || {
+        (!processes_of(&w, "sleep\x00600").is_empty()).then_some(())
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(l.stop(), 0, "SIGTERM exits 0");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "within the grace period and a little"
+    );
+    eventually(Duration::from_secs(5), "no stage left", || {
+        processes_of(&w, "sleep\x00600").is_empty().then_some(())
+    });
+    assert_eq!(
+        pending(&w, "fullsend:slow", "g"),
+        1,
+        "the message stays pending for later"
+    );
+}
+
+#[test]
+fn a_pipeline_that_outlasts_the_lease_keeps_its_message() {
+    // Lease 2 s, a stage of 5 s, a second listener waiting for work: the lease is renewed while
+    // the pipeline runs, so nobody else takes the message and it runs once.
+    let w = World::with_redis();
+    let runs = w.path("runs.log");
+    let pipeline = format!("cat > /dev/null; sleep 5; echo run >> {}", runs.display());
+    xadd(&w, "fullsend:long", &json!({"type": "probe"}).to_string());
+    let a = exec_listener(&w, "fullsend:long", &pipeline, &["--lease", "2"]);
+    let b = exec_listener(&w, "fullsend:long", &pipeline, &["--lease", "2"]);
+    eventually(Duration::from_secs(30), "done", || {
+        (pending(&w, "fullsend:long", "g") == 0 && runs.exists()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(read(&runs).lines().count(), 1, "one run");
+    assert_eq!(a.stop(), 0);
+    assert_eq!(b.stop(), 0);
 }
