@@ -3,6 +3,7 @@
 
 mod architecture;
 mod common;
+mod context;
 mod design;
 mod dispatch;
 mod docs;

@@ -15,3 +15,4 @@ pub mod exec;
 pub mod runner;
 pub mod spend;
 pub mod store;
+pub mod tracking;

@@ -99,6 +99,7 @@ pub fn orchestrator_role(
     provider: Option<&str>,
     keys: ChannelKeys,
     group: &str,
+    tracked: bool,
 ) -> anyhow::Result<crate::orchestrator::listener::OrchestratorRole> {
     let orchestrator =
         crate::orchestrator::think::Orchestrator::from_config(&env.config, provider, None)?;
@@ -116,7 +117,13 @@ pub fn orchestrator_role(
         decision_log: env.config.decision_log(),
         keys,
         group: group.to_string(),
-        loader: tokio::sync::Mutex::new(crate::context::loader::Loader::default()),
+        // A listener keeps the Redis context and follows its changes; a pipeline stage lives
+        // for one message, so it reads it once.
+        loader: tokio::sync::Mutex::new(if tracked {
+            crate::context::loader::Loader::tracked(&env.config.redis_url())
+        } else {
+            crate::context::loader::Loader::default()
+        }),
         gate: crate::bus::spend::Gate::from_config(&env.config)?,
     })
 }
@@ -269,7 +276,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             runner::run(opts, Arc::new(role), shutdown, output).await?
         }
         (Some(Role::Orchestrator), None) => {
-            let role = orchestrator_role(&env, args.provider.as_deref(), keys, group)?;
+            let role = orchestrator_role(&env, args.provider.as_deref(), keys, group, true)?;
             runner::run(opts, Arc::new(role), shutdown, output).await?
         }
         (_, None) => {

@@ -187,6 +187,7 @@ async fn think_delivered(
         args.provider.as_deref(),
         keys,
         &delivery.fence.group,
+        false,
     )?;
     let mut conn = crate::bus::store::connect(&env.config.redis_url())
         .await

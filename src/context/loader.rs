@@ -4,12 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::bus::store::{self, Conn, KeyValue};
+use crate::bus::tracking::{Changes, KeyTracker};
 
 /// An experiment as the Orchestrator sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -55,23 +57,24 @@ pub struct Metrics {
     pub fields: BTreeMap<String, String>,
 }
 
-/// Everything the model is told about the world.
+/// Everything the model is told about the world. The parts are shared, not copied: a listener
+/// hands the same unchanged parts to every message (and the prompt renders them once).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Context {
     /// product_context.md.
-    pub product: String,
+    pub product: Arc<String>,
     /// worklist.md.
-    pub worklist: String,
+    pub worklist: Arc<String>,
     /// learnings.md.
-    pub learnings: String,
+    pub learnings: Arc<String>,
     /// Experiments that are not archived, most active first.
-    pub experiments: Vec<Experiment>,
+    pub experiments: Arc<Vec<Experiment>>,
     /// Active tools.
-    pub tools: Vec<Tool>,
+    pub tools: Arc<Vec<Tool>>,
     /// Tactical learnings, newest first.
-    pub tactical_learnings: Vec<Tactical>,
+    pub tactical_learnings: Arc<Vec<Tactical>>,
     /// Aggregated metrics, most recently updated first.
-    pub metrics: Vec<Metrics>,
+    pub metrics: Arc<Vec<Metrics>>,
     /// What could not be loaded.
     pub warnings: Vec<String>,
 }
@@ -87,16 +90,41 @@ const EXPERIMENT_FIELDS: &[&str] = &[
     "created_at",
 ];
 
-/// The most tactical learnings read per decision (newest by key name).
+/// The most tactical learnings kept (newest by key name).
 const MAX_TACTICAL: usize = 1000;
 
-/// Loads context, caching file contents between calls while the files are unchanged.
+/// The key prefixes of the Redis part of the context.
+pub const PREFIXES: [&str; 4] = [
+    "experiments:",
+    "tools:",
+    "learnings:tactical:",
+    "metrics_aggregated:",
+];
+
+/// The index of tactical learnings, not a learning itself.
+const TACTICAL_INDEX: &str = "learnings:tactical:index";
+
+/// Loads context. Files are re-read only when their modification time or size changed. With
+/// tracking (`Loader::tracked`, what listeners use), the Redis part is kept too and only the
+/// keys Redis says were written since are read again; without it, it is read in full.
 #[derive(Debug, Default)]
 pub struct Loader {
-    files: HashMap<PathBuf, (SystemTime, u64, String)>,
+    files: HashMap<PathBuf, (SystemTime, u64, Arc<String>)>,
+    tracker: Option<KeyTracker>,
+    cache: RedisCache,
+    /// The cache may be incomplete (a load failed halfway): rebuild it in full.
+    stale: bool,
 }
 
 impl Loader {
+    /// A loader that keeps the Redis part and follows its changes through `url`.
+    pub fn tracked(url: &str) -> Loader {
+        Loader {
+            tracker: Some(KeyTracker::new(url, &PREFIXES)),
+            ..Loader::default()
+        }
+    }
+
     /// Loads the files from `dir` and, when a connection is given, the Redis part.
     pub async fn load(&mut self, dir: &Path, conn: Option<&mut Conn>) -> Context {
         let mut ctx = Context::default();
@@ -104,12 +132,17 @@ impl Loader {
         ctx.worklist = self.read(dir, "worklist.md", &mut ctx.warnings);
         ctx.learnings = self.read(dir, "learnings.md", &mut ctx.warnings);
         match conn {
-            Some(conn) => {
-                if let Err(err) = load_redis(conn, &mut ctx).await {
-                    ctx.warnings
-                        .push(format!("Redis context unavailable: {err:#}"));
+            Some(conn) => match self.redis_part(conn).await {
+                Ok(part) => {
+                    ctx.experiments = part.experiments;
+                    ctx.tools = part.tools;
+                    ctx.tactical_learnings = part.tactical;
+                    ctx.metrics = part.metrics;
                 }
-            }
+                Err(err) => ctx
+                    .warnings
+                    .push(format!("Redis context unavailable: {err:#}")),
+            },
             None => ctx
                 .warnings
                 .push("Redis context skipped (no connection)".into()),
@@ -117,13 +150,46 @@ impl Loader {
         ctx
     }
 
-    fn read(&mut self, dir: &Path, name: &str, warnings: &mut Vec<String>) -> String {
+    async fn redis_part(&mut self, conn: &mut Conn) -> anyhow::Result<Built> {
+        let changes = match &mut self.tracker {
+            Some(t) => t.changes().await,
+            None => Changes::Untracked,
+        };
+        let changes = match changes {
+            Changes::Keys(_) if self.stale => Changes::All,
+            other => other,
+        };
+        match changes {
+            Changes::Untracked => {
+                // Nothing can tell us what changes later: read it all, keep none of it.
+                self.cache = RedisCache::default();
+                let mut fresh = RedisCache::default();
+                fresh.load_all(conn).await?;
+                return Ok(fresh.build());
+            }
+            Changes::All => {
+                self.stale = true;
+                self.cache = RedisCache::default();
+                self.cache.load_all(conn).await?;
+                self.stale = false;
+            }
+            Changes::Keys(keys) if keys.is_empty() => {}
+            Changes::Keys(keys) => {
+                self.stale = true;
+                self.cache.reload(conn, &keys).await?;
+                self.stale = false;
+            }
+        }
+        Ok(self.cache.build())
+    }
+
+    fn read(&mut self, dir: &Path, name: &str, warnings: &mut Vec<String>) -> Arc<String> {
         let path = dir.join(name);
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(err) => {
                 warnings.push(format!("{}: {err}", path.display()));
-                return String::new();
+                return Arc::default();
             }
         };
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
@@ -135,166 +201,234 @@ impl Loader {
         }
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let text = Arc::new(String::from_utf8_lossy(&bytes).into_owned());
                 self.files
                     .insert(path, (modified, meta.len(), text.clone()));
                 text
             }
             Err(err) => {
                 warnings.push(format!("{}: {err}", path.display()));
-                String::new()
+                Arc::default()
             }
         }
     }
 }
 
-async fn load_redis(conn: &mut Conn, ctx: &mut Context) -> anyhow::Result<()> {
-    // A handful of round trips however many keys there are: one SCAN pass,
-    // one TYPE pipeline, one read pipeline.
-    let started = std::time::Instant::now();
-    let mut found = store::scan_prefixes(
-        conn,
-        &[
-            "experiments:",
-            "tools:",
-            "learnings:tactical:",
-            "metrics_aggregated:",
-        ],
-    )
-    .await?
-    .into_iter();
-    let experiments = found.next().unwrap_or_default();
-    let tools = found.next().unwrap_or_default();
-    // Only the newest tactical learnings can reach the prompt; key names carry
-    // their time (`learnings:tactical:YYYYmmdd_HHMMSS…`), so read the last ones.
-    let mut tactical: Vec<String> = found
-        .next()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|k| k != "learnings:tactical:index")
-        .collect();
-    if tactical.len() > MAX_TACTICAL {
-        tactical.drain(..tactical.len() - MAX_TACTICAL);
-    }
-    let metrics = found.next().unwrap_or_default();
-    let mut requests: Vec<(&str, Option<&[&str]>)> =
-        Vec::with_capacity(experiments.len() + tools.len() + tactical.len() + metrics.len());
-    requests.extend(
-        experiments
+/// The Redis part, parsed, by key.
+#[derive(Debug, Default)]
+struct RedisCache {
+    experiments: BTreeMap<String, Experiment>,
+    tools: BTreeMap<String, Tool>,
+    tactical: BTreeMap<String, Tactical>,
+    metrics: BTreeMap<String, Metrics>,
+    built: Option<Built>,
+}
+
+/// The sorted lists the prompt shows, shared by every message until something changes.
+#[derive(Debug, Clone)]
+struct Built {
+    experiments: Arc<Vec<Experiment>>,
+    tools: Arc<Vec<Tool>>,
+    tactical: Arc<Vec<Tactical>>,
+    metrics: Arc<Vec<Metrics>>,
+}
+
+impl RedisCache {
+    /// Reads every key under the prefixes: one SCAN pass, one TYPE pipeline, one read pipeline.
+    async fn load_all(&mut self, conn: &mut Conn) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let found = store::scan_prefixes(conn, &PREFIXES).await?;
+        let mut keys: Vec<String> = found.into_iter().flatten().collect();
+        // Only the newest tactical learnings can reach the prompt; key names carry their
+        // time (`learnings:tactical:YYYYmmdd_HHMMSS…`), so read the last ones.
+        let mut tactical: Vec<String> = keys
             .iter()
-            .map(|k| (k.as_str(), Some(EXPERIMENT_FIELDS))),
-    );
-    requests.extend(
-        tools
+            .filter(|k| k.starts_with(PREFIXES[2]) && *k != TACTICAL_INDEX)
+            .cloned()
+            .collect();
+        tactical.sort();
+        if tactical.len() > MAX_TACTICAL {
+            let too_old: std::collections::HashSet<String> =
+                tactical.drain(..tactical.len() - MAX_TACTICAL).collect();
+            keys.retain(|k| !too_old.contains(k));
+        }
+        let scanned = started.elapsed();
+        let n = keys.len();
+        self.reload_keys(conn, keys).await?;
+        tracing::debug!(
+            "context: {n} keys scanned in {scanned:?}, read in {:?}",
+            started.elapsed() - scanned
+        );
+        Ok(())
+    }
+
+    /// Reads `keys` again (a missing key leaves the cache).
+    async fn reload(
+        &mut self,
+        conn: &mut Conn,
+        keys: &std::collections::BTreeSet<String>,
+    ) -> anyhow::Result<()> {
+        self.reload_keys(conn, keys.iter().cloned().collect()).await
+    }
+
+    async fn reload_keys(&mut self, conn: &mut Conn, keys: Vec<String>) -> anyhow::Result<()> {
+        let keys: Vec<String> = keys
+            .into_iter()
+            .filter(|k| PREFIXES.iter().any(|p| k.starts_with(p)) && k != TACTICAL_INDEX)
+            .collect();
+        let requests: Vec<(&str, Option<&[&str]>)> = keys
             .iter()
-            .chain(&tactical)
-            .chain(&metrics)
-            .map(|k| (k.as_str(), None)),
-    );
-    let scanned = started.elapsed();
-    let mut values = store::read_keys(conn, &requests).await?.into_iter();
-    tracing::debug!(
-        "context: {} keys scanned in {:?}, read in {:?}",
-        requests.len(),
-        scanned,
-        started.elapsed() - scanned
-    );
-
-    for key in &experiments {
-        let Some(value) = values.next() else { break };
-        let id = key.trim_start_matches("experiments:").to_string();
-        let fields = match value {
-            KeyValue::Hash(h) => h,
-            KeyValue::Text(t) => flatten_json(&t),
-            KeyValue::Other => continue,
-        };
-        let pick = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|n| fields.get(*n).filter(|v| !v.is_empty()).cloned())
-        };
-        let state = pick(&["state", "status"]).unwrap_or_else(|| "unknown".into());
-        if state == "archived" {
-            continue;
+            .map(|k| {
+                let fields = k.starts_with(PREFIXES[0]).then_some(EXPERIMENT_FIELDS);
+                (k.as_str(), fields)
+            })
+            .collect();
+        let values = store::read_keys(conn, &requests).await?;
+        for (key, value) in keys.into_iter().zip(values) {
+            self.apply(key, value);
         }
-        ctx.experiments.push(Experiment {
-            id,
-            name: pick(&["name", "summary", "hypothesis"]).unwrap_or_default(),
-            state,
-            updated_at: pick(&["updated_at", "created_at"]).unwrap_or_default(),
-        });
-    }
-    ctx.experiments.sort_by(|a, b| {
-        state_rank(&a.state)
-            .cmp(&state_rank(&b.state))
-            .then(b.updated_at.cmp(&a.updated_at))
-    });
-
-    for key in &tools {
-        let Some(value) = values.next() else { break };
-        let fields = match value {
-            KeyValue::Hash(h) => h,
-            KeyValue::Text(t) => flatten_json(&t),
-            KeyValue::Other => continue,
-        };
-        let state = fields
-            .get("state")
-            .or_else(|| fields.get("status"))
-            .map(String::as_str)
-            .unwrap_or("active");
-        if state != "active" {
-            continue;
-        }
-        ctx.tools.push(Tool {
-            name: fields
-                .get("name")
-                .filter(|n| !n.is_empty())
-                .cloned()
-                .unwrap_or_else(|| key.trim_start_matches("tools:").to_string()),
-            description: fields.get("description").cloned().unwrap_or_default(),
-        });
-    }
-
-    for key in &tactical {
-        let Some(value) = values.next() else { break };
-        let fields = match value {
-            KeyValue::Hash(h) => h,
-            KeyValue::Text(t) => {
-                let mut f = flatten_json(&t);
-                f.entry("text".into()).or_insert(t);
-                f
+        if self.tactical.len() > MAX_TACTICAL {
+            let keep_from = self.tactical.len() - MAX_TACTICAL;
+            let oldest: Vec<String> = self.tactical.keys().take(keep_from).cloned().collect();
+            for k in oldest {
+                self.tactical.remove(&k);
             }
-            KeyValue::Other => continue,
-        };
-        ctx.tactical_learnings.push(Tactical {
-            key: key.clone(),
-            text: fields
-                .get("text")
-                .or_else(|| fields.get("learning"))
-                .cloned()
-                .unwrap_or_default(),
-            experiment_id: fields.get("experiment_id").cloned().unwrap_or_default(),
-            created_at: fields.get("created_at").cloned().unwrap_or_default(),
-        });
+        }
+        self.built = None;
+        Ok(())
     }
-    ctx.tactical_learnings
-        .sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.key.cmp(&a.key)));
 
-    for key in &metrics {
-        let Some(value) = values.next() else { break };
-        if let KeyValue::Hash(fields) = value {
-            ctx.metrics.push(Metrics {
-                experiment_id: key.trim_start_matches("metrics_aggregated:").to_string(),
-                fields,
-            });
+    /// Puts one key's current value in the cache, or takes the key out.
+    fn apply(&mut self, key: String, value: KeyValue) {
+        if let Some(id) = key.strip_prefix(PREFIXES[0]) {
+            match parse_experiment(id, value) {
+                Some(e) => self.experiments.insert(key, e),
+                None => self.experiments.remove(&key),
+            };
+        } else if key.starts_with(PREFIXES[1]) {
+            match parse_tool(&key, value) {
+                Some(t) => self.tools.insert(key, t),
+                None => self.tools.remove(&key),
+            };
+        } else if key.starts_with(PREFIXES[2]) {
+            match parse_tactical(&key, value) {
+                Some(t) => self.tactical.insert(key, t),
+                None => self.tactical.remove(&key),
+            };
+        } else if let Some(id) = key.strip_prefix(PREFIXES[3]) {
+            match value {
+                KeyValue::Hash(fields) => self.metrics.insert(
+                    key.clone(),
+                    Metrics {
+                        experiment_id: id.to_string(),
+                        fields,
+                    },
+                ),
+                _ => self.metrics.remove(&key),
+            };
         }
     }
-    ctx.metrics.sort_by(|a, b| {
-        b.fields
-            .get("last_updated")
-            .cmp(&a.fields.get("last_updated"))
-    });
-    Ok(())
+
+    /// The sorted lists, built again only after a change.
+    fn build(&mut self) -> Built {
+        if let Some(b) = &self.built {
+            return b.clone();
+        }
+        let mut experiments: Vec<Experiment> = self.experiments.values().cloned().collect();
+        experiments.sort_by(|a, b| {
+            state_rank(&a.state)
+                .cmp(&state_rank(&b.state))
+                .then(b.updated_at.cmp(&a.updated_at))
+        });
+        let mut tactical: Vec<Tactical> = self.tactical.values().cloned().collect();
+        tactical.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.key.cmp(&a.key)));
+        let mut metrics: Vec<Metrics> = self.metrics.values().cloned().collect();
+        metrics.sort_by(|a, b| {
+            b.fields
+                .get("last_updated")
+                .cmp(&a.fields.get("last_updated"))
+        });
+        let built = Built {
+            experiments: Arc::new(experiments),
+            tools: Arc::new(self.tools.values().cloned().collect()),
+            tactical: Arc::new(tactical),
+            metrics: Arc::new(metrics),
+        };
+        self.built = Some(built.clone());
+        built
+    }
+}
+
+/// An experiment from its stored value; None when archived or not an experiment.
+fn parse_experiment(id: &str, value: KeyValue) -> Option<Experiment> {
+    let fields = match value {
+        KeyValue::Hash(h) => h,
+        KeyValue::Text(t) => flatten_json(&t),
+        KeyValue::Other => return None,
+    };
+    let pick = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| fields.get(*n).filter(|v| !v.is_empty()).cloned())
+    };
+    let state = pick(&["state", "status"]).unwrap_or_else(|| "unknown".into());
+    if state == "archived" {
+        return None;
+    }
+    Some(Experiment {
+        id: id.to_string(),
+        name: pick(&["name", "summary", "hypothesis"]).unwrap_or_default(),
+        state,
+        updated_at: pick(&["updated_at", "created_at"]).unwrap_or_default(),
+    })
+}
+
+/// An active tool from its stored value.
+fn parse_tool(key: &str, value: KeyValue) -> Option<Tool> {
+    let fields = match value {
+        KeyValue::Hash(h) => h,
+        KeyValue::Text(t) => flatten_json(&t),
+        KeyValue::Other => return None,
+    };
+    let state = fields
+        .get("state")
+        .or_else(|| fields.get("status"))
+        .map(String::as_str)
+        .unwrap_or("active");
+    if state != "active" {
+        return None;
+    }
+    Some(Tool {
+        name: fields
+            .get("name")
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| key.trim_start_matches("tools:").to_string()),
+        description: fields.get("description").cloned().unwrap_or_default(),
+    })
+}
+
+/// A tactical learning from its stored value.
+fn parse_tactical(key: &str, value: KeyValue) -> Option<Tactical> {
+    let fields = match value {
+        KeyValue::Hash(h) => h,
+        KeyValue::Text(t) => {
+            let mut f = flatten_json(&t);
+            f.entry("text".into()).or_insert(t);
+            f
+        }
+        KeyValue::Other => return None,
+    };
+    Some(Tactical {
+        key: key.to_string(),
+        text: fields
+            .get("text")
+            .or_else(|| fields.get("learning"))
+            .cloned()
+            .unwrap_or_default(),
+        experiment_id: fields.get("experiment_id").cloned().unwrap_or_default(),
+        created_at: fields.get("created_at").cloned().unwrap_or_default(),
+    })
 }
 
 /// Active experiments first, finished ones last.

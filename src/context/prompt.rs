@@ -144,6 +144,20 @@ pub struct BuiltPrompt {
     pub omitted: Vec<String>,
 }
 
+/// The parts of the prompt that depend on the context only (the system block with the product
+/// context and strategic learnings, the context block), rendered once for a context and reused
+/// for every message while the context is unchanged.
+#[derive(Debug, Clone)]
+pub struct ContextBlocks {
+    system: String,
+    context: String,
+    omitted: Vec<String>,
+    /// The message's share of the budget, in tokens.
+    message_tokens: usize,
+}
+
+pub use super::prompt_cache::PromptCache;
+
 /// Builds the Orchestrator prompt for `msg`, fitting `budget_tokens`.
 pub fn orchestrator_prompt(
     prompts: &Prompts,
@@ -151,6 +165,50 @@ pub fn orchestrator_prompt(
     msg: &Map<String, Value>,
     budget_tokens: usize,
 ) -> anyhow::Result<BuiltPrompt> {
+    let blocks = context_blocks(prompts, ctx, budget_tokens)?;
+    prompt_with(prompts, &blocks, msg)
+}
+
+/// The whole prompt: the context blocks and `msg` in its share of the budget.
+pub fn prompt_with(
+    prompts: &Prompts,
+    blocks: &ContextBlocks,
+    msg: &Map<String, Value>,
+) -> anyhow::Result<BuiltPrompt> {
+    let mut omitted = blocks.omitted.clone();
+    let message_json = fit_message(msg, blocks.message_tokens, &mut omitted);
+    let message = prompts.render("message.txt", &message_vars(msg, &message_json))?;
+    let estimated_tokens = estimate_tokens(&blocks.system)
+        + estimate_tokens(&blocks.context)
+        + estimate_tokens(&message);
+    Ok(BuiltPrompt {
+        system: vec![PromptBlock {
+            text: blocks.system.clone(),
+            cache: true,
+        }],
+        user: vec![
+            PromptBlock {
+                text: blocks.context.clone(),
+                cache: true,
+            },
+            PromptBlock {
+                text: message,
+                cache: false,
+            },
+        ],
+        estimated_tokens,
+        omitted,
+    })
+}
+
+/// Renders the context blocks. The message always gets a quarter of what the templates leave,
+/// so the context blocks do not depend on the message: they can be reused, and they stay a
+/// stable prefix for the API's prompt cache.
+pub fn context_blocks(
+    prompts: &Prompts,
+    ctx: &Context,
+    budget_tokens: usize,
+) -> anyhow::Result<ContextBlocks> {
     let empty = BTreeMap::from([
         ("product_context", String::new()),
         ("learnings", String::new()),
@@ -161,7 +219,7 @@ pub fn orchestrator_prompt(
         ("metrics_summary", String::new()),
         ("omitted", String::new()),
     ]);
-    let message_vars_empty = message_vars(msg, "");
+    let message_vars_empty = message_vars(&Map::new(), "");
     // The fixed cost of the templates themselves.
     let fixed = estimate_tokens(&prompts.render("system.txt", &empty)?)
         + estimate_tokens(&prompts.render("context.txt", &empty)?)
@@ -169,12 +227,9 @@ pub fn orchestrator_prompt(
         + 64;
     let available = budget_tokens.saturating_sub(fixed);
     let mut omitted = Vec::new();
-
-    // The message gets up to a quarter of the budget; long strings are cut
-    // inside the JSON so that it stays valid.
-    let message_json = fit_message(msg, available / 4, &mut omitted);
-    let available = available.saturating_sub(estimate_tokens(&message_json));
-
+    // Long strings in the message are cut inside its JSON so that it stays valid.
+    let message_tokens = available / 4;
+    let available = available - message_tokens;
     let sections = [
         Section::text(
             "product context",
@@ -275,26 +330,11 @@ pub fn orchestrator_prompt(
     ]);
     let system = prompts.render("system.txt", &system_vars)?;
     let context = prompts.render("context.txt", &context_vars)?;
-    let message = prompts.render("message.txt", &message_vars(msg, &message_json))?;
-    let estimated_tokens =
-        estimate_tokens(&system) + estimate_tokens(&context) + estimate_tokens(&message);
-    Ok(BuiltPrompt {
-        system: vec![PromptBlock {
-            text: system,
-            cache: true,
-        }],
-        user: vec![
-            PromptBlock {
-                text: context,
-                cache: true,
-            },
-            PromptBlock {
-                text: message,
-                cache: false,
-            },
-        ],
-        estimated_tokens,
+    Ok(ContextBlocks {
+        system,
+        context,
         omitted,
+        message_tokens,
     })
 }
 
@@ -565,12 +605,14 @@ mod tests {
     fn prompt_fits_budget_for_huge_context() {
         let prompts = Prompts::default();
         let mut ctx = Context {
-            worklist: "w".repeat(400_000),
+            worklist: "w".repeat(400_000).into(),
             ..Default::default()
         };
-        ctx.learnings = (0..20_000)
-            .map(|i| format!("## 2026-01-01T00:00:{i}\nlearning number {i} with some words\n"))
-            .collect();
+        ctx.learnings = std::sync::Arc::new(
+            (0..20_000)
+                .map(|i| format!("## 2026-01-01T00:00:{i}\nlearning number {i} with some words\n"))
+                .collect(),
+        );
         ctx.experiments = (0..10_000)
             .map(|i| crate::context::loader::Experiment {
                 id: format!("exp_{i}"),
@@ -578,7 +620,8 @@ mod tests {
                 state: "draft".into(),
                 updated_at: String::new(),
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
         let mut msg = Map::new();
         msg.insert("content".into(), Value::String("x".repeat(1_000_000)));
         for budget in [4_000, 24_000, 100_000] {
@@ -605,7 +648,8 @@ mod tests {
             name: String::new(),
             state: "running".into(),
             updated_at: String::new(),
-        }];
+        }]
+        .into();
         let built = orchestrator_prompt(&prompts, &ctx, &Map::new(), 24_000).expect("prompt");
         assert!(
             built.user[0].text.contains("- exp_1:  (state: running)"),

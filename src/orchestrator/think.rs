@@ -42,6 +42,8 @@ pub struct Orchestrator {
     max_retries: u32,
     prompt_budget: usize,
     status_types: Vec<String>,
+    /// The context blocks of the last prompt, reused while the context is unchanged.
+    prompt_cache: prompt::PromptCache,
 }
 
 /// How a decision attempt ended.
@@ -97,6 +99,7 @@ impl Orchestrator {
             max_retries: cfg.api_max_retries()?,
             prompt_budget: cfg.prompt_budget_tokens()?,
             status_types,
+            prompt_cache: prompt::PromptCache::default(),
         })
     }
 
@@ -118,7 +121,10 @@ impl Orchestrator {
         msg: &Map<String, Value>,
         ctx: &Context,
     ) -> anyhow::Result<prompt::BuiltPrompt> {
-        prompt::orchestrator_prompt(&self.prompts, ctx, msg, self.prompt_budget)
+        let blocks = self
+            .prompt_cache
+            .blocks(&self.prompts, ctx, self.prompt_budget)?;
+        prompt::prompt_with(&self.prompts, &blocks, msg)
     }
 
     /// Decides what to do about `msg`.
