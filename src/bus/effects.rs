@@ -419,7 +419,10 @@ pub async fn commit(
             }
         }
     }
-    let commit_script = redis::Script::new(COMMIT_SCRIPT);
+    // Hashed once per process, not once per commit.
+    static COMMIT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(COMMIT_SCRIPT));
+    let commit_script = &*COMMIT;
     let mut script = commit_script.prepare_invoke();
     for key in &keys {
         script.key(key);

@@ -36,6 +36,23 @@ pub async fn add(conn: &mut Conn, usd: f64) -> anyhow::Result<f64> {
     Ok(total)
 }
 
+/// Adds `usd` to today's spend as part of `pipe` (its replies ignored), so it can share a
+/// round trip with other writes.
+pub fn add_to(pipe: &mut redis::Pipeline, usd: f64) {
+    if usd <= 0.0 || !usd.is_finite() {
+        return;
+    }
+    let key = day_key(&today());
+    pipe.cmd("INCRBYFLOAT")
+        .arg(&key)
+        .arg(usd)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&key)
+        .arg(8 * 24 * 3600)
+        .ignore();
+}
+
 /// Today's spend so far.
 pub async fn spent_today(conn: &mut Conn) -> anyhow::Result<f64> {
     let v: Option<String> = redis::cmd("GET")

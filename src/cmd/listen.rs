@@ -114,7 +114,7 @@ pub fn orchestrator_role(
     Ok(crate::orchestrator::listener::OrchestratorRole {
         orchestrator,
         target: crate::cmd::dispatch::target(env)?,
-        decision_log: env.config.decision_log(),
+        decision_log: decision_log(env.config.decision_log()),
         keys,
         group: group.to_string(),
         // A listener keeps the Redis context and follows its changes; a pipeline stage lives
@@ -154,6 +154,20 @@ pub fn fullsend_role(
         group: group.to_string(),
         gate: crate::bus::spend::Gate::from_config(&env.config)?,
     })
+}
+
+/// The listener's decision log, made durable once a second by a background task.
+fn decision_log(path: std::path::PathBuf) -> Arc<crate::orchestrator::log::DecisionLog> {
+    let log = Arc::new(crate::orchestrator::log::DecisionLog::new(path));
+    let syncing = Arc::downgrade(&log);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Some(log) = syncing.upgrade() else { return };
+            let _ = tokio::task::spawn_blocking(move || log.sync()).await;
+        }
+    });
+    log
 }
 
 /// What a stage inside a `listen --exec` pipeline exits with when its delivered message did

@@ -24,7 +24,10 @@ enum Part {
 impl Part {
     fn same(&self, other: &Part) -> bool {
         match (self, other) {
-            (Part::Text(a), Part::Text(b)) => std::sync::Arc::ptr_eq(a, b),
+            // A missing file is a fresh empty text each time.
+            (Part::Text(a), Part::Text(b)) => {
+                std::sync::Arc::ptr_eq(a, b) || (a.is_empty() && b.is_empty())
+            }
             (Part::List(a), Part::List(b)) => {
                 std::ptr::addr_eq(std::sync::Arc::as_ptr(a), std::sync::Arc::as_ptr(b))
             }
@@ -75,5 +78,42 @@ impl PromptCache {
         let blocks = std::sync::Arc::new(context_blocks(prompts, ctx, budget_tokens)?);
         *last = Some((parts, budget_tokens, blocks.clone()));
         Ok(blocks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unchanged_context_is_rendered_once() {
+        let prompts = Prompts::default();
+        let cache = PromptCache::default();
+        let ctx = Context::default();
+        let first = cache.blocks(&prompts, &ctx, 24_000).expect("blocks");
+        // A fresh context with the same (empty, missing) files and the same lists.
+        let same = Context {
+            experiments: ctx.experiments.clone(),
+            tools: ctx.tools.clone(),
+            tactical_learnings: ctx.tactical_learnings.clone(),
+            metrics: ctx.metrics.clone(),
+            ..Context::default()
+        };
+        let again = cache.blocks(&prompts, &same, 24_000).expect("blocks");
+        assert!(std::sync::Arc::ptr_eq(&first, &again), "reused");
+        let changed = Context {
+            worklist: std::sync::Arc::new("# Worklist\n- one\n".into()),
+            ..same.clone()
+        };
+        let third = cache.blocks(&prompts, &changed, 24_000).expect("blocks");
+        assert!(
+            !std::sync::Arc::ptr_eq(&again, &third),
+            "a change renders again"
+        );
+        let other_budget = cache.blocks(&prompts, &changed, 8_000).expect("blocks");
+        assert!(
+            !std::sync::Arc::ptr_eq(&third, &other_budget),
+            "so does another budget"
+        );
     }
 }

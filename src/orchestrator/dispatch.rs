@@ -325,9 +325,13 @@ pub async fn execute(
     seen: Option<&str>,
     fence: Option<&Fence>,
 ) -> anyhow::Result<Report> {
-    // Files are written outside the commit script, so the lease is checked first: a listener
-    // that lost the entry while it thought writes no file for it.
+    // Files are written, and the roundtable runs, outside the commit script, so the lease is
+    // checked first: a listener that lost the entry while it thought writes no file for it and
+    // starts no roundtable. A plan without either needs no check: the commit is fenced.
+    let outside_the_commit =
+        plan.effects.iter().any(|e| !e.is_redis()) || plan.roundtable.is_some();
     if let Some(fence) = fence
+        && outside_the_commit
         && !effects::still_holds(conn, fence).await?
     {
         anyhow::bail!(

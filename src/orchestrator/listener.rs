@@ -2,8 +2,6 @@
 //! through the same code as `fullsend think` and `fullsend dispatch`, with
 //! the model's decision memoised so a redelivery never pays twice.
 
-use std::path::PathBuf;
-
 use serde_json::json;
 use tokio::sync::{Mutex, watch};
 
@@ -25,7 +23,7 @@ pub struct OrchestratorRole {
     /// Where effects go.
     pub target: Target,
     /// The decision log.
-    pub decision_log: PathBuf,
+    pub decision_log: std::sync::Arc<crate::orchestrator::log::DecisionLog>,
     /// Keys of the consumed channel.
     pub keys: ChannelKeys,
     /// The consumer group.
@@ -179,34 +177,44 @@ impl OrchestratorRole {
         };
         match outcome {
             Outcome::Decided(decision) => {
-                if let Some(cost) = decision.cost_usd
-                    && let Err(err) = crate::bus::spend::add(conn, cost).await
-                {
-                    tracing::warn!("recording spend: {err:#}");
-                }
-                if let Err(err) =
-                    crate::orchestrator::log::log_decision(&self.decision_log, &decision)
-                {
+                if let Err(err) = self.decision_log.append(&decision) {
                     tracing::warn!("decision log: {err:#}");
                 }
                 // Without the memo a retry would ask the model again and could decide
-                // differently: a memo that cannot be stored is a transient failure.
-                let stored: Result<(), _> = redis::cmd("SET")
+                // differently: a memo that cannot be stored is a transient failure. The spend
+                // goes in the same round trip.
+                let memo = serde_json::to_string(&decision).unwrap_or_default();
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
                     .arg(memo_key)
-                    .arg(serde_json::to_string(&decision).unwrap_or_default())
+                    .arg(&memo)
                     .arg("EX")
                     .arg(MEMO_TTL_SECS)
-                    .query_async(conn)
-                    .await;
-                stored.map_err(|e| {
-                    JobError::Transient(anyhow::Error::new(e).context("storing the decision memo"))
-                })?;
+                    .ignore();
+                if let Some(cost) = decision.cost_usd {
+                    crate::bus::spend::add_to(&mut pipe, cost);
+                }
+                if let Err(err) = pipe.query_async::<()>(conn).await {
+                    // The spend part may be what failed (a key of another type): the memo
+                    // alone decides.
+                    tracing::warn!("storing the decision memo and its spend: {err:#}");
+                    let stored: Result<(), _> = redis::cmd("SET")
+                        .arg(memo_key)
+                        .arg(&memo)
+                        .arg("EX")
+                        .arg(MEMO_TTL_SECS)
+                        .query_async(conn)
+                        .await;
+                    stored.map_err(|e| {
+                        JobError::Transient(
+                            anyhow::Error::new(e).context("storing the decision memo"),
+                        )
+                    })?;
+                }
                 Ok(decision)
             }
             Outcome::Failed { decision, error } => {
-                if let Err(err) =
-                    crate::orchestrator::log::log_decision(&self.decision_log, &decision)
-                {
+                if let Err(err) = self.decision_log.append(&decision) {
                     tracing::warn!("decision log: {err:#}");
                 }
                 match error {

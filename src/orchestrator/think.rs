@@ -154,7 +154,7 @@ impl Orchestrator {
             }
             return Ok(Outcome::Decided(d));
         }
-        let built = prompt::orchestrator_prompt(&self.prompts, ctx, msg, self.prompt_budget)?;
+        let built = self.prompt(msg, ctx)?;
         if !built.omitted.is_empty() {
             tracing::info!(
                 "prompt cut to fit {} tokens: {}",

@@ -1,4 +1,4 @@
-//! scripts/bench: the speed and memory targets B1–B8, measured against a real
+//! scripts/bench: the speed and memory targets B1–B11, measured against a real
 //! redis-server and the in-process Messages-API mock, printed as a table of
 //! medians and ratios. Benchmarks, not tests: the machine is shared and noisy,
 //! so each row reports what it saw and whether it met its target.
@@ -70,6 +70,15 @@ fn main() {
     }
     if run("b8") {
         rows.extend(b8(&bin, if quick { 50 } else { 200 }));
+    }
+    if run("b9") {
+        rows.extend(b9(&bin, quick));
+    }
+    if run("b10") {
+        rows.extend(b10(&bin, quick));
+    }
+    if run("b11") {
+        rows.push(b11(&bin));
     }
     print_table(&rows);
     if rows.iter().any(|r| !r.pass) {
@@ -704,6 +713,278 @@ fn b8(bin: &Path, n: usize) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// CPU seconds (user + system) the process `pid` itself has used.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+/// Stores a context of `experiments` experiments, `tools` tools and `metrics` metrics keys.
+fn seed_context(w: &World, experiments: usize, tools: usize, metrics: usize) {
+    let mut c = w.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..experiments {
+        pipe.cmd("HSET")
+            .arg(format!("experiments:exp_20261202_bench_{i}"))
+            .arg(&[
+                ("name", format!("Bench experiment {i}")),
+                (
+                    "hypothesis",
+                    "CTOs who star dev tools answer cold email".to_string(),
+                ),
+                (
+                    "state",
+                    if i % 3 == 0 { "running" } else { "ready" }.to_string(),
+                ),
+                ("updated_at", format!("2026-12-01T{:02}:00:00Z", i % 24)),
+                ("spec", "experiment:\n  id: x\n".repeat(20)),
+            ])
+            .ignore();
+        if i % 500 == 499 {
+            let _: () = pipe.query(&mut c).expect("seed");
+            pipe = redis::pipe();
+        }
+    }
+    for i in 0..tools {
+        pipe.cmd("HSET")
+            .arg(format!("tools:tool_{i}"))
+            .arg(&[
+                ("name", format!("tool_{i}")),
+                ("description", "scrapes a site".into()),
+                ("status", "active".into()),
+            ])
+            .ignore();
+    }
+    for i in 0..metrics {
+        pipe.cmd("HSET")
+            .arg(format!("metrics_aggregated:exp_20261202_bench_{i}"))
+            .arg(&[
+                ("sent", "100"),
+                ("replies", "7"),
+                ("last_updated", "2026-12-01T10:00:00Z"),
+            ])
+            .ignore();
+    }
+    let _: () = pipe.query(&mut c).expect("seed");
+}
+
+/// Mixed traffic: half ideas (escalations the model dispatches), half questions.
+fn mixed_message(i: usize) -> String {
+    if i.is_multiple_of(2) {
+        escalation(i)
+    } else {
+        json!({"type": "question", "source": "discord", "msg_id": format!("bench-q-{i}-{}", std::process::id()), "content": format!("what is running? {i}")}).to_string()
+    }
+}
+
+/// One measured run: `n` messages through a listener (concurrency 1, instant model) over
+/// `w`'s context, after a warm-up; `change_every` > 0 changes one experiment every that many
+/// messages. Returns (listener CPU ms per message, messages per second).
+fn drain_run(w: &World, bin: &Path, n: usize, change_every: usize, base: usize) -> (f64, f64) {
+    let listener = Listener::start(w, bin, &[]);
+    wait_ready(w);
+    let mut c = w.conn();
+    let send = |c: &mut redis::Connection, from: usize, count: usize| {
+        let mut pipe = redis::pipe();
+        for i in from..from + count {
+            pipe.cmd("XADD")
+                .arg(STREAM)
+                .arg("*")
+                .arg("data")
+                .arg(mixed_message(i))
+                .ignore();
+        }
+        let _: () = pipe.query(c).expect("xadd");
+    };
+    send(&mut c, base, 20);
+    listener.wait_for(20, Duration::from_secs(60));
+    let pid = listener.child.id();
+    let cpu0 = process_cpu(pid);
+    let t0 = Instant::now();
+    if change_every == 0 {
+        send(&mut c, base + 20, n);
+        listener.wait_for(20 + n, Duration::from_secs(300));
+    } else {
+        let mut done = 0;
+        while done < n {
+            let _: () = redis::cmd("HSET")
+                .arg(format!("experiments:exp_20261202_bench_{}", done % 10))
+                .arg("updated_at")
+                .arg(format!("2026-12-02T00:00:{done:02}Z"))
+                .query(&mut c)
+                .expect("hset");
+            let batch = change_every.min(n - done);
+            send(&mut c, base + 20 + done, batch);
+            done += batch;
+            listener.wait_for(20 + done, Duration::from_secs(60));
+        }
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu(pid) - cpu0;
+    listener.stop();
+    (cpu * 1000.0 / n as f64, n as f64 / wall)
+}
+
+/// Medians of `runs` drain runs, each on a fresh world with the given context.
+fn drain_medians(
+    bin: &Path,
+    runs: usize,
+    n: usize,
+    context: (usize, usize, usize),
+    change_every: usize,
+) -> (f64, f64) {
+    let mock = decision_mock(Arc::new(AtomicU64::new(0)));
+    let mut cpu = Vec::new();
+    let mut rate = Vec::new();
+    for r in 0..runs {
+        let w = World::new(&mock);
+        seed_context(&w, context.0, context.1, context.2);
+        let (c, t) = drain_run(&w, bin, n, change_every, 10_000_000 * (r + 1));
+        cpu.push(c);
+        rate.push(t);
+    }
+    (median(cpu), median(rate))
+}
+
+/// B9: listener CPU per message and throughput, small and realistic context (1,000
+/// experiments, 200 tools, 200 metrics keys), instant model, mixed traffic, concurrency 1.
+fn b9(bin: &Path, quick: bool) -> Vec<Row> {
+    let (runs, n) = if quick { (1, 300) } else { (3, 2000) };
+    let mut rows = Vec::new();
+    for (name, context, cpu_target) in [
+        ("small context", (3, 2, 2), 0.25),
+        (
+            "realistic context (1,000 experiments, 200 tools, 200 metrics)",
+            (1000, 200, 200),
+            1.0,
+        ),
+    ] {
+        let (cpu, rate) = drain_medians(bin, runs, n, context, 0);
+        rows.push(Row {
+            id: "B9",
+            what: format!("listener CPU per message, {name}, {n} mixed messages × {runs} runs"),
+            measured: format!("{cpu:.3} ms"),
+            target: format!("≤ {cpu_target} ms"),
+            ratio: format!("{:.2}× target", cpu / cpu_target),
+            pass: cpu <= cpu_target,
+        });
+        rows.push(Row {
+            id: "B9",
+            what: format!("… throughput, {name}"),
+            measured: format!("{rate:.0} msg/s"),
+            target: "≥ 270 msg/s (100× the Python design's 2.7)".into(),
+            ratio: format!("{:.1}× target", rate / 270.0),
+            pass: rate >= 270.0,
+        });
+    }
+    rows
+}
+
+/// B10: the cost curve: CPU per message at 10, 1,000 and 10,000 experiments with an unchanged
+/// context, and at 10,000 with one experiment changing every 10 messages.
+fn b10(bin: &Path, quick: bool) -> Vec<Row> {
+    let (runs, n) = if quick { (1, 300) } else { (3, 1000) };
+    let mut rows = Vec::new();
+    let mut at_10 = f64::NAN;
+    for (experiments, change_every) in [(10, 0), (1000, 0), (10_000, 0), (10_000, 10)] {
+        let (cpu, _) = drain_medians(bin, runs, n, (experiments, 20, 20), change_every);
+        if experiments == 10 {
+            at_10 = cpu;
+        }
+        let ratio = cpu / at_10;
+        let changing = if change_every > 0 {
+            ", one changing every 10 messages"
+        } else {
+            ", unchanged"
+        };
+        rows.push(Row {
+            id: "B10",
+            what: format!("CPU per message at {experiments} experiments{changing}"),
+            measured: format!("{cpu:.3} ms"),
+            target: if experiments == 10_000 && change_every == 0 {
+                "≤ 1.5× the cost at 10".into()
+            } else {
+                "(reported)".into()
+            },
+            ratio: format!("{ratio:.2}× the cost at 10"),
+            pass: !(experiments == 10_000 && change_every == 0) || ratio <= 1.5,
+        });
+    }
+    rows
+}
+
+/// B11: freshness: from an HSET on `experiments:{id}` by another client to the first prompt
+/// that shows it (a message published right after the write), median of 20.
+fn b11(bin: &Path) -> Row {
+    let mock = decision_mock(Arc::new(AtomicU64::new(0)));
+    let w = World::new(&mock);
+    seed_context(&w, 1000, 200, 200);
+    let listener = Listener::start(&w, bin, &[]);
+    wait_ready(&w);
+    let mut c = w.conn();
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let name = format!("Freshly renamed {i}");
+        let seen_before = mock.request_count();
+        let t0 = Instant::now();
+        // Running and the newest, so it is at the top of the prompt's list, not cut.
+        let _: () = redis::cmd("HSET")
+            .arg("experiments:exp_20261202_bench_0")
+            .arg("name")
+            .arg(&name)
+            .arg("updated_at")
+            .arg(format!("2026-12-03T00:00:{i:02}Z"))
+            .query(&mut c)
+            .expect("hset");
+        let _: String = redis::cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("data")
+            .arg(escalation(20_000_000 + i))
+            .query(&mut c)
+            .expect("xadd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let requests = mock.requests();
+            if requests
+                .iter()
+                .skip(seen_before)
+                .any(|r| mock_api::user_text(r).contains(&name))
+            {
+                times.push(t0.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    listener.stop();
+    let found = times.len();
+    let p50 = median(times.clone());
+    let worst = times.iter().copied().fold(0.0_f64, f64::max);
+    Row {
+        id: "B11",
+        what: "freshness: HSET by another client → the next prompt shows it (20 tries)".into(),
+        measured: format!("p50 {p50:.1} ms, max {worst:.1} ms, {found}/20 seen"),
+        target: "≤ 1 s, every time".into(),
+        ratio: format!("{:.3}× target", worst / 1000.0),
+        pass: found == 20 && worst <= 1000.0,
+    }
 }
 
 /// B5: start-up cost of the small commands.
