@@ -68,13 +68,13 @@ pub struct Context {
     /// learnings.md.
     pub learnings: Arc<String>,
     /// Experiments that are not archived, most active first.
-    pub experiments: Arc<Vec<Experiment>>,
+    pub experiments: Arc<Vec<Arc<Experiment>>>,
     /// Active tools.
-    pub tools: Arc<Vec<Tool>>,
+    pub tools: Arc<Vec<Arc<Tool>>>,
     /// Tactical learnings, newest first.
-    pub tactical_learnings: Arc<Vec<Tactical>>,
+    pub tactical_learnings: Arc<Vec<Arc<Tactical>>>,
     /// Aggregated metrics, most recently updated first.
-    pub metrics: Arc<Vec<Metrics>>,
+    pub metrics: Arc<Vec<Arc<Metrics>>>,
     /// What could not be loaded.
     pub warnings: Vec<String>,
 }
@@ -217,20 +217,20 @@ impl Loader {
 /// The Redis part, parsed, by key.
 #[derive(Debug, Default)]
 struct RedisCache {
-    experiments: BTreeMap<String, Experiment>,
-    tools: BTreeMap<String, Tool>,
-    tactical: BTreeMap<String, Tactical>,
-    metrics: BTreeMap<String, Metrics>,
+    experiments: BTreeMap<String, Arc<Experiment>>,
+    tools: BTreeMap<String, Arc<Tool>>,
+    tactical: BTreeMap<String, Arc<Tactical>>,
+    metrics: BTreeMap<String, Arc<Metrics>>,
     built: Option<Built>,
 }
 
 /// The sorted lists the prompt shows, shared by every message until something changes.
 #[derive(Debug, Clone)]
 struct Built {
-    experiments: Arc<Vec<Experiment>>,
-    tools: Arc<Vec<Tool>>,
-    tactical: Arc<Vec<Tactical>>,
-    metrics: Arc<Vec<Metrics>>,
+    experiments: Arc<Vec<Arc<Experiment>>>,
+    tools: Arc<Vec<Arc<Tool>>>,
+    tactical: Arc<Vec<Arc<Tactical>>>,
+    metrics: Arc<Vec<Arc<Metrics>>>,
 }
 
 impl RedisCache {
@@ -255,6 +255,13 @@ impl RedisCache {
         let scanned = started.elapsed();
         let n = keys.len();
         self.reload_keys(conn, keys).await?;
+        // A full load allocates and frees a lot at once (every key's reply): give that back to
+        // the system, so a listener's memory is what it keeps, not its peak.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory at the top of each heap.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         tracing::debug!(
             "context: {n} keys scanned in {scanned:?}, read in {:?}",
             started.elapsed() - scanned
@@ -302,27 +309,27 @@ impl RedisCache {
     fn apply(&mut self, key: String, value: KeyValue) {
         if let Some(id) = key.strip_prefix(PREFIXES[0]) {
             match parse_experiment(id, value) {
-                Some(e) => self.experiments.insert(key, e),
+                Some(e) => self.experiments.insert(key, Arc::new(e)),
                 None => self.experiments.remove(&key),
             };
         } else if key.starts_with(PREFIXES[1]) {
             match parse_tool(&key, value) {
-                Some(t) => self.tools.insert(key, t),
+                Some(t) => self.tools.insert(key, Arc::new(t)),
                 None => self.tools.remove(&key),
             };
         } else if key.starts_with(PREFIXES[2]) {
             match parse_tactical(&key, value) {
-                Some(t) => self.tactical.insert(key, t),
+                Some(t) => self.tactical.insert(key, Arc::new(t)),
                 None => self.tactical.remove(&key),
             };
         } else if let Some(id) = key.strip_prefix(PREFIXES[3]) {
             match value {
                 KeyValue::Hash(fields) => self.metrics.insert(
                     key.clone(),
-                    Metrics {
+                    Arc::new(Metrics {
                         experiment_id: id.to_string(),
                         fields,
-                    },
+                    }),
                 ),
                 _ => self.metrics.remove(&key),
             };
@@ -334,15 +341,16 @@ impl RedisCache {
         if let Some(b) = &self.built {
             return b.clone();
         }
-        let mut experiments: Vec<Experiment> = self.experiments.values().cloned().collect();
+        // The items are shared, so a rebuild copies pointers, not experiments.
+        let mut experiments: Vec<Arc<Experiment>> = self.experiments.values().cloned().collect();
         experiments.sort_by(|a, b| {
             state_rank(&a.state)
                 .cmp(&state_rank(&b.state))
                 .then(b.updated_at.cmp(&a.updated_at))
         });
-        let mut tactical: Vec<Tactical> = self.tactical.values().cloned().collect();
+        let mut tactical: Vec<Arc<Tactical>> = self.tactical.values().cloned().collect();
         tactical.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.key.cmp(&a.key)));
-        let mut metrics: Vec<Metrics> = self.metrics.values().cloned().collect();
+        let mut metrics: Vec<Arc<Metrics>> = self.metrics.values().cloned().collect();
         metrics.sort_by(|a, b| {
             b.fields
                 .get("last_updated")

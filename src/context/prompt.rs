@@ -614,11 +614,13 @@ mod tests {
                 .collect(),
         );
         ctx.experiments = (0..10_000)
-            .map(|i| crate::context::loader::Experiment {
-                id: format!("exp_{i}"),
-                name: "n".repeat(50),
-                state: "draft".into(),
-                updated_at: String::new(),
+            .map(|i| {
+                std::sync::Arc::new(crate::context::loader::Experiment {
+                    id: format!("exp_{i}"),
+                    name: "n".repeat(50),
+                    state: "draft".into(),
+                    updated_at: String::new(),
+                })
             })
             .collect::<Vec<_>>()
             .into();
@@ -643,12 +645,12 @@ mod tests {
     fn small_sections_are_never_cut() {
         let prompts = Prompts::default();
         let mut ctx = Context::default();
-        ctx.experiments = vec![crate::context::loader::Experiment {
+        ctx.experiments = vec![std::sync::Arc::new(crate::context::loader::Experiment {
             id: "exp_1".into(),
             name: String::new(),
             state: "running".into(),
             updated_at: String::new(),
-        }]
+        })]
         .into();
         let built = orchestrator_prompt(&prompts, &ctx, &Map::new(), 24_000).expect("prompt");
         assert!(
