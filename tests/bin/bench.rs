@@ -333,7 +333,8 @@ fn b1(bin: &Path, n: usize) -> Vec<Row> {
         rtts.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let rtt = median(rtts);
-    // XREADGROUP, memo GET, the context's SCAN step, memo SET, the commit script.
+    // XREADGROUP, memo GET, the context tracking PING, memo SET (with the spend), the commit
+    // script.
     let trips = 5.0;
     let floor = rtt * trips;
     let p50 = median(lat.clone());
