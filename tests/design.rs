@@ -215,9 +215,21 @@ fn saving_writes_every_key_and_message_once() {
         of_type(&mut c, "fullsend:to_orchestrator", "experiment_ready").len(),
         1
     );
-    assert_eq!(
-        of_type(&mut c, "fullsend:to_orchestrator", "experiment_ready")[0]["causation_id"],
-        "cause-9"
+    let ready = &of_type(&mut c, "fullsend:to_orchestrator", "experiment_ready")[0];
+    assert_eq!(ready["causation_id"], "cause-9");
+    // The PRD's scheduled_for: the next Monday 9:00 in Los Angeles (UTC-8 or UTC-7).
+    let next = ready["scheduled_for"].as_str().expect("scheduled_for");
+    let at: jiff::Timestamp = next.parse().expect("an RFC 3339 time");
+    let local = at.to_zoned(jiff::tz::TimeZone::get("America/Los_Angeles").expect("tz"));
+    assert_eq!(local.weekday(), jiff::civil::Weekday::Monday, "{next}");
+    assert_eq!((local.hour(), local.minute()), (9, 0), "{next}");
+    assert!(
+        next.ends_with("-08:00") || next.ends_with("-07:00"),
+        "{next}"
+    );
+    assert!(
+        at > jiff::Timestamp::now()
+            && at < jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 8)
     );
     // The same id again gets a new, unique id; nothing is overwritten.
     let r = w.run(&["design", "--idea", "again"], "");

@@ -433,3 +433,129 @@ fn think_pipes_into_dispatch() {
         1
     );
 }
+
+#[test]
+fn pause_and_resume_follow_the_schedule_once_each() {
+    let w = World::with_redis();
+    let mut c = w.conn();
+    let id = "exp_20261202_paused";
+    let key = format!("experiments:{id}");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(&[
+            ("state", "running"),
+            ("status", "running"),
+            ("schedule", "0 9 * * 1"),
+        ])
+        .query(&mut c)
+        .expect("hset");
+    let _: () = redis::cmd("SET")
+        .arg(format!("schedules:{id}"))
+        .arg("0 9 * * 1")
+        .query(&mut c)
+        .expect("set");
+    let act = |action: &str| {
+        w.run(
+            &["dispatch"],
+            &json!({"action": action, "reasoning": "holiday week", "experiment_id": id, "payload": {"reason": "holiday week"}}).to_string(),
+        )
+    };
+    let field = |c: &mut redis::Connection, f: &str| -> Option<String> {
+        redis::cmd("HGET").arg(&key).arg(f).query(c).expect("hget")
+    };
+    let schedule = |c: &mut redis::Connection| -> Option<String> {
+        redis::cmd("GET")
+            .arg(format!("schedules:{id}"))
+            .query(c)
+            .expect("get")
+    };
+    for _ in 0..2 {
+        let r = act("pause_experiment");
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    assert_eq!(field(&mut c, "state").as_deref(), Some("paused"));
+    assert_eq!(field(&mut c, "status").as_deref(), Some("paused"));
+    assert_eq!(
+        field(&mut c, "paused_reason").as_deref(),
+        Some("holiday week")
+    );
+    assert_eq!(schedule(&mut c), None, "the Executor's cron stops");
+    assert_eq!(
+        of_type(&mut c, "fullsend:experiments", "experiment_paused").len(),
+        1,
+        "pausing twice announces once"
+    );
+    for _ in 0..2 {
+        let r = act("resume_experiment");
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    assert_eq!(field(&mut c, "state").as_deref(), Some("ready"));
+    assert_eq!(field(&mut c, "status").as_deref(), Some("ready"));
+    assert_eq!(
+        schedule(&mut c).as_deref(),
+        Some("0 9 * * 1"),
+        "back on its schedule"
+    );
+    assert_eq!(
+        of_type(&mut c, "fullsend:experiments", "experiment_resumed").len(),
+        1
+    );
+    // Only experiments that exist, in a state that allows it.
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(&[("state", "archived"), ("status", "archived")])
+        .query(&mut c)
+        .expect("hset");
+    for action in ["pause_experiment", "resume_experiment"] {
+        let r = act(action);
+        assert_eq!(r.code, 1, "{action} of an archived experiment is refused");
+        assert!(r.json()["plan"]["rejected"].is_string());
+    }
+    assert_eq!(
+        field(&mut c, "state").as_deref(),
+        Some("archived"),
+        "left alone"
+    );
+    let r = w.run(
+        &["dispatch"],
+        &json!({"action": "pause_experiment", "experiment_id": "exp_20261202_missing"}).to_string(),
+    );
+    assert_eq!(r.code, 1);
+    let phantom: bool = redis::cmd("EXISTS")
+        .arg("experiments:exp_20261202_missing")
+        .query(&mut c)
+        .expect("exists");
+    assert!(!phantom, "no phantom hash");
+}
+
+#[test]
+fn a_reply_without_a_channel_goes_to_the_report_channel() {
+    let no_channel = json!({"type": "experiment_success", "source": "fullsend_listener", "msg_id": "done-1", "experiment_id": "exp_20261202_x"});
+    let reply = |w: &World| {
+        let r = w.run(
+            &["dispatch"],
+            &decision(
+                "respond_to_discord",
+                json!({"content": "exp_x hit 12% replies"}),
+                no_channel.clone(),
+            ),
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        of_type(
+            &mut w.conn(),
+            "fullsend:from_orchestrator",
+            "orchestrator_response",
+        )
+    };
+    let w = World::with_redis().set("FULLSEND_REPORT_CHANNEL_ID", "777000111");
+    let sent = reply(&w);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["channel_id"], "777000111");
+    assert_eq!(sent[0]["content"], "exp_x hit 12% replies");
+    // The old name is an alias.
+    let w = World::with_redis().set("FULLSEND_NOTICE_CHANNEL_ID", "888000111");
+    assert_eq!(reply(&w)[0]["channel_id"], "888000111");
+    // Neither: nothing is published, and the report says why.
+    let w = World::with_redis();
+    assert!(reply(&w).is_empty());
+}

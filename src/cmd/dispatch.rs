@@ -149,5 +149,6 @@ pub fn target(env: &Env) -> anyhow::Result<Target> {
         channels: env.config.channels(),
         context_path: env.config.context_path(),
         roundtable,
+        report_channel: env.config.report_channel_id(),
     })
 }

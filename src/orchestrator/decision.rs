@@ -24,13 +24,17 @@ pub enum Action {
     KillExperiment,
     /// Start a roundtable debate.
     InitiateRoundtable,
+    /// Stop a ready or running experiment's schedule for now.
+    PauseExperiment,
+    /// Put a paused experiment back on its schedule.
+    ResumeExperiment,
     /// Do nothing.
     NoAction,
 }
 
 impl Action {
     /// Every action, in documentation order.
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 10] = [
         Action::DispatchToFullsend,
         Action::DispatchToBuilder,
         Action::RespondToDiscord,
@@ -38,6 +42,8 @@ impl Action {
         Action::RecordLearning,
         Action::KillExperiment,
         Action::InitiateRoundtable,
+        Action::PauseExperiment,
+        Action::ResumeExperiment,
         Action::NoAction,
     ];
 
@@ -51,6 +57,8 @@ impl Action {
             Action::RecordLearning => "record_learning",
             Action::KillExperiment => "kill_experiment",
             Action::InitiateRoundtable => "initiate_roundtable",
+            Action::PauseExperiment => "pause_experiment",
+            Action::ResumeExperiment => "resume_experiment",
             Action::NoAction => "no_action",
         }
     }

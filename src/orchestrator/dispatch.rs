@@ -2,7 +2,6 @@
 //! carrying them out. Every emitted message carries a new `msg_id` and the
 //! `msg_id` of the message that caused it.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::bus::effects::publish;
-use crate::bus::effects::{self, Commit, Effect, Fence, Guard};
+use crate::bus::effects::{self, Commit, Effect, Fence};
 use crate::bus::store::Conn;
 use crate::orchestrator::decision::{Action, Decision};
 use crate::support::config::Channels;
@@ -24,6 +23,9 @@ pub struct Target {
     pub context_path: PathBuf,
     /// The roundtable command and its timeout, when configured.
     pub roundtable: Option<(String, Duration)>,
+    /// Where a reply goes when the message names no channel (FULLSEND_REPORT_CHANNEL_ID), so
+    /// completions and alerts are reported without being asked.
+    pub report_channel: Option<String>,
 }
 
 /// The default reply when the model gave no content.
@@ -114,9 +116,14 @@ pub async fn plan(
             plan.effects
                 .push(publish(&target.channels.builder_tasks, msg, cause));
         }
-        Action::RespondToDiscord => match reply_channel(cause, payload) {
+        Action::RespondToDiscord => match reply_channel(cause, payload).or_else(|| {
+            target
+                .report_channel
+                .clone()
+                .map(|c| if is_discord_id(&c) { Ok(c) } else { Err(c) })
+        }) {
             None => plan.warnings.push(
-                "respond_to_discord: no channel_id in the message or payload; nothing published"
+                "respond_to_discord: no channel_id in the message or payload, and no report channel (FULLSEND_REPORT_CHANNEL_ID); nothing published"
                     .into(),
             ),
             Some(Err(bad)) => plan.warnings.push(format!(
@@ -184,7 +191,7 @@ pub async fn plan(
                 .warnings
                 .push("record_learning: payload.learning is empty; nothing recorded".into()),
         },
-        Action::KillExperiment => match kill_plan(decision, conn).await? {
+        Action::KillExperiment => match super::lifecycle::kill_plan(decision, conn).await? {
             Ok(None) => plan.warnings.push(format!(
                 "kill_experiment: {} is already archived; nothing changed",
                 decision.experiment_id.as_deref().unwrap_or_default()
@@ -195,7 +202,7 @@ pub async fn plan(
                 let msg = object(json!({
                     "type": "experiment_archived",
                     "experiment_id": id,
-                    "reason": archive_reason(decision),
+                    "reason": super::lifecycle::archive_reason(decision),
                     "archived_by": "orchestrator",
                     "source": "orchestrator",
                 }));
@@ -229,6 +236,26 @@ pub async fn plan(
                 plan.roundtable = Some(request);
             } else {
                 plan.warnings.push("initiate_roundtable: no roundtable command configured (FULLSEND_ROUNDTABLE_CMD); request published only".into());
+            }
+        }
+        Action::PauseExperiment | Action::ResumeExperiment => {
+            match super::lifecycle::pause_plan(decision, conn).await? {
+                Ok(None) => plan.warnings.push(format!(
+                    "{}: {} is already {}; nothing changed",
+                    decision.action.as_str(),
+                    decision.experiment_id.as_deref().unwrap_or_default(),
+                    if decision.action == Action::PauseExperiment {
+                        "paused"
+                    } else {
+                        "running"
+                    }
+                )),
+                Ok(Some((effects, announcement))) => {
+                    plan.effects.extend(effects);
+                    plan.effects
+                        .push(publish("fullsend:experiments", announcement, cause));
+                }
+                Err(reason) => plan.rejected = Some(reason),
             }
         }
         Action::NoAction => {}
@@ -413,96 +440,6 @@ pub fn dry_run(plan: Plan, decision: &Decision) -> Report {
     }
 }
 
-/// The effects of archiving, or why it is refused (bad id, unknown experiment).
-/// The effects of archiving an experiment: `state` and `status` (the field the Redis Agent
-/// reads), why and when, its schedule removed, and its id taken out of every
-/// `pending_experiments:*` set so that a tool finishing later does not run it. `None` when it
-/// is already archived: killing it again changes nothing and announces nothing.
-async fn kill_plan(
-    decision: &Decision,
-    conn: Option<&mut Conn>,
-) -> anyhow::Result<Result<Option<Vec<Effect>>, String>> {
-    let Some(id) = decision.experiment_id.as_deref() else {
-        return Ok(Err("kill_experiment: no experiment_id given".into()));
-    };
-    if !crate::support::msg::valid_key_id(id) {
-        return Ok(Err(format!(
-            "kill_experiment: invalid experiment id {:?}",
-            crate::support::msg::preview(id, 80)
-        )));
-    }
-    let Some(conn) = conn else {
-        return Ok(Err(
-            "kill_experiment: Redis is needed to check that the experiment exists".into(),
-        ));
-    };
-    let key = format!("experiments:{id}");
-    let kind: String = redis::cmd("TYPE").arg(&key).query_async(conn).await?;
-    match kind.as_str() {
-        "hash" => {}
-        "none" => {
-            return Ok(Err(format!(
-                "kill_experiment: experiment {id} does not exist"
-            )));
-        }
-        other => {
-            return Ok(Err(format!(
-                "kill_experiment: {key} is a {other}, not a hash; refusing to overwrite it"
-            )));
-        }
-    }
-    let state: Option<String> = redis::cmd("HGET")
-        .arg(&key)
-        .arg("state")
-        .query_async(conn)
-        .await?;
-    if state.as_deref() == Some("archived") {
-        return Ok(Ok(None));
-    }
-    let now = crate::support::msg::now_iso_seconds();
-    let fields = BTreeMap::from([
-        ("state".to_string(), "archived".to_string()),
-        ("status".to_string(), "archived".to_string()),
-        ("archived_at".to_string(), now.clone()),
-        ("archived_reason".to_string(), archive_reason(decision)),
-        ("archived_by".to_string(), "orchestrator".to_string()),
-        ("updated_at".to_string(), now),
-    ]);
-    let mut effects = vec![Effect::HashSet {
-        key,
-        fields,
-        guard: Guard::MustExist,
-    }];
-    // An archived experiment must not keep running on its schedule.
-    let schedule_key = format!("schedules:{id}");
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(&schedule_key)
-        .query_async(conn)
-        .await?;
-    if exists {
-        effects.push(Effect::Delete { key: schedule_key });
-    }
-    for set in crate::bus::store::scan_keys(conn, "pending_experiments:*").await? {
-        let waiting: bool = redis::cmd("SISMEMBER")
-            .arg(&set)
-            .arg(id)
-            .query_async(conn)
-            .await
-            .unwrap_or(false);
-        if waiting {
-            effects.push(Effect::SetRemove {
-                key: set,
-                members: vec![id.to_string()],
-            });
-        }
-    }
-    Ok(Ok(Some(effects)))
-}
-
-fn archive_reason(decision: &Decision) -> String {
-    first_text(&[decision.payload.get("reason")]).unwrap_or_else(|| decision.reasoning.clone())
-}
-
 fn original(msg: &Map<String, Value>) -> Option<&Map<String, Value>> {
     msg.get("original_message").and_then(Value::as_object)
 }
@@ -522,11 +459,16 @@ fn reply_channel(
         payload.get("notify_channel"),
     ];
     let id = candidates.into_iter().find_map(text_of)?;
-    if id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit()) {
+    if is_discord_id(&id) {
         Some(Ok(id))
     } else {
         Some(Err(crate::support::msg::preview(&id, 40)))
     }
+}
+
+/// Discord ids are numeric (snowflakes).
+fn is_discord_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A non-empty string (numbers are written out).
@@ -538,7 +480,7 @@ fn text_of(value: Option<&Value>) -> Option<String> {
     }
 }
 
-fn first_text(values: &[Option<&Value>]) -> Option<String> {
+pub(super) fn first_text(values: &[Option<&Value>]) -> Option<String> {
     values.iter().find_map(|v| text_of(*v))
 }
 
@@ -559,7 +501,7 @@ fn ensure_newline(mut text: String) -> String {
     text
 }
 
-fn object(value: Value) -> Map<String, Value> {
+pub(super) fn object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(m) => m,
         _ => Map::new(),

@@ -250,7 +250,13 @@ impl OrchestratorRole {
     /// The PRD's "still thinking" reply, sent once per message however often it is retried.
     async fn still_thinking_once(&self, job: &Job, decision: &Decision, conn: &mut Conn) {
         let notified = self.keys.notified(&self.group, &job.identity);
-        match dispatch::plan(decision, &self.target, None).await {
+        // Only to the person who asked: a message without a channel gets no notice in the
+        // report channel.
+        let asker_only = Target {
+            report_channel: None,
+            ..self.target.clone()
+        };
+        match dispatch::plan(decision, &asker_only, None).await {
             Ok(plan) if !plan.effects.is_empty() => {
                 if let Err(err) = effects::commit(conn, &plan.effects, Some(&notified), None).await
                 {

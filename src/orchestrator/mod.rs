@@ -4,13 +4,15 @@
 //! A message flows [`think`] (context + prompt → the model → a JSON
 //! [`decision`]) → [`dispatch`] (the decision → a plan of effects: dispatch to
 //! FULLSEND or the Builder, a Discord reply, a worklist rewrite, a learning, a
-//! kill, a [`roundtable`]) → the bus's fenced commit. [`listener`] is the
+//! kill, pause or resume through [`lifecycle`], a [`roundtable`]) → the bus's
+//! fenced commit. [`listener`] is the
 //! `listen orchestrator` role that chains these for each stream entry, and
 //! [`log`] keeps the decision log. Depends on `context`, `bus`, `llm` and
 //! `support`; never on `designer` or `cmd`.
 
 pub mod decision;
 pub mod dispatch;
+pub mod lifecycle;
 pub mod listener;
 pub mod log;
 pub mod roundtable;

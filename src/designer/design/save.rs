@@ -198,9 +198,22 @@ pub fn effects(
         obj(json!({"type": "schedule_created", "experiment_id": id, "schedule": schedule, "timezone": timezone, "source": "fullsend"})),
         cause,
     ));
+    // The next run of the schedule in its time zone (the PRD's `scheduled_for`); null without
+    // a schedule, or while a tool must be built first.
+    let scheduled_for = (!schedule.is_empty() && !needs_tool)
+        .then(|| {
+            let tz = if timezone.is_empty() {
+                "UTC"
+            } else {
+                timezone.as_str()
+            };
+            crate::designer::cron::next_run(&schedule, tz, jiff::Timestamp::now()).ok()
+        })
+        .flatten()
+        .map(|next| next.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string());
     out.push(publish(
         &channels.to_orchestrator,
-        obj(json!({"type": "experiment_ready", "source": "fullsend", "experiment_id": id, "summary": hypothesis, "has_schedule": !schedule.is_empty(), "needs_tool": needs_tool, "request_id": request.request_id})),
+        obj(json!({"type": "experiment_ready", "source": "fullsend", "experiment_id": id, "summary": hypothesis, "has_schedule": !schedule.is_empty(), "scheduled_for": scheduled_for, "needs_tool": needs_tool, "request_id": request.request_id})),
         cause,
     ));
     Ok(out)

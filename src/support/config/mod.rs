@@ -360,9 +360,15 @@ impl Config {
             },
         }
     }
-    /// The Discord channel for operational notices.
+    /// The Discord channel for reports and notices: where replies go when a message names no
+    /// channel, and where the spend and account notices go. `notice_channel_id` is its alias.
+    pub fn report_channel_id(&self) -> Option<String> {
+        self.optional("report_channel_id")
+            .or_else(|| self.optional("notice_channel_id"))
+    }
+    /// The Discord channel for operational notices (the report channel).
     pub fn notice_channel_id(&self) -> Option<String> {
-        self.optional("notice_channel_id")
+        self.report_channel_id()
     }
     /// Whether claude may run with --dangerously-skip-permissions.
     pub fn skip_permissions(&self) -> anyhow::Result<bool> {

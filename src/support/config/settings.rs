@@ -249,11 +249,18 @@ pub(super) const SETTINGS: &[Setting] = &[
         help: "seconds the listeners pause after the provider refuses the account (credit balance, spend limit)",
     },
     Setting {
+        key: "report_channel_id",
+        env: "FULLSEND_REPORT_CHANNEL_ID",
+        default: "",
+        secret: false,
+        help: "Discord channel id for reports: replies to messages that name no channel, and notices (spend limit)",
+    },
+    Setting {
         key: "notice_channel_id",
         env: "FULLSEND_NOTICE_CHANNEL_ID",
         default: "",
         secret: false,
-        help: "Discord channel id for operational notices (spend limit)",
+        help: "alias of report_channel_id (used when that is not set)",
     },
     Setting {
         key: "skip_permissions",
