@@ -559,3 +559,79 @@ fn a_reply_without_a_channel_goes_to_the_report_channel() {
     let w = World::with_redis();
     assert!(reply(&w).is_empty());
 }
+
+#[test]
+fn several_actions_go_through_one_commit_and_a_bad_one_drops_none_of_the_others() {
+    let w = World::with_redis();
+    let mut c = w.conn();
+    let _: () = redis::cmd("HSET")
+        .arg("experiments:exp_20261202_dead")
+        .arg(&[("state", "running"), ("status", "running")])
+        .query(&mut c)
+        .expect("hset");
+    let message = json!({"type": "metric_alert", "source": "redis_agent", "msg_id": "alert-1", "experiment_id": "exp_20261202_dead"});
+    let decision = json!({
+        "reasoning": "2% replies after 100 sends",
+        "priority": "high",
+        "message": message,
+        "actions": [
+            {"action": "kill_experiment", "experiment_id": "exp_20261202_dead", "payload": {"reason": "below its failure criteria"}},
+            {"action": "kill_experiment", "experiment_id": "exp_20261202_missing"},
+            {"action": "record_learning", "payload": {"learning": "CFOs ignore cold email: 2/100"}},
+            {"action": "launch_rockets"},
+        ],
+    });
+    let r = w.run(&["dispatch"], &decision.to_string());
+    assert_eq!(r.code, 0, "the good ones went ahead: {}", r.stderr);
+    let report = r.json();
+    let refused = report["plan"]["refused"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(refused.len(), 2, "{report}");
+    assert_eq!(refused[0]["index"], 1);
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not exist")
+    );
+    assert_eq!(refused[1]["index"], 3);
+    let state: String = redis::cmd("HGET")
+        .arg("experiments:exp_20261202_dead")
+        .arg("status")
+        .query(&mut c)
+        .expect("hget");
+    assert_eq!(state, "archived");
+    assert_eq!(
+        of_type(&mut c, "fullsend:experiments", "experiment_archived").len(),
+        1
+    );
+    assert!(read(&w.context().join("learnings.md")).contains("CFOs ignore cold email: 2/100"));
+    let phantom: bool = redis::cmd("EXISTS")
+        .arg("experiments:exp_20261202_missing")
+        .query(&mut c)
+        .expect("exists");
+    assert!(!phantom);
+    // The same decision again (same msg_id): recognised, nothing twice.
+    let again = w.run(&["dispatch"], &decision.to_string());
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        of_type(&mut c, "fullsend:experiments", "experiment_archived").len(),
+        1
+    );
+    assert_eq!(
+        read(&w.context().join("learnings.md"))
+            .matches("CFOs ignore cold email")
+            .count(),
+        1
+    );
+    // Every action refused: exit 1, nothing written.
+    let r = w.run(
+        &["dispatch"],
+        &json!({"actions": [{"action": "kill_experiment", "experiment_id": "exp_20261202_nope"}]})
+            .to_string(),
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.json()["plan"]["rejected"].is_string());
+}

@@ -136,10 +136,13 @@ impl Effect {
     }
 }
 
-/// Applies the file effects, idempotently per `marker` (a message id).
+/// Applies the file effects, idempotently per `marker` (a message id). A file effect's identity
+/// is its place among the file effects, not among all effects: the Redis effects of a plan can
+/// change with the state it was planned on (an experiment already archived plans none), its
+/// file effects cannot.
 pub fn apply_files(effects: &[Effect], marker: Option<&str>) -> anyhow::Result<Vec<Value>> {
     let mut reports = Vec::new();
-    for (index, effect) in effects.iter().enumerate() {
+    for (index, effect) in effects.iter().filter(|e| !e.is_redis()).enumerate() {
         match effect {
             Effect::AppendLearning { path, text } => {
                 let id = marker.map(|m| format!("{m}#{index}"));

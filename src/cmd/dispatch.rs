@@ -125,8 +125,10 @@ async fn dispatch_delivered(
 /// normalised by the same rules as model output.
 pub fn read_decision(text: &str) -> anyhow::Result<Decision> {
     let object = crate::support::io::parse_json_object(text, "the decision")?;
-    if !object.contains_key("action") {
-        return Err(Fail::usage("the decision has no \"action\" field"));
+    if !object.contains_key("action") && !object.contains_key("actions") {
+        return Err(Fail::usage(
+            "the decision has no \"action\" (or \"actions\") field",
+        ));
     }
     if let Ok(mut decision) = serde_json::from_value::<Decision>(Value::Object(object.clone())) {
         decision.fill_from_payload();

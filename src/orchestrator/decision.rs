@@ -156,7 +156,34 @@ pub struct Decision {
     /// whole-file `update_worklist` is refused when the file changed since, and decided again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worklist_version: Option<String>,
+    /// Several actions carried out together (a kill and its learning, a dispatch and its
+    /// worklist line), in order; empty for the PRD's single-action form. When present, the
+    /// first is also `action`/`payload`/`experiment_id`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Step>,
 }
+
+/// One action of a decision that has several.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    /// The action.
+    pub action: Action,
+    /// Its data.
+    #[serde(default)]
+    pub payload: Map<String, Value>,
+    /// The experiment it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_id: Option<String>,
+    /// Its priority (the decision's when not given).
+    #[serde(default = "medium")]
+    pub priority: Priority,
+    /// Why the model's item was not taken as is (an unknown action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parse_note: Option<String>,
+}
+
+/// The most actions one decision may carry; more are dropped, with a note.
+pub const MAX_ACTIONS: usize = 5;
 
 fn one() -> u32 {
     1
@@ -187,7 +214,20 @@ impl Decision {
             elapsed_ms: 0,
             raw: None,
             worklist_version: None,
+            actions: Vec::new(),
         }
+    }
+
+    /// The decision for one of its steps: the same envelope, that step's action.
+    pub fn for_step(&self, step: &Step) -> Decision {
+        let mut d = self.clone();
+        d.actions = Vec::new();
+        d.action = step.action;
+        d.payload = step.payload.clone();
+        d.experiment_id = step.experiment_id.clone();
+        d.priority = step.priority;
+        d.fill_from_payload();
+        d
     }
 
     /// Parses a model's answer (prose, fences and all) into a decision about `message`.
@@ -238,6 +278,10 @@ impl Decision {
             ),
             None => (Action::NoAction, Some("no action given".to_string())),
         };
+        let steps = match object.remove("actions") {
+            Some(Value::Array(items)) => Some(items),
+            _ => None,
+        };
         let text_field = |v: Option<&Value>| {
             v.and_then(Value::as_str)
                 .map(str::to_string)
@@ -251,7 +295,52 @@ impl Decision {
         d.context_for_fullsend = text_field(object.get("context_for_fullsend")).unwrap_or_default();
         d.parse_note = parse_note;
         d.fill_from_payload();
+        if let Some(items) = steps {
+            d.take_steps(items);
+        }
         d
+    }
+
+    /// Reads the `actions` form: each item by the same rules as a whole decision (unknown
+    /// action → `no_action` with a note), at most [`MAX_ACTIONS`]. The first becomes `action`.
+    fn take_steps(&mut self, items: Vec<Value>) {
+        let total = items.len();
+        for item in items.into_iter().take(MAX_ACTIONS) {
+            let object = match item {
+                Value::Object(o) => o,
+                other => Map::from_iter([("action".to_string(), other)]),
+            };
+            let has_priority = object.contains_key("priority");
+            let one = Decision::from_object(object, Map::new());
+            self.actions.push(Step {
+                action: one.action,
+                payload: one.payload,
+                experiment_id: one.experiment_id,
+                priority: if has_priority {
+                    one.priority
+                } else {
+                    self.priority
+                },
+                parse_note: one.parse_note,
+            });
+        }
+        if total > MAX_ACTIONS {
+            self.parse_note = Some(format!(
+                "{total} actions given; only the first {MAX_ACTIONS} are carried out"
+            ));
+        }
+        if let Some(first) = self.actions.first() {
+            self.action = first.action;
+            self.payload = first.payload.clone();
+            self.experiment_id = first.experiment_id.clone();
+            if self
+                .parse_note
+                .as_deref()
+                .is_some_and(|n| n == "no action given")
+            {
+                self.parse_note = None;
+            }
+        }
     }
 
     /// `experiment_id` falls back to `payload.experiment_id`, and
@@ -319,5 +408,53 @@ mod tests {
         let d = parse("I could not decide.");
         assert_eq!(d.action, Action::NoAction);
         assert!(d.raw.is_some());
+    }
+
+    #[test]
+    fn several_actions_are_read_in_order_and_capped() {
+        let d = parse(
+            r#"{"reasoning": "dead", "priority": "high", "actions": [
+                {"action": "kill_experiment", "experiment_id": "exp_1", "payload": {"reason": "2%"}},
+                {"action": "record_learning", "payload": {"learning": "CFOs ignore"}, "priority": "low"},
+                {"action": "launch_rockets"}
+            ]}"#,
+        );
+        assert_eq!(d.actions.len(), 3);
+        assert_eq!(
+            d.action,
+            Action::KillExperiment,
+            "the first is also the action"
+        );
+        assert_eq!(d.experiment_id.as_deref(), Some("exp_1"));
+        assert_eq!(d.parse_note, None);
+        assert_eq!(
+            d.actions[0].priority,
+            Priority::High,
+            "the decision's priority"
+        );
+        assert_eq!(d.actions[1].priority, Priority::Low);
+        assert_eq!(d.actions[2].action, Action::NoAction);
+        assert!(
+            d.actions[2]
+                .parse_note
+                .as_deref()
+                .unwrap_or("")
+                .contains("launch_rockets")
+        );
+        let step = d.for_step(&d.actions[1]);
+        assert_eq!(step.action, Action::RecordLearning);
+        assert!(step.actions.is_empty());
+        let many = format!(
+            r#"{{"actions": [{}]}}"#,
+            [r#"{"action": "no_action"}"#; 9].join(",")
+        );
+        let d = parse(&many);
+        assert_eq!(d.actions.len(), MAX_ACTIONS);
+        assert!(d.parse_note.unwrap_or_default().contains("only the first"));
+        // The JSON `think` prints reads back the same.
+        let d =
+            parse(r#"{"actions": [{"action": "record_learning", "payload": {"learning": "x"}}]}"#);
+        let again: Decision = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(again.actions.len(), 1);
     }
 }

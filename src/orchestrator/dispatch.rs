@@ -45,27 +45,90 @@ pub struct Plan {
     /// A roundtable to run before committing (its result is published back).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roundtable: Option<Value>,
-    /// Why the action was refused, if it was.
+    /// Why the action was refused, if it was (with several actions: only when every one was).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// With several actions, the ones refused: `{index, action, reason}`; the others go ahead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Value>,
     /// Things the operator should know.
     pub warnings: Vec<String>,
 }
 
-/// Plans the effects of `decision`. Reads Redis only to check that an
-/// experiment to kill exists.
+impl Plan {
+    /// A plan that does nothing (yet).
+    fn empty(action: Action) -> Plan {
+        Plan {
+            action,
+            effects: Vec::new(),
+            roundtable: None,
+            rejected: None,
+            refused: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Plans the effects of `decision`: of its one action, or of each of its `actions` in order,
+/// all to be committed together. A refused action is reported in `refused` and the others go
+/// ahead. Reads Redis only to check the experiments the actions name.
 pub async fn plan(
+    decision: &Decision,
+    target: &Target,
+    mut conn: Option<&mut Conn>,
+) -> anyhow::Result<Plan> {
+    if decision.actions.is_empty() {
+        return plan_one(decision, target, conn).await;
+    }
+    let mut plan = Plan::empty(decision.action);
+    for (index, step) in decision.actions.iter().enumerate() {
+        let name = step.action.as_str();
+        let refuse = |plan: &mut Plan, reason: String| {
+            plan.refused
+                .push(json!({"index": index, "action": name, "reason": reason}));
+        };
+        if let Some(note) = &step.parse_note {
+            refuse(&mut plan, note.clone());
+            continue;
+        }
+        let one = plan_one(&decision.for_step(step), target, conn.as_deref_mut()).await?;
+        if let Some(reason) = one.rejected {
+            refuse(&mut plan, reason);
+            continue;
+        }
+        if one.roundtable.is_some() && plan.roundtable.is_some() {
+            refuse(&mut plan, "one roundtable per decision".into());
+            continue;
+        }
+        plan.effects.extend(one.effects);
+        plan.roundtable = plan.roundtable.or(one.roundtable);
+        plan.warnings.extend(
+            one.warnings
+                .into_iter()
+                .map(|w| format!("action {index}: {w}")),
+        );
+    }
+    for r in &plan.refused {
+        plan.warnings.push(format!(
+            "action {} ({}) refused: {}",
+            r["index"],
+            r["action"].as_str().unwrap_or(""),
+            r["reason"].as_str().unwrap_or("")
+        ));
+    }
+    if plan.refused.len() == decision.actions.len() {
+        plan.rejected = Some("every action of the decision was refused".into());
+    }
+    Ok(plan)
+}
+
+/// Plans the effects of one action.
+async fn plan_one(
     decision: &Decision,
     target: &Target,
     conn: Option<&mut Conn>,
 ) -> anyhow::Result<Plan> {
-    let mut plan = Plan {
-        action: decision.action,
-        effects: Vec::new(),
-        roundtable: None,
-        rejected: None,
-        warnings: Vec::new(),
-    };
+    let mut plan = Plan::empty(decision.action);
     let cause = &decision.message;
     let payload = &decision.payload;
     let priority = serde_json::to_value(decision.priority)?;

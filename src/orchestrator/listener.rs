@@ -128,6 +128,7 @@ pub async fn dispatch_stage(
         "cost_usd": decision.cost_usd,
         "elapsed_ms": decision.elapsed_ms,
         "rejected": report.plan.rejected,
+        "refused": report.plan.refused,
         "warnings": report.plan.warnings,
         "effects": report.plan.effects,
         "commit": report.commit,
