@@ -67,6 +67,8 @@ pub enum Command {
     Ralph(RalphCommand),
     /// Design a complete experiment spec from an idea.
     Design(cmd::design::Args),
+    /// Run decision and design cases (the PRD's quality tests) and report what passed.
+    Eval(cmd::eval::Args),
     /// Print the effective configuration and where each value came from.
     Config(cmd::config::Args),
     /// Check that this host is ready: Redis, API key, model, claude, context, prompts.
@@ -124,6 +126,7 @@ pub fn name(command: &Command) -> String {
         Command::Ralph(RalphCommand::Run(_)) => "ralph run",
         Command::Ralph(RalphCommand::Spawn(_)) => "ralph spawn",
         Command::Design(_) => "design",
+        Command::Eval(_) => "eval",
         Command::Config(_) => "config",
         Command::Doctor(_) => "doctor",
         Command::Completions(_) => "completions",
@@ -157,6 +160,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Design(args) if args.parse => cmd::design::parse(args, g),
         Command::Design(args) => cmd::block_on(true, cmd::design::run(args, g)),
+        Command::Eval(args) => cmd::block_on(false, cmd::eval::run(args, g)),
         Command::Config(args) => cmd::config::run(args, g),
         Command::Doctor(args) => cmd::block_on(false, cmd::doctor::run(args, g)),
         Command::Completions(args) => cmd::completions::run(args, g, Cli::command()),

@@ -530,3 +530,39 @@ fn tactical_learnings_in_the_design_are_recorded_for_the_experiment() {
         ]
     );
 }
+
+#[test]
+fn the_orchestrators_brief_and_memory_reach_the_designers_prompt() {
+    let mock = MockApi::sequence(vec![Reply::text(spec_reply("exp_20261202_brief"))]);
+    let w = World::with_redis().mock(mock);
+    let request = serde_json::json!({
+        "type": "experiment_request",
+        "request_id": "req_brief",
+        "idea": {"idea": "Email HN Who is Hiring founders"},
+        "context": "the raw context, replaced by the brief",
+        "brief": "The Orchestrator is sending you an idea. Founders who are hiring have budget.",
+        "similar_experiments": [{"experiment_id": "exp_20261101_hn_v1", "state": "archived", "hypothesis": "HN founders reply to generic email", "results": {"response_rate": "0.01"}, "archived_reason": "too generic"}],
+        "relevant_learnings": [{"source": "strategic", "text": "Specific beats generic for HN founders"}, "a bare string learning"],
+    });
+    let r = w.run(
+        &["design", "--engine", "api", "--dry-run"],
+        &request.to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let prompt = crate::common::mock_api::user_text(&w.mock_api().requests()[0]);
+    for part in [
+        "Founders who are hiring have budget.",
+        "- exp_20261101_hn_v1 (archived): HN founders reply to generic email. Results: response_rate=0.01. Archived because: too generic",
+        "- (strategic) Specific beats generic for HN founders",
+        "- a bare string learning",
+    ] {
+        assert!(
+            prompt.contains(part),
+            "{part:?} not in the prompt:\n{prompt}"
+        );
+    }
+    assert!(
+        !prompt.contains("replaced by the brief"),
+        "the brief stands in for the context"
+    );
+}

@@ -635,3 +635,148 @@ fn several_actions_go_through_one_commit_and_a_bad_one_drops_none_of_the_others(
     assert_eq!(r.code, 1);
     assert!(r.json()["plan"]["rejected"].is_string());
 }
+
+#[test]
+fn ask_for_context_asks_the_asker_and_keeps_the_question_open_once() {
+    let w = World::with_redis();
+    let message = json!({"type": "escalation", "msg_id": "vague-1", "original_message": {"username": "maria", "channel_id": "4242", "content": "more marketing?"}});
+    let ask = decision(
+        "ask_for_context",
+        json!({"question": "Which audience do you have in mind?"}),
+        message.clone(),
+    );
+    for _ in 0..2 {
+        let r = w.run(&["dispatch"], &ask);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let sent = of_type(
+        &mut w.conn(),
+        "fullsend:from_orchestrator",
+        "orchestrator_response",
+    );
+    assert_eq!(sent.len(), 1, "a redelivered decision asks once: {sent:?}");
+    assert_eq!(sent[0]["channel_id"], "4242");
+    assert_eq!(sent[0]["content"], "Which audience do you have in mind?");
+    let worklist = read(&w.context().join("worklist.md"));
+    let open: Vec<&str> = worklist
+        .lines()
+        .filter(|l| l.contains("Which audience do you have in mind?"))
+        .collect();
+    assert_eq!(
+        open,
+        ["- [ ] **Open question:** Which audience do you have in mind? (asked of maria)"],
+        "{worklist}"
+    );
+    assert!(worklist.contains("## Open Questions"), "{worklist}");
+    // No question: refused, nothing sent or recorded.
+    let r = w.run(
+        &["dispatch"],
+        &decision("ask_for_context", json!({}), json!({"msg_id": "vague-2"})),
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.json()["plan"]["rejected"]
+            .as_str()
+            .unwrap_or("")
+            .contains("question")
+    );
+}
+
+#[test]
+fn finished_work_moves_its_active_lines_to_completed_once() {
+    let w = World::with_redis();
+    std::fs::write(
+        w.context().join("worklist.md"),
+        "# Fullsend Worklist\n\n## Active (In Progress)\n- [ ] **Experiment design req_7** - FULLSEND designing\n- [ ] **Experiment design req_77** - FULLSEND designing\n- [ ] **hn_scraper** - Builder working on it (req_t1)\n\n## Completed This Week\n- [x] Initial cold email campaign - 12% response rate\n",
+    )
+    .expect("worklist");
+    let ready = json!({"type": "experiment_ready", "msg_id": "ready-7", "request_id": "req_7", "experiment_id": "exp_20261202_hn", "scheduled_for": "2026-12-08T17:00:00Z"});
+    for _ in 0..2 {
+        let r = w.run(
+            &["dispatch"],
+            &decision(
+                "respond_to_discord",
+                json!({"content": "designed"}),
+                ready.clone(),
+            ),
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let tool = json!({"type": "tool_complete", "msg_id": "tool-1", "tool_name": "hn_scraper", "status": "active"});
+    let r = w.run(&["dispatch"], &decision("no_action", json!({}), tool));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let worklist = read(&w.context().join("worklist.md"));
+    assert_eq!(
+        worklist,
+        "# Fullsend Worklist\n\n## Active (In Progress)\n- [ ] **Experiment design req_77** - FULLSEND designing\n\n## Completed This Week\n- [x] Initial cold email campaign - 12% response rate\n- [x] **Experiment design req_7** - FULLSEND designing → designed as exp_20261202_hn, first run 2026-12-08T17:00:00Z\n- [x] **hn_scraper** - Builder working on it (req_t1) → tool active\n",
+    );
+}
+
+#[test]
+fn a_hand_written_dispatch_gets_a_brief_from_the_context_as_it_is() {
+    let w = World::with_redis();
+    let mut c = w.conn();
+    let _: () = redis::cmd("HSET")
+        .arg("experiments:exp_20261101_hn_hiring")
+        .arg(&[
+            ("state", "archived"),
+            ("status", "archived"),
+            (
+                "hypothesis",
+                "Founders posting in HN Who is Hiring reply to a cold email",
+            ),
+            ("archived_reason", "1% replies after 200 sends"),
+        ])
+        .query(&mut c)
+        .expect("hset");
+    let _: () = redis::cmd("HSET")
+        .arg("experiments:exp_20261101_yc")
+        .arg(&[
+            ("state", "running"),
+            ("hypothesis", "YC batch founders like demos"),
+        ])
+        .query(&mut c)
+        .expect("hset");
+    std::fs::write(
+        w.context().join("learnings.md"),
+        "# Strategic Learnings\n\n## 2026-11-02\n**HN hiring founders are busy**\n- 2 replies from 200 HN hiring emails\n\n## 2026-11-01\n**CFOs ignore cold email**\n- 0 of 50\n",
+    )
+    .expect("learnings");
+    let r = w.run(
+        &["dispatch"],
+        &decision(
+            "dispatch_to_fullsend",
+            json!({"idea": "Email founders from the HN Who is Hiring thread"}),
+            watcher_message(),
+        ),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sent = of_type(&mut c, "fullsend:to_fullsend", "experiment_request");
+    assert_eq!(sent.len(), 1);
+    let request = &sent[0];
+    assert_eq!(
+        request["similar_experiments"][0]["experiment_id"], "exp_20261101_hn_hiring",
+        "{request}"
+    );
+    assert_eq!(request["similar_experiments"][0]["state"], "archived");
+    let learnings = request["relevant_learnings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        learnings.len(),
+        1,
+        "only the learning that bears on it: {learnings:?}"
+    );
+    assert!(
+        learnings[0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("HN hiring founders are busy")
+    );
+    let brief = request["brief"].as_str().unwrap_or("");
+    assert!(
+        brief.contains("Archived because: 1% replies after 200 sends"),
+        "{brief}"
+    );
+}

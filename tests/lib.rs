@@ -8,6 +8,7 @@ mod design;
 mod dispatch;
 mod docs;
 mod effects;
+mod eval;
 mod exec;
 mod learn;
 mod listen;

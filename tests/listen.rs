@@ -605,7 +605,7 @@ fn a_poison_message_is_dead_lettered_after_the_configured_deliveries_and_others_
 }
 
 #[test]
-fn a_slow_model_sends_still_thinking_once_however_often_it_is_retried() {
+fn a_slow_model_sends_still_thinking_once_and_one_follow_up_when_it_gives_up() {
     let w = World::with_redis().mock(MockApi::start(|r, _| {
         Reply::Delay(Duration::from_secs(5), Box::new(dispatching_model(r)))
     }));
@@ -639,14 +639,46 @@ fn a_slow_model_sends_still_thinking_once_however_often_it_is_retried() {
     );
     assert_eq!(
         replies.len(),
-        1,
-        "exactly one still-thinking reply: {replies:?}"
+        2,
+        "one still-thinking reply, then one follow-up: {replies:?}"
     );
     assert_eq!(
         replies[0]["content"],
         "I'm still thinking about this. Will update soon."
     );
-    assert_eq!(replies[0]["channel_id"], "42");
+    let follow_up = replies[1]["content"].as_str().unwrap_or_default();
+    assert!(
+        follow_up.starts_with("Update: I could not finish thinking about this")
+            && follow_up.contains("fullsend dlq requeue"),
+        "{follow_up}"
+    );
+    for reply in &replies {
+        assert_eq!(reply["channel_id"], "42", "both go to the asker");
+    }
+    // Requeued and given up again: the asker already heard; no second follow-up.
+    let dead_ids = || -> Vec<String> {
+        let mut c = w.conn();
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(DLQ)
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .unwrap_or_default();
+        entries.ids.into_iter().map(|e| e.id).collect()
+    };
+    let first = dead_ids();
+    let r = w.run(&["dlq", "requeue", "orchestrator", "--all"], "");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    eventually(Duration::from_secs(30), "dead letter again", || {
+        let now = dead_ids();
+        (now.len() == 1 && now != first).then_some(())
+    });
+    let replies = of_type(
+        &mut c,
+        "fullsend:from_orchestrator",
+        "orchestrator_response",
+    );
+    assert_eq!(replies.len(), 2, "{replies:?}");
     listener.kill();
 }
 
@@ -1782,4 +1814,163 @@ fn published_messages_are_ingested_once_by_several_listeners() {
     assert_eq!(a.lines().len() + b.lines().len(), 10);
     a.stop();
     b.stop();
+}
+
+#[test]
+fn one_escalation_dispatches_with_memory_and_updates_the_worklist_in_one_decision() {
+    let w = World::with_redis().mock(MockApi::start(|r, _| {
+        if mock_api::user_text(r).contains("\"escalation\"") {
+            Reply::text(rambling(&json!({
+                "reasoning": "HN hiring founders have budget; the last attempt was too generic",
+                "priority": "high",
+                "actions": [
+                    {"action": "dispatch_to_fullsend", "payload": {"idea": "Scrape HN Who is Hiring posts and email the founders"}},
+                    {"action": "update_worklist", "payload": {"content": "# Fullsend Worklist\n\n## Active (In Progress)\n- [ ] **HN hiring campaign** - FULLSEND designing\n"}}
+                ]
+            })))
+        } else {
+            Reply::text(json!({"action": "no_action", "reasoning": "nothing to do"}).to_string())
+        }
+    }));
+    let mut c = w.conn();
+    let _: () = redis::cmd("HSET")
+        .arg("experiments:exp_20261101_hn_hiring_v1")
+        .arg(&[
+            ("state", "archived"),
+            ("status", "archived"),
+            (
+                "hypothesis",
+                "Founders posting in HN Who is Hiring reply to a generic cold email",
+            ),
+            ("archived_reason", "1% replies after 200 sends"),
+        ])
+        .query(&mut c)
+        .expect("hset");
+    std::fs::write(
+        w.context().join("learnings.md"),
+        "# Strategic Learnings\n\n## 2026-11-02\n**Specific beats generic for HN founders**\n- 1% generic vs 9% naming their post\n",
+    )
+    .expect("learnings");
+    let listener = Listener::start(&w, &["orchestrator", "--lease", "5"], "listen.log");
+    wait_ready(&w, "orchestrator", "fullsend:to_orchestrator", 1);
+    publish(
+        &w,
+        "fullsend:to_orchestrator",
+        &escalation("Scrape HN Who is Hiring posts", Some("42")).to_string(),
+    );
+    let request = eventually(Duration::from_secs(30), "experiment_request", || {
+        experiment_requests(&w).into_iter().next()
+    });
+    assert_eq!(
+        request["similar_experiments"][0]["experiment_id"], "exp_20261101_hn_hiring_v1",
+        "{request}"
+    );
+    assert!(
+        request["relevant_learnings"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Specific beats generic"),
+        "{request}"
+    );
+    assert!(
+        request["brief"]
+            .as_str()
+            .unwrap_or("")
+            .contains("## Similar past experiments")
+    );
+    let worklist = read(&w.context().join("worklist.md"));
+    assert!(worklist.contains("**HN hiring campaign**"), "{worklist}");
+    // One decision did both: one model call, one log line with both actions.
+    let calls = w
+        .mock_api()
+        .requests()
+        .iter()
+        .filter(|r| mock_api::user_text(r).contains("\"escalation\""))
+        .count();
+    assert_eq!(calls, 1);
+    let line = eventually(Duration::from_secs(10), "the decision line", || {
+        listener
+            .lines()
+            .into_iter()
+            .find(|l| l["role"] == "orchestrator")
+    });
+    let effects: Vec<&str> = line["effects"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["effect"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(effects, ["publish", "replace_file"], "{line}");
+    listener.kill();
+}
+
+#[test]
+fn a_failing_experiment_alert_ends_archived_learned_and_reported() {
+    let w = World::with_redis()
+        .mock(MockApi::start(|r, _| {
+            let text = mock_api::user_text(r);
+            if text.contains("metric_alert") && text.contains("This is an outcome") {
+                Reply::text(json!({
+                    "reasoning": "0.4% after 250 sends",
+                    "priority": "high",
+                    "actions": [
+                        {"action": "kill_experiment", "experiment_id": "exp_20261120_cfo", "payload": {"reason": "0.4% replies after 250 sends"}},
+                        {"action": "record_learning", "payload": {"learning": "**CFOs ignore cold email**\n- 1 reply from 250 sends (0.4%)\n- Action: target technical buyers"}},
+                        {"action": "respond_to_discord", "payload": {"content": "Killed exp_20261120_cfo: 0.4% replies after 250 sends."}}
+                    ]
+                }).to_string())
+            } else {
+                Reply::text(json!({"action": "no_action", "reasoning": "no outcome prompt"}).to_string())
+            }
+        }))
+        .set("FULLSEND_REPORT_CHANNEL_ID", "9090");
+    let mut c = w.conn();
+    let _: () = redis::cmd("HSET")
+        .arg("experiments:exp_20261120_cfo")
+        .arg(&[("state", "running"), ("status", "running")])
+        .query(&mut c)
+        .expect("hset");
+    let _: () = redis::cmd("SET")
+        .arg("schedules:exp_20261120_cfo")
+        .arg("0 9 * * 2")
+        .query(&mut c)
+        .expect("set");
+    let listener = Listener::start(&w, &["orchestrator", "--lease", "5"], "listen.log");
+    wait_ready(&w, "orchestrator", "fullsend:to_orchestrator", 1);
+    publish(
+        &w,
+        "fullsend:to_orchestrator",
+        &json!({"type": "metric_alert", "source": "redis_agent", "experiment_id": "exp_20261120_cfo", "metric": "response_rate", "value": 0.004, "threshold": 0.05, "recommendation": "Consider killing this experiment"}).to_string(),
+    );
+    let report = eventually(Duration::from_secs(30), "the report", || {
+        of_type(
+            &mut w.conn(),
+            "fullsend:from_orchestrator",
+            "orchestrator_response",
+        )
+        .into_iter()
+        .next()
+    });
+    assert_eq!(report["channel_id"], "9090");
+    assert!(
+        report["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Killed exp_20261120_cfo")
+    );
+    let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("experiments:exp_20261120_cfo")
+        .query(&mut c)
+        .expect("hgetall");
+    assert_eq!(fields["state"], "archived");
+    assert_eq!(fields["status"], "archived");
+    let schedule: bool = redis::cmd("EXISTS")
+        .arg("schedules:exp_20261120_cfo")
+        .query(&mut c)
+        .expect("exists");
+    assert!(!schedule, "no longer scheduled");
+    let learnings = read(&w.context().join("learnings.md"));
+    assert!(
+        learnings.contains("**CFOs ignore cold email**\n- 1 reply from 250 sends (0.4%)"),
+        "{learnings}"
+    );
+    listener.kill();
 }

@@ -61,6 +61,9 @@ pub enum Effect {
         key: String,
         /// Value.
         value: String,
+        /// When the key expires, in seconds from the commit (never when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expire_secs: Option<u64>,
     },
     /// SADD members.
     SetAdd {
@@ -111,6 +114,23 @@ pub enum Effect {
         /// Where previous versions go.
         history_dir: PathBuf,
     },
+    /// Move the lines of a markdown section that name one of `keys` to another section,
+    /// ticked, with a note (finished work leaving the worklist's Active section); under the
+    /// file's lock, and a no-op once they are moved.
+    CompleteLines {
+        /// The file.
+        path: PathBuf,
+        /// Heading of the section the lines leave; matched by prefix.
+        from: String,
+        /// Heading of the section they go to.
+        to: String,
+        /// Ids or names a line must contain, as a whole word, to move.
+        keys: Vec<String>,
+        /// What is written after a moved line.
+        note: String,
+        /// Where previous versions go.
+        history_dir: PathBuf,
+    },
     /// Replace a file atomically, keeping the previous version.
     ReplaceFile {
         /// The file.
@@ -131,7 +151,10 @@ impl Effect {
     pub fn is_redis(&self) -> bool {
         !matches!(
             self,
-            Effect::AppendLearning { .. } | Effect::AddLine { .. } | Effect::ReplaceFile { .. }
+            Effect::AppendLearning { .. }
+                | Effect::AddLine { .. }
+                | Effect::CompleteLines { .. }
+                | Effect::ReplaceFile { .. }
         )
     }
 }
@@ -165,6 +188,25 @@ pub fn apply_files(effects: &[Effect], marker: Option<&str>) -> anyhow::Result<V
                     )
                 })?;
                 reports.push(json!({"effect": "add_line", "path": path, "line": line, "changed": done.changed}));
+            }
+            Effect::CompleteLines {
+                path,
+                from,
+                to,
+                keys,
+                note,
+                history_dir,
+            } => {
+                let done = crate::support::files::edit_atomic(path, history_dir, |current| {
+                    crate::support::files::complete_in_section(
+                        current.unwrap_or(""),
+                        from,
+                        to,
+                        keys,
+                        note,
+                    )
+                })?;
+                reports.push(json!({"effect": "complete_lines", "path": path, "keys": keys, "changed": done.changed}));
             }
             Effect::ReplaceFile {
                 path,
@@ -325,7 +367,11 @@ for _, op in ipairs(ops) do
   elseif op.op == 'hset' then
     redis.call('HSET', KEYS[op.k], unpack(op.fields))
   elseif op.op == 'set' then
-    redis.call('SET', KEYS[op.k], op.value)
+    if type(op.ex) == 'number' then
+      redis.call('SET', KEYS[op.k], op.value, 'EX', op.ex)
+    else
+      redis.call('SET', KEYS[op.k], op.value)
+    end
   elseif op.op == 'sadd' then
     redis.call('SADD', KEYS[op.k], unpack(op.members))
   elseif op.op == 'srem' then
@@ -390,9 +436,13 @@ pub async fn commit(
                 let flat: Vec<&String> = fields.iter().flat_map(|(f, v)| [f, v]).collect();
                 ops.push(json!({"op": "hset", "k": k, "fields": flat, "guard": guard}));
             }
-            Effect::SetString { key, value } => {
+            Effect::SetString {
+                key,
+                value,
+                expire_secs,
+            } => {
                 let k = key_index(&mut keys, key.clone());
-                ops.push(json!({"op": "set", "k": k, "value": value}));
+                ops.push(json!({"op": "set", "k": k, "value": value, "ex": expire_secs}));
             }
             Effect::SetAdd { key, members } => {
                 if members.is_empty() {
@@ -418,8 +468,10 @@ pub async fn commit(
                 let k = key_index(&mut keys, key.clone());
                 ops.push(json!({"op": "del", "k": k}));
             }
-            Effect::AppendLearning { .. } | Effect::AddLine { .. } | Effect::ReplaceFile { .. } => {
-            }
+            Effect::AppendLearning { .. }
+            | Effect::AddLine { .. }
+            | Effect::CompleteLines { .. }
+            | Effect::ReplaceFile { .. } => {}
         }
     }
     // Hashed once per process, not once per commit.

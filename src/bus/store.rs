@@ -132,6 +132,11 @@ impl ChannelKeys {
     pub fn notified(&self, group: &str, msg_id: &str) -> String {
         format!("{}:notified:{group}:{msg_id}", self.tag)
     }
+    /// A message's last word: an effect (a follow-up to someone told to wait) that the
+    /// listener commits, once, if it gives the message up to the dead-letter stream.
+    pub fn last_word(&self, group: &str, msg_id: &str) -> String {
+        format!("{}:last_word:{group}:{msg_id}", self.tag)
+    }
 }
 
 /// Adds a message to the channel's stream and PUBLISHes it, atomically and

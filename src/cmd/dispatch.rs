@@ -39,13 +39,14 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     {
         return dispatch_delivered(&env, delivery, &text).await;
     }
-    let decision = read_decision(&text)?;
+    let mut decision = read_decision(&text)?;
     let target = target(&env)?;
     let mut conn = if args.dry_run {
         crate::cmd::optional_redis(&env.config).await
     } else {
         Some(crate::bus::store::connect(&env.config.redis_url()).await?)
     };
+    give_briefs(&env, &mut decision, conn.as_mut()).await?;
     let plan = dispatch::plan(&decision, &target, conn.as_mut()).await?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
@@ -96,12 +97,13 @@ async fn dispatch_delivered(
         env.emit(&serde_json::json!({"v": 1, "dispatched": false}))?;
         return Ok(Exit::Success);
     }
-    let decision = read_decision(text)?;
+    let mut decision = read_decision(text)?;
     let target = target(env)?;
     let keys = ChannelKeys::new(&delivery.channel);
     let mut conn = crate::bus::store::connect(&env.config.redis_url())
         .await
         .map_err(|e| Fail::upstream(format!("{e:#}")))?;
+    give_briefs(env, &mut decision, Some(&mut conn)).await?;
     let job = delivery.job(decision.message.clone());
     let handled = crate::orchestrator::listener::dispatch_stage(
         &target,
@@ -119,6 +121,23 @@ async fn dispatch_delivered(
         crate::bus::effects::CommitStatus::LostLease => Exit::Upstream,
         _ => Exit::Success,
     })
+}
+
+/// A decision written by hand (or by a filter) may dispatch to FULLSEND without the brief
+/// `think` attaches: build it here, from the context as it is now.
+async fn give_briefs(
+    env: &Env,
+    decision: &mut Decision,
+    conn: Option<&mut crate::bus::store::Conn>,
+) -> anyhow::Result<()> {
+    if !crate::orchestrator::brief::missing(decision) {
+        return Ok(());
+    }
+    let ctx = crate::context::loader::Loader::default()
+        .load(&env.config.context_path(), conn)
+        .await;
+    let prompts = crate::context::prompt::Prompts::new(env.config.prompts_dir());
+    crate::orchestrator::brief::attach(decision, &ctx, &prompts)
 }
 
 /// A decision from JSON: `think`'s output, or a bare `{action, payload, …}`

@@ -14,6 +14,7 @@ pub mod design;
 pub mod dispatch;
 pub mod dlq;
 pub mod doctor;
+pub mod eval;
 pub mod generate;
 pub mod learn;
 pub mod listen;

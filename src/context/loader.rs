@@ -14,7 +14,7 @@ use crate::bus::store::{self, Conn, KeyValue};
 use crate::bus::tracking::{Changes, KeyTracker};
 
 /// An experiment as the Orchestrator sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Experiment {
     /// The id, taken from the key.
     pub id: String,
@@ -24,6 +24,12 @@ pub struct Experiment {
     pub state: String,
     /// Last update, if recorded.
     pub updated_at: String,
+    /// What it tests.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hypothesis: String,
+    /// Why it was archived, when it was.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub archived_reason: String,
 }
 
 /// A tool from the registry.
@@ -69,6 +75,9 @@ pub struct Context {
     pub learnings: Arc<String>,
     /// Experiments that are not archived, most active first.
     pub experiments: Arc<Vec<Arc<Experiment>>>,
+    /// Archived experiments, newest first: not in the prompt, but what a brief's similar past
+    /// experiments are found among.
+    pub archived: Arc<Vec<Arc<Experiment>>>,
     /// Active tools.
     pub tools: Arc<Vec<Arc<Tool>>>,
     /// Tactical learnings, newest first.
@@ -88,6 +97,7 @@ const EXPERIMENT_FIELDS: &[&str] = &[
     "status",
     "updated_at",
     "created_at",
+    "archived_reason",
 ];
 
 /// The most tactical learnings kept (newest by key name).
@@ -135,6 +145,7 @@ impl Loader {
             Some(conn) => match self.redis_part(conn).await {
                 Ok(part) => {
                     ctx.experiments = part.experiments;
+                    ctx.archived = part.archived;
                     ctx.tools = part.tools;
                     ctx.tactical_learnings = part.tactical;
                     ctx.metrics = part.metrics;
@@ -228,6 +239,7 @@ struct RedisCache {
 #[derive(Debug, Clone)]
 struct Built {
     experiments: Arc<Vec<Arc<Experiment>>>,
+    archived: Arc<Vec<Arc<Experiment>>>,
     tools: Arc<Vec<Arc<Tool>>>,
     tactical: Arc<Vec<Arc<Tactical>>>,
     metrics: Arc<Vec<Arc<Metrics>>>,
@@ -342,7 +354,12 @@ impl RedisCache {
             return b.clone();
         }
         // The items are shared, so a rebuild copies pointers, not experiments.
-        let mut experiments: Vec<Arc<Experiment>> = self.experiments.values().cloned().collect();
+        let (mut archived, mut experiments): (Vec<Arc<Experiment>>, Vec<Arc<Experiment>>) = self
+            .experiments
+            .values()
+            .cloned()
+            .partition(|e| e.state == "archived");
+        archived.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)));
         experiments.sort_by(|a, b| {
             state_rank(&a.state)
                 .cmp(&state_rank(&b.state))
@@ -358,6 +375,7 @@ impl RedisCache {
         });
         let built = Built {
             experiments: Arc::new(experiments),
+            archived: Arc::new(archived),
             tools: Arc::new(self.tools.values().cloned().collect()),
             tactical: Arc::new(tactical),
             metrics: Arc::new(metrics),
@@ -367,7 +385,7 @@ impl RedisCache {
     }
 }
 
-/// An experiment from its stored value; None when archived or not an experiment.
+/// An experiment from its stored value; None when it is not an experiment.
 fn parse_experiment(id: &str, value: KeyValue) -> Option<Experiment> {
     let fields = match value {
         KeyValue::Hash(h) => h,
@@ -379,15 +397,13 @@ fn parse_experiment(id: &str, value: KeyValue) -> Option<Experiment> {
             .iter()
             .find_map(|n| fields.get(*n).filter(|v| !v.is_empty()).cloned())
     };
-    let state = pick(&["state", "status"]).unwrap_or_else(|| "unknown".into());
-    if state == "archived" {
-        return None;
-    }
     Some(Experiment {
         id: id.to_string(),
         name: pick(&["name", "summary", "hypothesis"]).unwrap_or_default(),
-        state,
+        state: pick(&["state", "status"]).unwrap_or_else(|| "unknown".into()),
         updated_at: pick(&["updated_at", "created_at"]).unwrap_or_default(),
+        hypothesis: pick(&["hypothesis"]).unwrap_or_default(),
+        archived_reason: pick(&["archived_reason"]).unwrap_or_default(),
     })
 }
 

@@ -18,6 +18,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ("context.txt", include_str!("../../prompts/context.txt")),
     ("message.txt", include_str!("../../prompts/message.txt")),
     ("design.txt", include_str!("../../prompts/design.txt")),
+    ("dispatch.txt", include_str!("../../prompts/dispatch.txt")),
+    ("learn.txt", include_str!("../../prompts/learn.txt")),
     (
         "design_repair.txt",
         include_str!("../../prompts/design_repair.txt"),
@@ -177,7 +179,15 @@ pub fn prompt_with(
 ) -> anyhow::Result<BuiltPrompt> {
     let mut omitted = blocks.omitted.clone();
     let message_json = fit_message(msg, blocks.message_tokens, &mut omitted);
-    let message = prompts.render("message.txt", &message_vars(msg, &message_json))?;
+    let mut message = prompts.render("message.txt", &message_vars(msg, &message_json))?;
+    if let Some(kind) = outcome_type(msg) {
+        let about = match msg.get("experiment_id").and_then(Value::as_str) {
+            Some(id) => format!(" (experiment {})", one_line(id, 64)),
+            None => String::new(),
+        };
+        let vars = BTreeMap::from([("message_type", kind.to_string()), ("about", about)]);
+        message.push_str(&prompts.render("learn.txt", &vars)?);
+    }
     let estimated_tokens = estimate_tokens(&blocks.system)
         + estimate_tokens(&blocks.context)
         + estimate_tokens(&message);
@@ -199,6 +209,24 @@ pub fn prompt_with(
         estimated_tokens,
         omitted,
     })
+}
+
+/// Messages that report how an experiment, a tool or a direct run turned out: the prompt asks
+/// for the learning (`prompts/learn.txt`).
+pub const OUTCOME_TYPES: &[&str] = &[
+    "experiment_success",
+    "experiment_completed",
+    "experiment_error",
+    "experiment_failed",
+    "metric_alert",
+    "direct_run_complete",
+    "direct_run_failed",
+];
+
+/// The message's type when it is an outcome.
+fn outcome_type(msg: &Map<String, Value>) -> Option<&'static str> {
+    let kind = msg.get("type").and_then(Value::as_str)?;
+    OUTCOME_TYPES.iter().copied().find(|t| *t == kind)
 }
 
 /// Renders the context blocks. The message always gets a quarter of what the templates leave,
@@ -619,7 +647,7 @@ mod tests {
                     id: format!("exp_{i}"),
                     name: "n".repeat(50),
                     state: "draft".into(),
-                    updated_at: String::new(),
+                    ..Default::default()
                 })
             })
             .collect::<Vec<_>>()
@@ -649,7 +677,7 @@ mod tests {
             id: "exp_1".into(),
             name: String::new(),
             state: "running".into(),
-            updated_at: String::new(),
+            ..Default::default()
         })]
         .into();
         let built = orchestrator_prompt(&prompts, &ctx, &Map::new(), 24_000).expect("prompt");

@@ -128,7 +128,7 @@ impl FullsendRole {
         {
             Some(m) => m.into_designed(),
             None => {
-                self.started_once(job, &request, conn).await;
+                self.started_once(job, &request, conn).await?;
                 let mut designer = self.designer.clone();
                 if request.wants_ralph() {
                     designer.mode = design::Mode::Ralph;
@@ -212,17 +212,25 @@ impl FullsendRole {
         Ok((effects, report))
     }
 
-    /// `fullsend_started`, once per message however often it is redelivered.
-    async fn started_once(&self, job: &Job, request: &Request, conn: &mut Conn) {
+    /// `fullsend_started`, once per message however often it is redelivered (its id is the
+    /// message's). Not announced, not designed: a start that could not be announced (Redis
+    /// went away) is retried before any money is spent on the design.
+    async fn started_once(
+        &self,
+        job: &Job,
+        request: &Request,
+        conn: &mut Conn,
+    ) -> Result<(), JobError> {
         let mut msg = Map::new();
         msg.insert("type".into(), json!("fullsend_started"));
         msg.insert("source".into(), json!("fullsend_listener"));
         msg.insert("request_id".into(), json!(request.request_id));
         msg.insert("msg_id".into(), json!(format!("{}-started", job.identity)));
         let effect = publish(&self.designer.channels.to_orchestrator, msg, &job.message);
-        if let Err(err) = effects::commit(conn, &[effect], None, None).await {
-            tracing::warn!("announcing the start failed: {err:#}");
-        }
+        effects::commit(conn, &[effect], None, None)
+            .await
+            .map(|_| ())
+            .map_err(|err| JobError::Transient(err.context("announcing the start")))
     }
 
     /// A tool is ready: every experiment waiting for it is released (not one).

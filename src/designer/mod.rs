@@ -6,11 +6,13 @@
 //! extracts, normalises and validates the YAML it produced ([`cron`] checks
 //! its schedule); the result is saved to Redis and announced to the Executor,
 //! the Builder and the Orchestrator. [`listener`] is the `listen fullsend`
-//! role. Depends on `context`, `bus`, `llm` and `support`; never on
+//! role; [`eval`] holds the experiment quality cases. Depends on `context`,
+//! `bus`, `llm` and `support`; never on
 //! `orchestrator` or `cmd`.
 
 pub mod cron;
 pub mod design;
+pub mod eval;
 pub mod listener;
 pub mod ralph;
 pub mod spawn;

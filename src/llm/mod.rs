@@ -23,7 +23,7 @@ use crate::support::exit::Fail;
 pub use anthropic::Anthropic;
 pub use gemini::Gemini;
 pub use openai::OpenAi;
-pub use replay::Replay;
+pub use replay::{Recorder, Replay, replay_line};
 
 /// How extended thinking is requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +272,8 @@ pub enum Provider {
     OpenAi(OpenAi),
     /// Recorded replies from a file.
     Replay(Replay),
+    /// Another provider, its answers kept (`fullsend eval --record`).
+    Recording(Recorder),
 }
 
 impl Provider {
@@ -312,6 +314,7 @@ impl Provider {
         match self {
             Provider::Anthropic(p) if !p.has_key() => missing("ANTHROPIC_API_KEY"),
             Provider::Gemini(p) if !p.has_key() => missing("GEMINI_API_KEY"),
+            Provider::Recording(r) => r.ready(),
             _ => Ok(()),
         }
     }
@@ -323,6 +326,7 @@ impl Provider {
             Provider::Gemini(_) => "gemini".into(),
             Provider::OpenAi(_) => "openai".into(),
             Provider::Replay(r) => format!("replay:{}", r.path().display()),
+            Provider::Recording(r) => r.name(),
         }
     }
 
@@ -337,6 +341,7 @@ impl Provider {
             Provider::Gemini(p) => p.complete(request, progress).await,
             Provider::OpenAi(p) => p.complete(request, progress).await,
             Provider::Replay(p) => p.complete(request),
+            Provider::Recording(p) => p.complete(request, progress).await,
         }
     }
 }

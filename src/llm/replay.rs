@@ -1,6 +1,7 @@
 //! Recorded model replies from a file, for hosts without an API key (the demo,
 //! CI smoke tests). Each record may name a `match` substring of the prompt's
 //! last block; the first matching record answers, else the first without one.
+//! [`Recorder`] captures a real provider's answers, to be written as such a file.
 
 use std::path::{Path, PathBuf};
 
@@ -10,16 +11,16 @@ use super::{LlmError, ModelRequest, ModelResponse, Usage};
 use crate::support::exit::Fail;
 
 /// One recorded reply.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct Record {
     /// Answer only when the prompt's last block contains this text.
-    #[serde(default, rename = "match")]
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     matches: Option<String>,
     /// The reply text.
     text: String,
     /// The thinking text, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     thinking: Option<String>,
     /// Reported usage.
     #[serde(default)]
@@ -98,4 +99,65 @@ impl Replay {
             provider: format!("replay:{}", self.path.display()),
         })
     }
+}
+
+/// A provider that passes every request on and keeps each answer, so that a run against a
+/// real model can be saved as a replay file ([`Recorder::take`], [`replay_line`]).
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    inner: Box<super::Provider>,
+    answers: std::sync::Arc<std::sync::Mutex<Vec<ModelResponse>>>,
+}
+
+impl Recorder {
+    /// Records what `inner` answers.
+    pub fn new(inner: super::Provider) -> Recorder {
+        Recorder {
+            inner: Box::new(inner),
+            answers: Default::default(),
+        }
+    }
+
+    /// Whether the recorded provider can be called.
+    pub fn ready(&self) -> Result<(), LlmError> {
+        self.inner.ready()
+    }
+
+    /// The recorded provider's name.
+    pub fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    /// Asks the recorded provider and keeps its answer.
+    pub async fn complete(
+        &self,
+        request: &ModelRequest,
+        progress: Option<&super::ProgressFn>,
+    ) -> Result<ModelResponse, LlmError> {
+        let response = Box::pin(self.inner.complete(request, progress)).await?;
+        if let Ok(mut answers) = self.answers.lock() {
+            answers.push(response.clone());
+        }
+        Ok(response)
+    }
+
+    /// The answers recorded since the last call, oldest first.
+    pub fn take(&self) -> Vec<ModelResponse> {
+        self.answers
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default()
+    }
+}
+
+/// One line of a replay file: `response`, answering prompts whose last block contains
+/// `matches`.
+pub fn replay_line(matches: Option<&str>, response: &ModelResponse) -> String {
+    serde_json::to_string(&Record {
+        matches: matches.map(str::to_string),
+        text: response.text.clone(),
+        thinking: response.thinking.clone(),
+        usage: response.usage,
+    })
+    .unwrap_or_default()
 }

@@ -28,13 +28,16 @@ pub enum Action {
     PauseExperiment,
     /// Put a paused experiment back on its schedule.
     ResumeExperiment,
+    /// Ask the person (or the report channel) for what is missing, and keep the question in
+    /// the worklist.
+    AskForContext,
     /// Do nothing.
     NoAction,
 }
 
 impl Action {
     /// Every action, in documentation order.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::DispatchToFullsend,
         Action::DispatchToBuilder,
         Action::RespondToDiscord,
@@ -44,6 +47,7 @@ impl Action {
         Action::InitiateRoundtable,
         Action::PauseExperiment,
         Action::ResumeExperiment,
+        Action::AskForContext,
         Action::NoAction,
     ];
 
@@ -59,6 +63,7 @@ impl Action {
             Action::InitiateRoundtable => "initiate_roundtable",
             Action::PauseExperiment => "pause_experiment",
             Action::ResumeExperiment => "resume_experiment",
+            Action::AskForContext => "ask_for_context",
             Action::NoAction => "no_action",
         }
     }
@@ -161,6 +166,9 @@ pub struct Decision {
     /// first is also `action`/`payload`/`experiment_id`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Step>,
+    /// For `dispatch_to_fullsend`: what FULLSEND is told besides the idea ([`super::brief`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brief: Option<super::brief::Brief>,
 }
 
 /// One action of a decision that has several.
@@ -180,6 +188,9 @@ pub struct Step {
     /// Why the model's item was not taken as is (an unknown action).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parse_note: Option<String>,
+    /// For `dispatch_to_fullsend`: what FULLSEND is told besides the idea.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brief: Option<super::brief::Brief>,
 }
 
 /// The most actions one decision may carry; more are dropped, with a note.
@@ -215,6 +226,7 @@ impl Decision {
             raw: None,
             worklist_version: None,
             actions: Vec::new(),
+            brief: None,
         }
     }
 
@@ -226,6 +238,7 @@ impl Decision {
         d.payload = step.payload.clone();
         d.experiment_id = step.experiment_id.clone();
         d.priority = step.priority;
+        d.brief = step.brief.clone();
         d.fill_from_payload();
         d
     }
@@ -322,6 +335,7 @@ impl Decision {
                     self.priority
                 },
                 parse_note: one.parse_note,
+                brief: None,
             });
         }
         if total > MAX_ACTIONS {

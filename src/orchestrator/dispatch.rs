@@ -30,8 +30,7 @@ pub struct Target {
 
 /// The default reply when the model gave no content.
 pub const DEFAULT_REPLY: &str = "✅ Got it — I will draft a plan and share next steps shortly.";
-/// Discord's message limit.
-pub const DISCORD_MAX_CHARS: usize = 2000;
+pub use super::reply::DISCORD_MAX_CHARS;
 /// Where roundtable requests are announced.
 pub const ROUNDTABLE_CHANNEL: &str = "fullsend:roundtable";
 
@@ -75,11 +74,33 @@ impl Plan {
 pub async fn plan(
     decision: &Decision,
     target: &Target,
+    conn: Option<&mut Conn>,
+) -> anyhow::Result<Plan> {
+    let mut plan = if decision.actions.is_empty() {
+        plan_one(decision, target, conn).await?
+    } else {
+        plan_steps(decision, target, conn).await?
+    };
+    // Finished work leaves the worklist's Active section, whatever the model decided.
+    if let Some((keys, note)) = super::think::finished_work(&decision.message) {
+        plan.effects.push(Effect::CompleteLines {
+            path: target.context_path.join("worklist.md"),
+            from: super::think::ACTIVE_SECTION.to_string(),
+            to: super::think::COMPLETED_SECTION.to_string(),
+            keys,
+            note,
+            history_dir: target.context_path.join(".history"),
+        });
+    }
+    Ok(plan)
+}
+
+/// Plans each of the decision's `actions`.
+async fn plan_steps(
+    decision: &Decision,
+    target: &Target,
     mut conn: Option<&mut Conn>,
 ) -> anyhow::Result<Plan> {
-    if decision.actions.is_empty() {
-        return plan_one(decision, target, conn).await;
-    }
     let mut plan = Plan::empty(decision.action);
     for (index, step) in decision.actions.iter().enumerate() {
         let name = step.action.as_str();
@@ -147,6 +168,18 @@ async fn plan_one(
                 "request_id".into(),
                 Value::String(format!("req_{}", crate::support::msg::new_msg_id())),
             );
+            match &decision.brief {
+                Some(brief) => {
+                    msg.insert("brief".into(), json!(brief.text));
+                    msg.insert("similar_experiments".into(), json!(brief.similar_experiments));
+                    msg.insert("relevant_learnings".into(), json!(brief.relevant_learnings));
+                    msg.insert("available_tools".into(), json!(brief.available_tools));
+                }
+                None => plan.warnings.push(
+                    "dispatch_to_fullsend: the decision carries no brief; FULLSEND gets the idea alone"
+                        .into(),
+                ),
+            }
             plan.effects
                 .push(publish(&target.channels.to_fullsend, msg, cause));
         }
@@ -179,41 +212,22 @@ async fn plan_one(
             plan.effects
                 .push(publish(&target.channels.builder_tasks, msg, cause));
         }
-        Action::RespondToDiscord => match reply_channel(cause, payload).or_else(|| {
-            target
-                .report_channel
-                .clone()
-                .map(|c| if is_discord_id(&c) { Ok(c) } else { Err(c) })
-        }) {
-            None => plan.warnings.push(
-                "respond_to_discord: no channel_id in the message or payload, and no report channel (FULLSEND_REPORT_CHANNEL_ID); nothing published"
-                    .into(),
-            ),
-            Some(Err(bad)) => plan.warnings.push(format!(
-                "respond_to_discord: channel_id {bad:?} is not a Discord id; nothing published"
-            )),
-            Some(Ok(channel_id)) => {
-                let content = first_text(&[
-                    payload.get("content"),
-                    payload.get("message"),
-                    cause.get("notify_message"),
-                    payload.get("value"),
-                ])
-                .unwrap_or_else(|| DEFAULT_REPLY.to_string());
-                let content = cap_chars(&content, DISCORD_MAX_CHARS);
-                let reply_to = text_of(original(cause).and_then(|o| o.get("message_id")))
-                    .or_else(|| text_of(cause.get("message_id")));
-                let msg = object(json!({
-                    "type": "orchestrator_response",
-                    "channel_id": channel_id,
-                    "content": content,
-                    "reply_to": reply_to,
-                    "priority": priority,
-                    "source": "orchestrator",
-                }));
-                plan.effects
-                    .push(publish(&target.channels.from_orchestrator, msg, cause));
+        Action::RespondToDiscord => {
+            let content = first_text(&[
+                payload.get("content"),
+                payload.get("message"),
+                cause.get("notify_message"),
+                payload.get("value"),
+            ])
+            .unwrap_or_else(|| DEFAULT_REPLY.to_string());
+            match super::reply::reply(decision, target, &content) {
+                Ok(effect) => plan.effects.push(effect),
+                Err(warning) => plan.warnings.push(format!("respond_to_discord: {warning}")),
             }
+        }
+        Action::AskForContext => match super::reply::question(decision, target) {
+            Ok(effects) => plan.effects.extend(effects),
+            Err(reason) => plan.rejected = Some(reason),
         },
         // A status rule adds one line, edited against the file as it is at commit time.
         Action::UpdateWorklist if payload.get("add_line").is_some_and(Value::is_string) => {
@@ -503,39 +517,12 @@ pub fn dry_run(plan: Plan, decision: &Decision) -> Report {
     }
 }
 
-fn original(msg: &Map<String, Value>) -> Option<&Map<String, Value>> {
+pub(super) fn original(msg: &Map<String, Value>) -> Option<&Map<String, Value>> {
     msg.get("original_message").and_then(Value::as_object)
 }
 
-/// The reply channel: `original_message.channel_id` → `channel_id` →
-/// `notify_channel` → `payload.channel_id` → `payload.notify_channel`.
-/// Discord ids are numeric; anything else is refused.
-fn reply_channel(
-    msg: &Map<String, Value>,
-    payload: &Map<String, Value>,
-) -> Option<Result<String, String>> {
-    let candidates = [
-        original(msg).and_then(|o| o.get("channel_id")),
-        msg.get("channel_id"),
-        msg.get("notify_channel"),
-        payload.get("channel_id"),
-        payload.get("notify_channel"),
-    ];
-    let id = candidates.into_iter().find_map(text_of)?;
-    if is_discord_id(&id) {
-        Some(Ok(id))
-    } else {
-        Some(Err(crate::support::msg::preview(&id, 40)))
-    }
-}
-
-/// Discord ids are numeric (snowflakes).
-fn is_discord_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit())
-}
-
 /// A non-empty string (numbers are written out).
-fn text_of(value: Option<&Value>) -> Option<String> {
+pub(super) fn text_of(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -545,16 +532,6 @@ fn text_of(value: Option<&Value>) -> Option<String> {
 
 pub(super) fn first_text(values: &[Option<&Value>]) -> Option<String> {
     values.iter().find_map(|v| text_of(*v))
-}
-
-fn cap_chars(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let mut out: String = text.chars().take(max - 1).collect();
-        out.push('…');
-        out
-    }
 }
 
 fn ensure_newline(mut text: String) -> String {

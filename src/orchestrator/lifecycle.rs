@@ -202,6 +202,7 @@ pub(super) async fn pause_plan(
         effects.push(Effect::SetString {
             key: format!("schedules:{id}"),
             value: cron,
+            expire_secs: None,
         });
     }
     Ok(Ok(Some((effects, announce("experiment_resumed")))))

@@ -15,6 +15,8 @@ use crate::orchestrator::think::{Orchestrator, Outcome};
 
 /// How long a memoised decision is kept.
 const MEMO_TTL_SECS: u64 = 24 * 3600;
+/// How long a message's last word is kept: longer than any retry schedule of it.
+const LAST_WORD_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// The Orchestrator's message handler.
 pub struct OrchestratorRole {
@@ -258,7 +260,24 @@ impl OrchestratorRole {
             ..self.target.clone()
         };
         match dispatch::plan(decision, &asker_only, None).await {
-            Ok(plan) if !plan.effects.is_empty() => {
+            Ok(mut plan) if !plan.effects.is_empty() => {
+                // What the asker hears if the message is finally given up: kept with the
+                // notice, sent by the listener that dead-letters it.
+                let mut follow_up = decision.clone();
+                follow_up.payload = serde_json::Map::from_iter([(
+                    "content".to_string(),
+                    json!(crate::orchestrator::think::GAVE_UP),
+                )]);
+                if let Ok(Some(effect)) = dispatch::plan(&follow_up, &asker_only, None)
+                    .await
+                    .map(|p| p.effects.into_iter().next())
+                {
+                    plan.effects.push(crate::bus::effects::Effect::SetString {
+                        key: self.keys.last_word(&self.group, &job.identity),
+                        value: serde_json::to_string(&effect).unwrap_or_default(),
+                        expire_secs: Some(LAST_WORD_TTL_SECS),
+                    });
+                }
                 if let Err(err) = effects::commit(conn, &plan.effects, Some(&notified), None).await
                 {
                     tracing::warn!("sending the still-thinking reply failed: {err:#}");

@@ -14,6 +14,8 @@ use crate::support::config::Config;
 
 /// The PRD's reply when thinking takes too long.
 pub const STILL_THINKING: &str = "I'm still thinking about this. Will update soon.";
+/// The follow-up to a "still thinking" message that was finally given up.
+pub const GAVE_UP: &str = "Update: I could not finish thinking about this. I tried several times and the model kept failing or timing out, so I have set the message aside for an operator (it is in the dead-letter queue and can be retried with `fullsend dlq requeue`). Nothing will be done about it until then; if it is urgent, please ask again.";
 
 /// Message types that only report progress: answered by a rule, never the model.
 pub const DEFAULT_STATUS_TYPES: &[&str] = &[
@@ -188,9 +190,12 @@ impl Orchestrator {
                 d.cost_usd = crate::llm::price::cost(&d.model, &d.usage);
                 d.thinking = response.thinking;
                 d.elapsed_ms = elapsed_ms;
-                if d.action == Action::UpdateWorklist {
+                if d.action == Action::UpdateWorklist
+                    || d.actions.iter().any(|s| s.action == Action::UpdateWorklist)
+                {
                     d.worklist_version = Some(crate::support::files::version_of(&ctx.worklist));
                 }
+                super::brief::attach(&mut d, ctx, &self.prompts)?;
                 if d.action == Action::NoAction && d.parse_note.is_some() && d.raw.is_none() {
                     d.raw = Some(crate::support::msg::preview(&response.text, 2000));
                 }
@@ -259,6 +264,58 @@ pub fn started_line(msg: &Map<String, Value>) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// Where finished work goes in the worklist.
+pub const COMPLETED_SECTION: &str = "## Completed This Week";
+
+/// The ids or names whose Active worklist lines `msg` finishes, and the note they get: a
+/// design that ended (`experiment_ready`, `design_failed`), a tool that is done
+/// (`tool_complete`), a direct run that ended. None for other messages.
+pub fn finished_work(msg: &Map<String, Value>) -> Option<(Vec<String>, String)> {
+    let text = |k: &str| {
+        msg.get(k)
+            .and_then(Value::as_str)
+            .map(|s| crate::support::msg::preview(s.trim(), 80))
+            .filter(|s| !s.is_empty())
+    };
+    let ids = |names: &[&str]| -> Vec<String> { names.iter().filter_map(|n| text(n)).collect() };
+    let (keys, note) = match msg.get("type").and_then(Value::as_str)? {
+        "experiment_ready" => (
+            ids(&["request_id", "experiment_id"]),
+            match (text("experiment_id"), text("scheduled_for")) {
+                (Some(id), Some(at)) => format!("designed as {id}, first run {at}"),
+                (Some(id), None) => format!("designed as {id}"),
+                _ => "designed".to_string(),
+            },
+        ),
+        "design_failed" => (
+            ids(&["request_id", "experiment_id"]),
+            format!(
+                "design failed: {}",
+                text("reason")
+                    .or_else(|| text("error"))
+                    .unwrap_or_else(|| "no reason given".into())
+            ),
+        ),
+        "tool_complete" => (
+            ids(&["tool_name", "request_id"]),
+            format!(
+                "tool {}",
+                text("status").unwrap_or_else(|| "complete".into())
+            ),
+        ),
+        kind @ ("direct_run_complete" | "direct_run_failed") => (
+            ids(&["experiment_id", "request_id"]),
+            if kind == "direct_run_complete" {
+                "direct run complete".to_string()
+            } else {
+                "direct run failed".to_string()
+            },
+        ),
+        _ => return None,
+    };
+    (!keys.is_empty()).then_some((keys, note))
 }
 
 /// `worklist` with the started-work line of `msg` in its Active section, or None when there is

@@ -286,6 +286,59 @@ pub fn add_to_section(text: &str, title: &str, heading: &str, line: &str) -> Opt
     Some(out)
 }
 
+/// `text` with every line of the `from` section that names one of `keys` (as a whole word)
+/// moved to the `to` section, ticked and followed by `note`. None when no line names them, so
+/// that a redelivered move changes nothing.
+pub fn complete_in_section(
+    text: &str,
+    from: &str,
+    to: &str,
+    keys: &[String],
+    note: &str,
+) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(from))?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.starts_with("## "))
+        .map_or(lines.len(), |i| start + 1 + i);
+    let (mut kept, mut done) = (Vec::new(), Vec::new());
+    for (i, line) in lines.iter().enumerate() {
+        if i > start && i < end && line.trim_start().starts_with("- ") && names_any(line, keys) {
+            let item = line
+                .trim_start()
+                .trim_start_matches("- [ ] ")
+                .trim_start_matches("- [x] ")
+                .trim_start_matches("- ");
+            done.push(format!("- [x] {item} → {note}"));
+        } else {
+            kept.push(line.to_string());
+        }
+    }
+    if done.is_empty() {
+        return None;
+    }
+    let mut out = kept.join("\n");
+    out.push('\n');
+    for line in done {
+        out = add_to_section(&out, "", to, &line).unwrap_or(out);
+    }
+    Some(out)
+}
+
+/// Whether `line` contains one of `keys` not as part of a longer word (`exp_1` is not in
+/// `exp_12`).
+fn names_any(line: &str, keys: &[String]) -> bool {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    keys.iter().filter(|k| !k.is_empty()).any(|key| {
+        line.match_indices(key.as_str()).any(|(at, _)| {
+            !word(line[..at].chars().next_back()) && !word(line[at + key.len()..].chars().next())
+        })
+    })
+}
+
 /// Creates `dir` (not its parents) with mode 0700, or checks that an existing one is private:
 /// a real directory, not a symlink, owned by this user, with no access for group or others.
 /// Anything else is refused, so another local user cannot pre-create or swap it. With

@@ -76,6 +76,24 @@ pub fn preview(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// The text at a dotted path of a JSON value (`payload.prd.name`, `metrics.0.name`): strings
+/// as they are, numbers, booleans and objects written out as JSON; None when absent or null.
+pub fn text_at(value: &Value, path: &str) -> Option<String> {
+    let mut at = value;
+    for part in path.split('.') {
+        at = match at {
+            Value::Object(map) => map.get(part)?,
+            Value::Array(items) => items.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    match at {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
 /// Experiment ids that may become keys: `[A-Za-z0-9_-]`, 1–64 characters.
 pub fn valid_key_id(id: &str) -> bool {
     !id.is_empty()

@@ -210,6 +210,7 @@ pub async fn run<H: Handler>(
     let (retry_tx, mut retry_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Worker {
         opts: opts.clone(),
+        keys: keys.clone(),
         stream: stream.clone(),
         dlq: keys.dlq(),
         consumer: consumer.clone(),

@@ -28,6 +28,7 @@ return 1
 ";
 pub(super) struct Worker {
     pub(super) opts: Options,
+    pub(super) keys: crate::bus::store::ChannelKeys,
     pub(super) stream: String,
     pub(super) dlq: String,
     pub(super) consumer: String,
@@ -339,6 +340,12 @@ impl Worker {
         reason: &str,
         deliveries: u64,
     ) {
+        if let Err(err) = self.say_last_word(conn, entry_id, &payload).await {
+            tracing::warn!(
+                "entry {entry_id}: its last word was not sent ({err:#}); it stays pending"
+            );
+            return;
+        }
         let done: Result<i64, _> = redis::Script::new(DEAD_LETTER_SCRIPT)
             .key(&self.stream)
             .key(&self.dlq)
@@ -365,6 +372,37 @@ impl Worker {
         }
     }
 }
+impl Worker {
+    /// Commits the message's last word, if its handler left one (a follow-up to the person who
+    /// was told to wait), before the message is given up. Marked as sent in the same commit,
+    /// so a listener that dies before the dead-letter script sends it once, not twice.
+    async fn say_last_word(
+        &self,
+        conn: &mut Conn,
+        entry_id: &str,
+        payload: &str,
+    ) -> anyhow::Result<()> {
+        let message: Option<Map<String, Value>> = serde_json::from_str(payload).ok();
+        let identity = message
+            .as_ref()
+            .and_then(crate::support::msg::msg_id_of)
+            .unwrap_or(entry_id);
+        let key = self.keys.last_word(&self.opts.group, identity);
+        let stored: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await?;
+        let Some(stored) = stored else {
+            return Ok(());
+        };
+        match serde_json::from_str::<crate::bus::effects::Effect>(&stored) {
+            Ok(effect) => {
+                crate::bus::effects::commit(conn, &[effect], Some(&format!("{key}:sent")), None)
+                    .await?;
+            }
+            Err(err) => tracing::warn!("{key} is not an effect ({err}); nothing sent"),
+        }
+        Ok(())
+    }
+}
+
 /// The message of an entry: the JSON object in field `data`, or (for entries
 /// added by hand with other fields) the fields themselves.
 pub(super) fn parse_entry(fields: &[(String, String)]) -> Result<Map<String, Value>, String> {

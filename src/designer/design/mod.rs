@@ -172,14 +172,9 @@ impl Designer {
         let today_compact = jiff::Zoned::now().strftime("%Y%m%d").to_string();
         let vars = BTreeMap::from([
             ("idea", request.idea_text()),
-            (
-                "context",
-                if request.context.trim().is_empty() {
-                    "(none)".to_string()
-                } else {
-                    request.context.clone()
-                },
-            ),
+            ("context", request.context_text()),
+            ("similar_experiments", request.similar_text()),
+            ("relevant_learnings", request.learnings_text()),
             ("product_context", ctx.product.clone()),
             ("available_tools", ctx.tools.clone()),
             ("recent_learnings", ctx.learnings.clone()),
@@ -420,6 +415,8 @@ pub fn check_prompts(prompts: &Prompts) -> anyhow::Result<()> {
         ("product_context", x()),
         ("available_tools", x()),
         ("recent_learnings", x()),
+        ("similar_experiments", x()),
+        ("relevant_learnings", x()),
         ("today", x()),
         ("today_compact", x()),
     ]);

@@ -37,9 +37,18 @@ pub struct Request {
     pub request_id: String,
     /// The Orchestrator's reasoning.
     pub orchestrator_reasoning: String,
+    /// The Orchestrator's brief (`prompts/dispatch.txt`), when it wrote one.
+    pub brief: String,
+    /// Past experiments like this one, as the Orchestrator ranked them.
+    pub similar_experiments: Vec<Value>,
+    /// Learnings that bear on the idea, as the Orchestrator ranked them.
+    pub relevant_learnings: Vec<Value>,
     /// The original message, whole.
     pub original: Map<String, Value>,
 }
+
+/// The most items of each ranked list the designer's prompt shows.
+const MAX_LISTED: usize = 10;
 impl Request {
     /// From an `experiment_request` message. Errors name what is wrong.
     pub fn from_message(msg: &Map<String, Value>) -> Result<Request, String> {
@@ -90,6 +99,9 @@ impl Request {
                 .to_string(),
             request_id,
             orchestrator_reasoning: text("orchestrator_reasoning"),
+            brief: text("brief"),
+            similar_experiments: list(msg, "similar_experiments"),
+            relevant_learnings: list(msg, "relevant_learnings"),
             original: msg.clone(),
         })
     }
@@ -118,6 +130,51 @@ impl Request {
         }
     }
 
+    /// What the Orchestrator said about the idea: its brief, else its context.
+    pub(super) fn context_text(&self) -> String {
+        [&self.brief, &self.context]
+            .into_iter()
+            .find(|t| !t.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| "(none)".to_string())
+    }
+
+    /// The similar past experiments, a line each.
+    pub(super) fn similar_text(&self) -> String {
+        listed(&self.similar_experiments, "(none given)", |e| {
+            let mut line = format!(
+                "- {} ({}): {}",
+                field(e, "experiment_id"),
+                field(e, "state"),
+                field(e, "hypothesis")
+            );
+            if let Some(Value::Object(results)) = e.get("results")
+                && !results.is_empty()
+            {
+                let results: Vec<String> = results
+                    .iter()
+                    .map(|(k, v)| {
+                        format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string))
+                    })
+                    .collect();
+                line.push_str(&format!(". Results: {}", results.join(", ")));
+            }
+            let reason = field(e, "archived_reason");
+            if !reason.is_empty() {
+                line.push_str(&format!(". Archived because: {reason}"));
+            }
+            line
+        })
+    }
+
+    /// The relevant learnings, a line each.
+    pub(super) fn learnings_text(&self) -> String {
+        listed(&self.relevant_learnings, "(none given)", |l| match l {
+            Value::String(s) => format!("- {s}"),
+            _ => format!("- ({}) {}", field(l, "source"), field(l, "text")),
+        })
+    }
+
     pub(super) fn idea_text(&self) -> String {
         match &self.idea {
             Value::String(s) => s.clone(),
@@ -128,13 +185,43 @@ impl Request {
     /// The original run's `requests/current.md`, kept in the work dir.
     pub(super) fn as_markdown(&self) -> String {
         format!(
-            "# Experiment Request\n\n**Priority:** {}\n**Received:** {}\n**Request:** {}\n\n## Idea/Goal\n\n```json\n{}\n```\n\n## Context\n\n{}\n\n## Orchestrator Reasoning\n\n{}\n\n---\n*Design this experiment; write the spec as YAML.*\n",
+            "# Experiment Request\n\n**Priority:** {}\n**Received:** {}\n**Request:** {}\n\n## Idea/Goal\n\n```json\n{}\n```\n\n## Context\n\n{}\n\n## Orchestrator Reasoning\n\n{}\n\n## Similar Past Experiments\n\n{}\n\n## Relevant Learnings\n\n{}\n\n---\n*Design this experiment; write the spec as YAML.*\n",
             self.priority,
             crate::support::msg::now_iso_seconds(),
             self.request_id,
             serde_json::to_string_pretty(&self.idea).unwrap_or_default(),
-            self.context,
-            self.orchestrator_reasoning
+            self.context_text(),
+            self.orchestrator_reasoning,
+            self.similar_text(),
+            self.learnings_text()
         )
     }
+}
+
+/// An array field of the message (anything else is no list).
+fn list(msg: &Map<String, Value>, key: &str) -> Vec<Value> {
+    match msg.get(key) {
+        Some(Value::Array(items)) => items.iter().take(MAX_LISTED).cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A text field of a list item, on one line and bounded (the items come over the bus).
+fn field(item: &Value, key: &str) -> String {
+    match item.get(key) {
+        Some(Value::String(s)) => crate::support::msg::preview(s.trim(), 400),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => crate::support::msg::preview(&other.to_string(), 400),
+    }
+}
+
+fn listed(items: &[Value], none: &str, line: impl Fn(&Value) -> String) -> String {
+    if items.is_empty() {
+        return none.to_string();
+    }
+    items
+        .iter()
+        .map(|i| crate::support::msg::preview(&line(i), 700))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -130,6 +130,7 @@ pub fn effects(
         Effect::SetString {
             key: format!("schedules:{id}"),
             value: schedule.clone(),
+            expire_secs: None,
         },
     ];
     let mut needs_tool = false;
