@@ -14,15 +14,18 @@ fn repo(rel: &str) -> PathBuf {
 }
 
 fn eval(w: &World, cases: &Path, provider: &str) -> crate::support::Run {
-    w.run(
-        &[
-            "eval",
-            cases.to_str().expect("utf8"),
-            "--provider",
-            provider,
-        ],
-        "",
-    )
+    eval_with(w, cases, provider, &[])
+}
+
+fn eval_with(w: &World, cases: &Path, provider: &str, more: &[&str]) -> crate::support::Run {
+    let mut args = vec![
+        "eval",
+        cases.to_str().expect("utf8"),
+        "--provider",
+        provider,
+    ];
+    args.extend_from_slice(more);
+    w.run(&args, "")
 }
 
 #[test]
@@ -121,18 +124,11 @@ fn record_once_then_replay_gives_the_same_decisions_without_a_model() {
     std::fs::write(&cases, text).expect("write");
     let recorded = w.path("replies/recorded.jsonl");
     std::fs::create_dir_all(recorded.parent().expect("dir")).expect("dir");
-    let r = w.run(
-        &[
-            "eval",
-            cases.to_str().expect("utf8"),
-            "--only",
-            "a",
-            "--provider",
-            "anthropic",
-            "--record",
-            recorded.to_str().expect("utf8"),
-        ],
-        "",
+    let r = eval_with(
+        &w,
+        &cases,
+        "anthropic",
+        &["--only", "a", "--record", recorded.to_str().expect("utf8")],
     );
     let live = r.json();
     let requests = w.mock_api().requests();
@@ -154,16 +150,11 @@ fn record_once_then_replay_gives_the_same_decisions_without_a_model() {
             .any(|t| t.contains("vague_request") && t.contains("This is an outcome")),
         "and only for outcomes"
     );
-    let replay = w.run(
-        &[
-            "eval",
-            cases.to_str().expect("utf8"),
-            "--only",
-            "a",
-            "--provider",
-            &format!("replay:{}", recorded.display()),
-        ],
-        "",
+    let replay = eval_with(
+        &w,
+        &cases,
+        &format!("replay:{}", recorded.display()),
+        &["--only", "a"],
     );
     assert_eq!(
         w.mock_api().requests().len(),

@@ -1604,6 +1604,31 @@ fn a_broken_prompt_override_stops_the_daemon_at_start() {
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no_such_value"), "{}", r.stderr);
+    // So do the parts only some messages use: the outcome prompt and the brief.
+    std::fs::remove_file(prompts.join("context.txt")).expect("rm");
+    for (name, bad) in [
+        ("learn.txt", "{{ lesson }}"),
+        ("dispatch.txt", "{{ idea }} {{ budget }}"),
+    ] {
+        std::fs::write(prompts.join(name), bad).expect("write");
+        let r = w.run(
+            &[
+                "listen",
+                "orchestrator",
+                "--prompts-dir",
+                prompts.to_str().expect("utf8"),
+            ],
+            "",
+        );
+        assert_eq!(r.code, 2, "{name}: {}", r.stderr);
+        let var = bad
+            .rsplit("{{ ")
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(" }}");
+        assert!(r.stderr.contains(var), "{name}: {}", r.stderr);
+        std::fs::remove_file(prompts.join(name)).expect("rm");
+    }
     std::fs::write(prompts.join("design.txt"), "{{ idea }} {{ nope }}").expect("write");
     let w = w.with_fake_claude(Behavior::Reply("x".into()));
     let r = w.run(

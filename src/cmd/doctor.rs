@@ -195,12 +195,16 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             broken.push(format!("{name}: {err:#}"));
         }
     }
+    // An outcome message, so the learning part renders too, and an empty brief.
+    let outcome =
+        serde_json::Map::from_iter([("type".to_string(), serde_json::json!("metric_alert"))]);
+    let empty = crate::context::loader::Context::default();
     if let Err(err) = crate::context::prompt::orchestrator_prompt(
-        &prompts,
-        &crate::context::loader::Context::default(),
-        &serde_json::Map::new(),
-        24_000,
-    ) {
+        &prompts, &empty, &outcome, 24_000,
+    )
+    .and_then(|_| {
+        crate::orchestrator::brief::build(&serde_json::Map::new(), "", "", &empty, &prompts)
+    }) {
         broken.push(format!("{err:#}"));
     }
     if broken.is_empty() {

@@ -107,10 +107,7 @@ pub fn orchestrator_role(
         .provider
         .ready()
         .map_err(crate::llm::LlmError::into_anyhow)?;
-    orchestrator.prompt(
-        &serde_json::Map::new(),
-        &crate::context::loader::Context::default(),
-    )?;
+    orchestrator.check_prompts()?;
     Ok(crate::orchestrator::listener::OrchestratorRole {
         orchestrator,
         target: crate::cmd::dispatch::target(env)?,

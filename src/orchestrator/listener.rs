@@ -259,7 +259,17 @@ impl OrchestratorRole {
             report_channel: None,
             ..self.target.clone()
         };
-        match dispatch::plan(decision, &asker_only, None).await {
+        // The reply alone: whatever else the message's plan holds (a worklist line it finishes)
+        // waits for the real decision.
+        let replies_only = |mut plan: dispatch::Plan| {
+            plan.effects
+                .retain(|e| matches!(e, crate::bus::effects::Effect::Publish { .. }));
+            plan
+        };
+        match dispatch::plan(decision, &asker_only, None)
+            .await
+            .map(replies_only)
+        {
             Ok(mut plan) if !plan.effects.is_empty() => {
                 // What the asker hears if the message is finally given up: kept with the
                 // notice, sent by the listener that dead-letters it.
@@ -270,7 +280,7 @@ impl OrchestratorRole {
                 )]);
                 if let Ok(Some(effect)) = dispatch::plan(&follow_up, &asker_only, None)
                     .await
-                    .map(|p| p.effects.into_iter().next())
+                    .map(|p| replies_only(p).effects.into_iter().next())
                 {
                     plan.effects.push(crate::bus::effects::Effect::SetString {
                         key: self.keys.last_word(&self.group, &job.identity),

@@ -129,6 +129,16 @@ impl Orchestrator {
         prompt::prompt_with(&self.prompts, &blocks, msg)
     }
 
+    /// Renders every prompt a decision may need (the outcome part and the brief included) with
+    /// an empty context, so that a broken override stops a listener at start instead of
+    /// failing each message it applies to.
+    pub fn check_prompts(&self) -> anyhow::Result<()> {
+        let outcome = Map::from_iter([("type".to_string(), json!("metric_alert"))]);
+        self.prompt(&outcome, &Context::default())?;
+        super::brief::build(&Map::new(), "", "", &Context::default(), &self.prompts)?;
+        Ok(())
+    }
+
     /// Decides what to do about `msg`.
     pub async fn decide(
         &self,
