@@ -67,6 +67,8 @@ pub enum Command {
     Ralph(RalphCommand),
     /// Design a complete experiment spec from an idea.
     Design(cmd::design::Args),
+    /// Serve the agent's skills (registry, experiments, learnings, spec submission) over MCP stdio.
+    Mcp(cmd::mcp::Args),
     /// Run decision and design cases (the PRD's quality tests) and report what passed.
     Eval(cmd::eval::Args),
     /// Print the effective configuration and where each value came from.
@@ -121,6 +123,7 @@ pub fn name(command: &Command) -> String {
         Command::Worklist(WorklistCommand::Set(_)) => "worklist set",
         Command::Listen(_) => "listen",
         Command::Publish(_) => "publish",
+        Command::Mcp(_) => "mcp",
         Command::Status(_) => "status",
         Command::Dlq(_) => "dlq",
         Command::Ralph(RalphCommand::Run(_)) => "ralph run",
@@ -149,6 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Worklist(WorklistCommand::Set(args)) => cmd::worklist::set::run(args, g),
         Command::Listen(args) => cmd::block_on(true, cmd::listen::run(args, g)),
         Command::Publish(args) => cmd::block_on(false, cmd::publish::run(args, g)),
+        Command::Mcp(args) => cmd::block_on(true, cmd::mcp::run(args, g)),
         Command::Status(args) => cmd::block_on(false, cmd::status::run(args, g)),
         Command::Dlq(DlqCommand::List(args)) => cmd::block_on(false, cmd::dlq::list(args, g)),
         Command::Dlq(DlqCommand::Requeue(args)) => cmd::block_on(false, cmd::dlq::requeue(args, g)),

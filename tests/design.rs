@@ -124,9 +124,18 @@ fn dry_run_designs_with_claude_and_writes_nothing() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(tools, "--tools=Read,Write,Edit,Glob,Grep", "{call:?}");
+    let allowed: Vec<&String> = call
+        .iter()
+        .filter(|a| a.starts_with("--allowedTools"))
+        .collect();
+    assert_eq!(
+        allowed,
+        ["--allowedTools=mcp__fullsend__*"],
+        "file permissions come from the generated settings; only the skills are allowed by flag: {call:?}"
+    );
     assert!(
-        !call.iter().any(|a| a.starts_with("--allowedTools")),
-        "permissions come from the generated settings, not the variadic flag: {call:?}"
+        call.iter().any(|a| a.starts_with("--mcp-config=")),
+        "every design hands the agent its skills: {call:?}"
     );
     assert!(
         call.iter().any(|a| a == "--setting-sources=user"),
@@ -135,7 +144,14 @@ fn dry_run_designs_with_claude_and_writes_nothing() {
     assert!(call.iter().any(|a| a == "--strict-mcp-config"), "{call:?}");
     assert!(
         call.windows(2)
-            .any(|p| p[0] == "--output-format" && p[1] == "json")
+            .any(|p| p[0] == "--output-format" && p[1] == "stream-json")
+    );
+    assert!(call.iter().any(|a| a == "--verbose"), "{call:?}");
+    assert!(call.iter().any(|a| a == "--session-id"), "{call:?}");
+    assert!(
+        call.windows(2)
+            .any(|p| p[0] == "--max-budget-usd" && p[1] == "5"),
+        "the design's budget caps the call: {call:?}"
     );
     assert!(
         call.windows(2)
@@ -173,7 +189,7 @@ fn saving_writes_every_key_and_message_once() {
         World::with_redis(),
         Behavior::Reply(spec_reply("exp_20261121_hn_cto")),
     );
-    let r = w.run(&["design"], &json!({"type": "experiment_request", "idea": {"idea": "HN"}, "context": "devs", "priority": "high", "msg_id": "cause-9"}).to_string());
+    let r = w.run(&["design"], &json!({"type": "experiment_request", "idea": {"idea": "HN"}, "context": "devs", "priority": "high", "mode": "single", "msg_id": "cause-9"}).to_string());
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut c = w.conn();
     let h: HashMap<String, String> = redis::cmd("HGETALL")
@@ -464,7 +480,7 @@ fn a_work_root_that_is_not_private_is_refused() {
 #[test]
 fn ralph_mode_runs_the_six_task_design() {
     let script = format!(
-        "python3 - <<'PY'\nimport re\nt=open('TASKS.md').read()\nm=re.search(r'^- \\[ \\] (TASK-\\d+)', t, re.M)\nif m:\n    t=t.replace('- [ ] '+m.group(1), '- [x] '+m.group(1), 1)\n    open('TASKS.md','w').write(t)\n    if m.group(1)=='TASK-006':\n        open('experiment_spec.yaml','w').write({})\nPY\nemit_result '**TASK_DONE**'",
+        "python3 - <<'PY'\nimport re\nt=open('TASKS.md').read()\nm=re.search(r'^- \\[ \\] (TASK-\\d+)', t, re.M)\nif m:\n    t=t.replace('- [ ] '+m.group(1), '- [x] '+m.group(1), 1)\n    open('TASKS.md','w').write(t)\n    if m.group(1)=='TASK-006':\n        open('experiment_spec.yaml','w').write({})\nPY\nFAKE_TASK_DONE=true\nemit_result '**TASK_DONE**'",
         py_string(&spec_yaml("exp_20261121_ralph"))
     );
     let w = fake(World::with_redis(), Behavior::Script(script));

@@ -12,6 +12,7 @@ mod eval;
 mod exec;
 mod learn;
 mod listen;
+mod mcp;
 mod providers;
 mod ralph;
 mod real_claude;

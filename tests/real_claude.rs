@@ -365,3 +365,150 @@ fn a_200_kb_product_context_still_designs() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.json()["status"], "ready");
 }
+
+/// The real CLI, its model scripted to use the skills: it reads the registry and the learnings
+/// through `fullsend mcp`, submits a spec with a mistake, reads the violations, submits it
+/// fixed, and answers "done". The tool results it got hold the seeded registry and learning;
+/// the spec it submitted is the one saved, once.
+#[test]
+fn the_real_cli_uses_its_skills_and_a_spec_submitted_through_them_is_saved() {
+    let Some(claude) = real_claude() else { return };
+    let good = crate::common::specs::spec_yaml("exp_20261202_skills");
+    let bad = good.replace(
+        "  hypothesis: \"CTOs who starred competitor repos are high-intent prospects\"\n",
+        "",
+    );
+    let script: Vec<(&str, serde_json::Value)> = vec![
+        ("mcp__fullsend__tool_registry", json!({})),
+        (
+            "mcp__fullsend__search_learnings",
+            json!({"query": "Tuesday replies"}),
+        ),
+        (
+            "mcp__fullsend__submit_spec",
+            json!({"spec_yaml": bad, "idempotency_key": "spec-1"}),
+        ),
+        (
+            "mcp__fullsend__submit_spec",
+            json!({"spec_yaml": good, "idempotency_key": "spec-2"}),
+        ),
+        (
+            "mcp__fullsend__append_learning",
+            json!({"text": "Stargazer lists are public and fresh", "idempotency_key": "l1"}),
+        ),
+    ];
+    let mock = MockApi::start(move |_, index| match script.get(index) {
+        Some((name, input)) => Reply::ToolUse {
+            name: (*name).to_string(),
+            input: input.clone(),
+        },
+        None => Reply::text("done: the spec is submitted"),
+    });
+    let w = World::with_redis().mock(mock);
+    let config = w.path("claude-config");
+    std::fs::create_dir_all(&config).expect("dir");
+    w.redis().cli(&[
+        "HSET",
+        "tools:github_stargazer_scraper",
+        "name",
+        "github_stargazer_scraper",
+        "status",
+        "active",
+        "description",
+        "Lists the stargazers of a GitHub repo",
+    ]);
+    w.redis().cli(&[
+        "HSET",
+        "learnings:tactical:20261101_100000_000000_aaaa",
+        "text",
+        "Tuesday 9am sends got twice the replies",
+    ]);
+    let w = w
+        .set("FULLSEND_CLAUDE_BIN", &claude)
+        .set("CLAUDE_CONFIG_DIR", config.to_str().expect("utf8"))
+        .set("CLAUDE_CODE_MAX_RETRIES", "0");
+    let r = w.run(
+        &[
+            "design",
+            "--idea",
+            "Email CTOs who starred a competitor's repo",
+            "--mode",
+            "single",
+        ],
+        "",
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let out = r.json();
+    assert_eq!(out["status"], "ready", "{out}");
+    assert_eq!(out["spec"]["id"], "exp_20261202_skills");
+
+    // The last request carries the whole conversation: every tool result the model was given.
+    let requests = w.mock_api().requests();
+    let results: Vec<serde_json::Value> = requests
+        .last()
+        .and_then(|r| r.body["messages"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| m["content"].as_array().cloned())
+        .flatten()
+        .filter(|b| b["type"] == "tool_result")
+        .collect();
+    assert_eq!(results.len(), 5, "one result per skill call: {results:#?}");
+    let text = |i: usize| results[i].to_string();
+    assert!(
+        text(0).contains("github_stargazer_scraper"),
+        "the registry: {}",
+        text(0)
+    );
+    assert!(
+        text(1).contains("Tuesday 9am"),
+        "the learnings: {}",
+        text(1)
+    );
+    assert_eq!(
+        results[2]["is_error"],
+        true,
+        "the bad spec is refused: {}",
+        text(2)
+    );
+    assert!(
+        text(2).contains("hypothesis"),
+        "with its violation: {}",
+        text(2)
+    );
+    assert_ne!(
+        results[3]["is_error"],
+        true,
+        "the fixed spec is accepted: {}",
+        text(3)
+    );
+    assert_ne!(results[4]["is_error"], true, "{}", text(4));
+
+    let mut c = w.conn();
+    let state: Option<String> = redis::cmd("HGET")
+        .arg("experiments:exp_20261202_skills")
+        .arg("state")
+        .query(&mut c)
+        .expect("hget");
+    assert_eq!(
+        state.as_deref(),
+        Some("ready"),
+        "the submitted spec is saved"
+    );
+    let learnings: Vec<String> = redis::cmd("KEYS")
+        .arg("learnings:tactical:2*")
+        .query(&mut c)
+        .expect("keys");
+    assert_eq!(
+        learnings.len(),
+        2,
+        "the seeded one and the agent's: {learnings:?}"
+    );
+    // The agent's environment never held the Redis URL: only the server's config did.
+    for request in w.mock_api().requests() {
+        assert!(
+            !request.body.to_string().contains(&w.redis_url()),
+            "the Redis URL reached the model"
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::designer::design::{Engine, Mode};
+use crate::designer::design::{Engine, ModePolicy};
 use crate::support::term::{LogFormat as TermFormat, Logging};
 
 /// Options shared by every subcommand.
@@ -60,20 +60,24 @@ impl GlobalArgs {
     }
 }
 
-/// `--mode` of `design` and `listen fullsend`: how the spec is produced.
+/// `--mode` of `design` and `listen fullsend`: how the spec is produced when the request does
+/// not say (`mode` in an `experiment_request` always wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
+    /// RALPH for high/urgent priority or a request marked complex, single-shot otherwise.
+    Auto,
     /// One coding-agent call with the design prompt.
     Single,
     /// The PRD's six-task RALPH loop.
     Ralph,
 }
 
-impl From<ModeArg> for Mode {
-    fn from(arg: ModeArg) -> Mode {
+impl From<ModeArg> for ModePolicy {
+    fn from(arg: ModeArg) -> ModePolicy {
         match arg {
-            ModeArg::Single => Mode::Single,
-            ModeArg::Ralph => Mode::Ralph,
+            ModeArg::Auto => ModePolicy::Auto,
+            ModeArg::Single => ModePolicy::Single,
+            ModeArg::Ralph => ModePolicy::Ralph,
         }
     }
 }

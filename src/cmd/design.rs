@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::bus::effects::{self, CommitStatus};
 use crate::cmd::Env;
 use crate::cmd::args::{EngineArg, GlobalArgs, ModeArg};
-use crate::designer::design::{self, Designer, Engine, Mode, Request};
+use crate::designer::design::{self, Designer, Engine, ModePolicy, Request};
 use crate::designer::spawn::Agent;
 use crate::support::exit::{Exit, Fail};
 
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, default_value = "")]
     pub context: String,
     /// Single-shot or the six-task RALPH design.
-    #[arg(long, value_enum, default_value_t = ModeArg::Single)]
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto, env = "FULLSEND_DESIGN_MODE")]
     pub mode: ModeArg,
     /// Claude Code or one Messages API call.
     #[arg(long, value_enum, default_value_t = EngineArg::Claude, env = "FULLSEND_ENGINE")]
@@ -167,19 +167,20 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             return Err(Fail::usage(reason));
         }
     };
-    let mode = if request.wants_ralph() {
-        Mode::Ralph
-    } else {
-        Mode::from(args.mode)
-    };
-    let designer = designer(
+    let mut designer = designer(
         &env,
-        mode,
+        args.mode.into(),
         args.engine.into(),
         args.agent.as_deref(),
         args.provider.as_deref(),
         args.max_iterations,
     )?;
+    if let Some(conn) = &conn {
+        designer.spend = Some(crate::designer::purse::DailySpend {
+            conn: conn.clone(),
+            limit: env.config.daily_spend_limit()?,
+        });
+    }
     let ctx = design::load_context(conn.as_mut(), &designer.product_context).await;
     if let Some(conn) = conn.as_mut()
         && let Some(reason) = crate::bus::spend::Gate::from_config(&env.config)?
@@ -195,11 +196,6 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     );
     let designed = designer.design(&request, &ctx, cancel).await?;
     bar.finish_and_clear();
-    if let Some(conn) = conn.as_mut()
-        && let Err(err) = crate::bus::spend::add(conn, designed.cost_usd).await
-    {
-        tracing::warn!("recording spend: {err:#}");
-    }
     let mut report = json!({
         "v": 1,
         "status": designed.status,
@@ -273,7 +269,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
 /// A designer from configuration and flags.
 pub fn designer(
     env: &Env,
-    mode: Mode,
+    mode: ModePolicy,
     engine: Engine,
     agent: Option<&str>,
     provider: Option<&str>,
@@ -293,6 +289,19 @@ pub fn designer(
     let spawn = match engine {
         Engine::Api => None,
         Engine::Claude => Some(design::spawn_options(cfg, agent, work_root.clone())?),
+    };
+    // The skills server is this very executable, started by the agent with `mcp`.
+    let skills = match (engine, cfg.agent_skills()?) {
+        (Engine::Claude, true) => Some(crate::designer::skills::McpWiring {
+            program: std::env::current_exe()
+                .map_err(|e| Fail::usage(format!("finding the fullsend executable: {e}")))?,
+            redis_url: cfg.redis_url(),
+            product_context: absolute(cfg.context_path().join("product_context.md")),
+            learnings: absolute(cfg.context_path().join("learnings.md")),
+            browserbase_key: cfg.browserbase_api_key(),
+            browserbase_url: Some(cfg.browserbase_url()),
+        }),
+        _ => None,
     };
     let api = match engine {
         Engine::Api => {
@@ -317,5 +326,24 @@ pub fn designer(
         api,
         channels: cfg.channels(),
         max_iterations,
+        skills,
+        tools_dir: Some(absolute(cfg.tools_path())),
+        cli_web: cfg.agent_web()?,
+        budget_usd: cfg.design_budget_usd()?,
+        ralph_deadline: Some(cfg.ralph_total_timeout()?),
+        max_turns: Some(cfg.agent_max_turns()?),
+        spend: None,
+        progress: None,
     })
+}
+
+/// A path made absolute against the current directory (the agent runs elsewhere).
+fn absolute(path: std::path::PathBuf) -> std::path::PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(&path))
+            .unwrap_or(path)
+    }
 }

@@ -126,7 +126,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 if designer.is_none() {
                     let mut d = crate::cmd::design::designer(
                         &env,
-                        crate::designer::design::Mode::Single,
+                        crate::designer::design::ModePolicy::Single,
                         crate::designer::design::Engine::Api,
                         None,
                         args.provider.as_deref(),

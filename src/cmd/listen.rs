@@ -82,7 +82,7 @@ pub struct Args {
     #[arg(long)]
     pub provider: Option<String>,
     /// Design mode for the fullsend role.
-    #[arg(long, value_enum, default_value_t = ModeArg::Single)]
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto, env = "FULLSEND_DESIGN_MODE")]
     pub mode: ModeArg,
     /// Design engine for the fullsend role.
     #[arg(long, value_enum, default_value_t = EngineArg::Claude, env = "FULLSEND_ENGINE")]
@@ -129,7 +129,7 @@ pub fn orchestrator_role(
 #[allow(clippy::too_many_arguments)]
 pub fn fullsend_role(
     env: &Env,
-    mode: crate::designer::design::Mode,
+    mode: crate::designer::design::ModePolicy,
     engine: crate::designer::design::Engine,
     agent: Option<&str>,
     provider: Option<&str>,

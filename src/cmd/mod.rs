@@ -18,6 +18,7 @@ pub mod eval;
 pub mod generate;
 pub mod learn;
 pub mod listen;
+pub mod mcp;
 pub mod publish;
 pub mod ralph;
 pub mod status;

@@ -8,6 +8,16 @@ use crate::bus::effects::{Effect, Guard};
 
 /// The effects of one tactical learning: the hash (never overwriting) and its index entry.
 pub fn tactical_effects(text: &str, experiment: Option<&str>, source: &str) -> Vec<Effect> {
+    tactical_effects_with(text, experiment, source, BTreeMap::new())
+}
+
+/// Like [`tactical_effects`], with more fields on the hash (tags, the run that wrote it).
+pub fn tactical_effects_with(
+    text: &str,
+    experiment: Option<&str>,
+    source: &str,
+    extra: BTreeMap<String, String>,
+) -> Vec<Effect> {
     let now = jiff::Timestamp::now();
     // Second-resolution keys collided in the original; add micros and a unique tail.
     let uid = crate::support::msg::new_msg_id();
@@ -16,7 +26,8 @@ pub fn tactical_effects(text: &str, experiment: Option<&str>, source: &str) -> V
         now.strftime("%Y%m%d_%H%M%S_%6f"),
         &uid[uid.len() - 8..]
     );
-    let fields = BTreeMap::from([
+    let mut fields = extra;
+    fields.extend([
         ("text".to_string(), text.to_string()),
         (
             "experiment_id".to_string(),

@@ -467,7 +467,7 @@ fn state_rank(state: &str) -> u8 {
 }
 
 /// A JSON string value (or an object nested under `experiment`) as flat string fields.
-fn flatten_json(text: &str) -> BTreeMap<String, String> {
+pub fn flatten_json(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(text) else {
         return out;

@@ -82,7 +82,7 @@ impl Tokenizer for Words {
 /// Ranks `documents` against `query`: the indices of the best `limit` with a score above 0 and
 /// at least a quarter of the best one's, best first, ties in document order (so the same
 /// context gives the same brief).
-fn rank(documents: &[String], query: &str, limit: usize) -> Vec<(usize, f32)> {
+pub fn rank(documents: &[String], query: &str, limit: usize) -> Vec<(usize, f32)> {
     if documents.is_empty() || Words.tokenize(query).is_empty() {
         return Vec::new();
     }

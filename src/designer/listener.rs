@@ -130,8 +130,21 @@ impl FullsendRole {
             None => {
                 self.started_once(job, &request, conn).await?;
                 let mut designer = self.designer.clone();
-                if request.wants_ralph() {
-                    designer.mode = design::Mode::Ralph;
+                // Every agent call is charged to the day as it returns, and checked against
+                // the day's limit before it starts.
+                designer.spend = Some(crate::designer::purse::DailySpend {
+                    conn: conn.clone(),
+                    limit: self.gate.limit,
+                });
+                if request.mode_under(designer.mode) == design::Mode::Ralph {
+                    designer.progress = Some(crate::designer::ralph::Reporter(
+                        std::sync::Arc::new(super::progress::DesignProgress::new(
+                            conn.clone(),
+                            &self.designer.channels.to_orchestrator,
+                            &request.request_id,
+                            &job.identity,
+                        )),
+                    ));
                 }
                 let ctx = design::load_context(Some(conn), &designer.product_context).await;
                 let designed = designer
@@ -142,9 +155,6 @@ impl FullsendRole {
                     return Err(JobError::Transient(anyhow::anyhow!(
                         "lease lost during the design"
                     )));
-                }
-                if let Err(err) = crate::bus::spend::add(conn, designed.cost_usd).await {
-                    tracing::warn!("recording spend: {err:#}");
                 }
                 // A 429/529/5xx or a timeout is no answer: the request stays queued and is
                 // designed again after a backoff, never announced as failed.

@@ -38,7 +38,7 @@ impl Failure {
 
 /// The HTTP client every provider uses (rustls, 5 s connect timeout; the
 /// overall deadline is the caller's).
-pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
     crate::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))

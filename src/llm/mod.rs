@@ -11,6 +11,7 @@ mod anthropic;
 pub mod extract;
 mod gemini;
 mod http;
+pub use http::http_client;
 mod openai;
 pub mod price;
 mod replay;

@@ -1,5 +1,6 @@
 //! Fake `claude` executables (bash scripts) that mimic the headless Claude Code CLI: argv rules and
-//! quirks, the `--output-format json` result object, exit codes and the root refusal
+//! quirks, the `json` and `stream-json` output (with `structured_output` under `--json-schema`),
+//! the prompt on stdin, exit codes and the root refusal
 //! (docs/claude-code-cli.md §2, §4, §5), with scripted behaviours for RALPH-loop tests.
 //!
 //! Every invocation logs its argv as one JSON array per line to `<dir>/fake_claude_argv.jsonl`
@@ -154,7 +155,7 @@ fn body(behavior: &Behavior) -> String {
         Behavior::Reply(text) => format!("emit_result {}\n", sh_quote(text)),
         Behavior::TickTask => TICK_TASK.to_owned(),
         Behavior::NeverTick => {
-            "emit_result 'I implemented the task and verified it works. **TASK_DONE**'\n".to_owned()
+            "FAKE_TASK_DONE=true\nemit_result 'I implemented the task and verified it works. **TASK_DONE**'\n".to_owned()
         }
         Behavior::WriteTasks(titles) => {
             let mut tasks = String::from("# Tasks\n\n");
@@ -244,6 +245,7 @@ if [ -z "$ticked" ]; then
 fi
 printf '%s\n' "${lines[@]}" > TASKS.md
 printf -- '- Completed %s\n' "$ticked" >> STATUS.md
+FAKE_TASK_DONE=true
 emit_result "Completed $ticked, ticked it in TASKS.md and noted it in STATUS.md. **TASK_DONE**"
 "#;
 
@@ -295,6 +297,7 @@ fi
 argv_error() { printf '%s\n' "$1" >&2; exit 1; }
 
 PRINT=0; VERBOSE=0; SKIP_PERMISSIONS=0; HAVE_PROMPT=0
+JSON_SCHEMA=''; FAKE_TASK_DONE=false; FAKE_STRUCTURED=''
 PROMPT=''; OUTPUT_FORMAT=text; MODEL=claude-opus-4-8; PERMISSION_MODE=default; SESSION_ID=''; ALLOWED_TOOLS=''
 BOOL_FLAGS=' -p --print --verbose --dangerously-skip-permissions --allow-dangerously-skip-permissions --no-session-persistence --strict-mcp-config --include-partial-messages --replay-user-messages -c --continue --bare --disable-slash-commands --ide --fork-session -h --help -v --version '
 VALUE_FLAGS=' --output-format --input-format --model --fallback-model --effort --max-turns --max-budget-usd --append-system-prompt --append-system-prompt-file --system-prompt --system-prompt-file --permission-mode -r --resume --session-id --json-schema --settings --setting-sources --permission-prompt-tool --agents --agent --plugin-dir '
@@ -322,6 +325,7 @@ set_option() {
       esac ;;
     --model) MODEL=$2 ;;
     --session-id) SESSION_ID=$2 ;;
+    --json-schema) JSON_SCHEMA=$2 ;;
     --allowedTools|--allowed-tools) ALLOWED_TOOLS="${ALLOWED_TOOLS:+$ALLOWED_TOOLS,}$2" ;;
   esac
 }
@@ -406,7 +410,14 @@ emit_result() {
   local text=$1 is_error=${2:-false} api_status=${3:-null} code=${4:-0} result stop init assistant usage
   if [ "$is_error" = true ]; then stop=null; usage='{"input_tokens":0,"output_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}'
   else stop='"end_turn"'; usage='{"input_tokens":1000,"output_tokens":100,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}'; fi
-  result="{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":$is_error,\"api_error_status\":$api_status,\"duration_ms\":1234,\"duration_api_ms\":1100,\"num_turns\":1,\"result\":$(json_str "$text"),\"stop_reason\":$stop,\"session_id\":\"$SESSION_ID\",\"total_cost_usd\":$FAKE_COST_USD,\"usage\":$usage,\"permission_denials\":[]}"
+  local structured=''
+  # With --json-schema the answer also comes as `structured_output` (the fake's verdict says
+  # whether it finished its task; a script may set FAKE_STRUCTURED to any JSON).
+  if [ -n "$JSON_SCHEMA" ] && [ "$is_error" != true ]; then
+    if [ -n "$FAKE_STRUCTURED" ]; then structured=",\"structured_output\":$FAKE_STRUCTURED"
+    else structured=",\"structured_output\":{\"task_done\":$FAKE_TASK_DONE,\"summary\":$(json_str "$text")}"; fi
+  fi
+  result="{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":$is_error,\"api_error_status\":$api_status,\"duration_ms\":1234,\"duration_api_ms\":1100,\"num_turns\":1,\"result\":$(json_str "$text"),\"stop_reason\":$stop,\"session_id\":\"$SESSION_ID\",\"total_cost_usd\":$FAKE_COST_USD,\"usage\":$usage,\"permission_denials\":[]$structured}"
   init="{\"type\":\"system\",\"subtype\":\"init\",\"cwd\":$(json_str "$PWD"),\"session_id\":\"$SESSION_ID\",\"tools\":[\"Bash\",\"Edit\",\"Read\",\"Write\"],\"model\":$(json_str "$MODEL"),\"permissionMode\":$(json_str "$PERMISSION_MODE")}"
   assistant="{\"type\":\"assistant\",\"message\":{\"id\":\"msg_fake\",\"type\":\"message\",\"role\":\"assistant\",\"model\":$(json_str "$MODEL"),\"content\":[{\"type\":\"text\",\"text\":$(json_str "$text")}]},\"session_id\":\"$SESSION_ID\"}"
   case $OUTPUT_FORMAT in

@@ -18,13 +18,14 @@ use crate::designer::spawn::{self, Agent, SpawnOptions};
 use crate::llm::{ModelRequest, PromptBlock, Provider, ThinkingMode};
 use crate::support::exit::Fail;
 
+mod agent;
 mod check;
 mod request;
 mod save;
 
 pub use check::{Problems, check, tactical_learnings};
 use check::{finish, sanitize};
-pub use request::{Engine, Mode, Request};
+pub use request::{Engine, Mode, ModePolicy, Request};
 pub use save::{effects, experiment_exists, failed_effects, keys_written, messages, unique_id};
 
 /// Everything a design run needs.
@@ -32,8 +33,8 @@ pub use save::{effects, experiment_exists, failed_effects, keys_written, message
 pub struct Designer {
     /// Prompt templates.
     pub prompts: Prompts,
-    /// Single-shot or RALPH.
-    pub mode: Mode,
+    /// How a request's mode is chosen when it does not say.
+    pub mode: ModePolicy,
     /// Claude Code or the API.
     pub engine: Engine,
     /// Spawner settings (agent, model, permissions) for the Claude engine.
@@ -50,6 +51,29 @@ pub struct Designer {
     pub channels: crate::support::config::Channels,
     /// Max RALPH iterations.
     pub max_iterations: u32,
+    /// The agent's skills (`fullsend mcp`); None: the agent gets none.
+    pub skills: Option<crate::designer::skills::McpWiring>,
+    /// The built tools, added read-only to every agent call when the directory exists.
+    pub tools_dir: Option<PathBuf>,
+    /// The CLI's own WebFetch/WebSearch, an opt-in (they can carry data out).
+    pub cli_web: bool,
+    /// What one design may spend, all its agent calls together.
+    pub budget_usd: Option<f64>,
+    /// The whole-run deadline of a RALPH design.
+    pub ralph_deadline: Option<Duration>,
+    /// `--max-turns` per agent call.
+    pub max_turns: Option<u32>,
+    /// Where the day's spend is counted and limited (Redis); None: not counted here.
+    pub spend: Option<crate::designer::purse::DailySpend>,
+    /// Gets a RALPH design's per-task progress.
+    pub progress: Option<crate::designer::ralph::Reporter>,
+}
+
+/// One design run's ids, money and agent settings.
+struct Run {
+    mode: Mode,
+    scope: crate::designer::skills::Scope,
+    purse: std::sync::Arc<crate::designer::purse::Purse>,
 }
 
 /// The outcome of a design.
@@ -166,6 +190,24 @@ impl Designer {
         cancel: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<Designed> {
         let work_dir = self.fresh_work_dir(&request.request_id)?;
+        let mode = request.mode_under(self.mode);
+        let run = Run {
+            mode,
+            scope: crate::designer::skills::Scope {
+                run_id: format!(
+                    "{}-{}",
+                    sanitize(&request.request_id),
+                    uuid::Uuid::now_v7().simple()
+                ),
+                request_id: request.request_id.clone(),
+                experiment_id: None,
+                work_dir: std::fs::canonicalize(&work_dir).unwrap_or_else(|_| work_dir.clone()),
+            },
+            purse: std::sync::Arc::new(crate::designer::purse::Purse::new(
+                self.budget_usd,
+                self.spend.clone(),
+            )),
+        };
         std::fs::write(work_dir.join("request.md"), request.as_markdown())
             .context("writing request.md")?;
         let today = jiff::Zoned::now().strftime("%Y-%m-%d").to_string();
@@ -191,19 +233,23 @@ impl Designer {
             work_dir: work_dir.clone(),
             cost_usd: 0.0,
             engine: self.engine,
-            mode: self.mode,
+            mode,
             learnings: Vec::new(),
             transient: false,
         };
-        let first = match (self.engine, self.mode) {
+        let first = match (self.engine, mode) {
             (Engine::Api, _) => {
-                self.ask_api(&self.prompts.render("design.txt", &vars)?, &mut designed)
-                    .await
+                self.ask_api(
+                    &self.prompts.render("design.txt", &vars)?,
+                    &run,
+                    &mut designed,
+                )
+                .await
             }
             (Engine::Claude, Mode::Single) => {
                 self.ask_agent(
                     &self.prompts.render("design.txt", &vars)?,
-                    &work_dir,
+                    &run,
                     "design",
                     &mut designed,
                     cancel.clone(),
@@ -211,7 +257,7 @@ impl Designer {
                 .await
             }
             (Engine::Claude, Mode::Ralph) => {
-                self.run_ralph(&vars, &work_dir, &mut designed, cancel.clone())
+                self.run_ralph(&vars, &run, &mut designed, cancel.clone())
                     .await
             }
         };
@@ -237,9 +283,9 @@ impl Designer {
                 repair_vars.insert("idea", request.idea_text());
                 let prompt = self.prompts.render("design_repair.txt", &repair_vars)?;
                 let second = match self.engine {
-                    Engine::Api => self.ask_api(&prompt, &mut designed).await,
+                    Engine::Api => self.ask_api(&prompt, &run, &mut designed).await,
                     Engine::Claude => {
-                        self.ask_agent(&prompt, &work_dir, "repair", &mut designed, cancel)
+                        self.ask_agent(&prompt, &run, "repair", &mut designed, cancel)
                             .await
                     }
                 };
@@ -281,52 +327,19 @@ impl Designer {
         Ok(dir.keep())
     }
 
-    async fn ask_agent(
+    async fn ask_api(
         &self,
         prompt: &str,
-        work_dir: &Path,
-        label: &str,
+        run: &Run,
         designed: &mut Designed,
-        cancel: tokio::sync::watch::Receiver<bool>,
     ) -> Result<String, String> {
-        let Some(mut opts) = self.spawn.clone() else {
-            return Err("no coding agent configured".into());
-        };
-        opts.work_dir = work_dir.to_path_buf();
-        opts.label = label.to_string();
-        let result = spawn::spawn(&opts, prompt, cancel)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        designed.cost_usd += result.total_cost_usd;
-        designed.transient = result.timed_out
-            || result
-                .api_error_status
-                .is_some_and(|s| matches!(s, 408 | 409 | 429) || s >= 500);
-        if result.timed_out {
-            return Err(format!(
-                "Timeout - the coding agent took longer than {}s",
-                opts.timeout.as_secs()
-            ));
-        }
-        if !result.ok {
-            return Err(result
-                .error
-                .unwrap_or_else(|| "the coding agent failed".into()));
-        }
-        // The agent may have written the spec to a file instead of answering with it.
-        let mut text = result.result;
-        for name in ["experiment_spec.yaml", "tool_request.yaml"] {
-            if let Ok(file) = read_output(&work_dir.join(name)) {
-                text.push_str(&format!("\n\n```yaml\n{file}\n```\n"));
-            }
-        }
-        Ok(text)
-    }
-
-    async fn ask_api(&self, prompt: &str, designed: &mut Designed) -> Result<String, String> {
         let Some((provider, model)) = &self.api else {
             return Err("no API provider configured".into());
         };
+        if let Err(exhausted) = run.purse.left().await {
+            designed.transient = exhausted.daily;
+            return Err(exhausted.reason);
+        }
         let request = ModelRequest {
             model: model.clone(),
             system: Vec::new(),
@@ -345,63 +358,10 @@ impl Designer {
             designed.transient = e.is_transient() || e.is_account_blocked();
             e.to_string()
         })?;
-        designed.cost_usd +=
-            crate::llm::price::cost(&response.model, &response.usage).unwrap_or(0.0);
+        let cost = crate::llm::price::cost(&response.model, &response.usage).unwrap_or(0.0);
+        run.purse.record(cost).await;
+        designed.cost_usd += cost;
         Ok(response.text)
-    }
-
-    async fn run_ralph(
-        &self,
-        vars: &BTreeMap<&str, String>,
-        work_dir: &Path,
-        designed: &mut Designed,
-        cancel: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<String, String> {
-        let initial = self
-            .prompts
-            .render("design_ralph_context.txt", vars)
-            .map_err(|e| format!("{e:#}"))?;
-        let titles: Vec<String> = RALPH_DESIGN_TASKS
-            .iter()
-            .map(|t| (*t).to_string())
-            .collect();
-        crate::designer::ralph::setup(work_dir, &titles, &initial).map_err(|e| format!("{e:#}"))?;
-        let Some(mut spawn) = self.spawn.clone() else {
-            return Err("no coding agent configured".into());
-        };
-        spawn.work_dir = work_dir.to_path_buf();
-        let opts = ralph_options(
-            &self.prompts,
-            spawn,
-            self.max_iterations,
-            None,
-            None,
-            None,
-            String::new(),
-        )
-        .map_err(|e| format!("{e:#}"))?;
-        let summary =
-            crate::designer::ralph::run(opts, &crate::designer::ralph::NoProgress, cancel)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
-        designed.cost_usd += summary.cost_usd;
-        if summary.status != crate::designer::ralph::RalphStatus::Complete {
-            return Err(format!(
-                "RALPH design ended {:?}: {}",
-                summary.status,
-                summary.reason.unwrap_or_default()
-            ));
-        }
-        let mut text = String::new();
-        for name in ["experiment_spec.yaml", "tool_request.yaml"] {
-            if let Ok(file) = read_output(&work_dir.join(name)) {
-                text.push_str(&format!("```yaml\n{file}\n```\n\n"));
-            }
-        }
-        if text.is_empty() {
-            return Err("the RALPH loop did not produce experiment_spec.yaml".into());
-        }
-        Ok(text)
     }
 }
 
@@ -472,6 +432,8 @@ pub fn ralph_options(
         max_consecutive_failures: 3,
         total_timeout,
         budget_usd,
+        purse: None,
+        verdict_schema: None,
         goal,
         initial_context,
         task_prompt: Box::new(move |task| {
@@ -522,5 +484,6 @@ pub fn spawn_options(
     opts.skip_permissions = cfg.skip_permissions()?;
     opts.sandbox = cfg.is_sandbox()?;
     opts.bash_allow = cfg.agent_bash_allow();
+    opts.stall_timeout = cfg.agent_stall_timeout()?;
     Ok(opts)
 }

@@ -14,6 +14,18 @@ pub enum Mode {
     Ralph,
 }
 
+/// How the mode of a request is chosen when the request does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModePolicy {
+    /// RALPH for `high`/`urgent` priority or a request marked complex; single-shot otherwise.
+    Auto,
+    /// Always single-shot.
+    Single,
+    /// Always RALPH.
+    Ralph,
+}
+
 /// Who produces the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,6 +55,10 @@ pub struct Request {
     pub similar_experiments: Vec<Value>,
     /// Learnings that bear on the idea, as the Orchestrator ranked them.
     pub relevant_learnings: Vec<Value>,
+    /// The mode the Orchestrator asked for (`mode: "single" | "ralph"`).
+    pub mode: Option<Mode>,
+    /// The Orchestrator marked the request complex (`complex: true`).
+    pub complex: bool,
     /// The original message, whole.
     pub original: Map<String, Value>,
 }
@@ -89,7 +105,22 @@ impl Request {
             Some(Value::Null) | None => String::new(),
             Some(other) => other.to_string(),
         };
+        let mode = match msg.get("mode") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(m)) if m == "single" => Some(Mode::Single),
+            Some(Value::String(m)) if m == "ralph" => Some(Mode::Ralph),
+            Some(other) => {
+                return Err(format!(
+                    "the request's mode is {}, not \"single\" or \"ralph\"",
+                    crate::support::msg::preview(&other.to_string(), 40)
+                ));
+            }
+        };
+        let complex = msg.get("complex").and_then(Value::as_bool).unwrap_or(false)
+            || matches!(&idea, Value::Object(o) if o.get("complex").and_then(Value::as_bool) == Some(true));
         Ok(Request {
+            mode,
+            complex,
             idea,
             context: text("context"),
             priority: msg
@@ -119,6 +150,33 @@ impl Request {
     }
 
     /// The RALPH path is asked for by `spawn_ralph` or a string idea naming RALPH.
+    /// The mode this request is designed in: what it asks for; else the PRD's RALPH markers
+    /// (`spawn_ralph`, "RALPH" in the idea); else the policy.
+    pub fn mode_under(&self, policy: ModePolicy) -> Mode {
+        if let Some(mode) = self.mode {
+            return mode;
+        }
+        if self.wants_ralph() {
+            return Mode::Ralph;
+        }
+        match policy {
+            ModePolicy::Single => Mode::Single,
+            ModePolicy::Ralph => Mode::Ralph,
+            ModePolicy::Auto => {
+                let weighty = matches!(
+                    self.priority.to_ascii_lowercase().as_str(),
+                    "high" | "urgent" | "critical"
+                );
+                if weighty || self.complex {
+                    Mode::Ralph
+                } else {
+                    Mode::Single
+                }
+            }
+        }
+    }
+
+    /// The PRD's own RALPH markers: `spawn_ralph: true` in an idea object, or "RALPH" in its text.
     pub fn wants_ralph(&self) -> bool {
         match &self.idea {
             Value::Object(o) => o

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use super::tasks::{Task, clean_title, ensure_status, parse_tasks, render_tasks, tasks_from_text};
+use super::tasks::{
+    Task, clean_title, ensure_status, parse_tasks, render_tasks, tasks_from_text, untick,
+};
 use super::{Progress, RalphOptions, RalphStatus, RalphSummary, TASKS_FILE, TaskReport};
 use crate::designer::spawn::{self, SpawnResult};
 
@@ -168,11 +170,43 @@ impl Runner<'_> {
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// One agent call, its per-call timeout shortened to the time left. A spawn error becomes a failed result
-    /// so one bad call never ends the loop by itself.
-    async fn call(&mut self, label: String, prompt: &str) -> (SpawnResult, bool) {
+    /// What the next call may spend: the smaller of the loop's budget left and the purse's
+    /// (the day's spend limit). Checked before every call; Err when nothing is left.
+    async fn cap(&self) -> Result<Option<f64>, Stop> {
+        let mut cap = self.opts.budget_usd.map(|b| b - self.cost);
+        if let Some(purse) = &self.opts.purse {
+            match purse.left().await {
+                Ok(Some(left)) => cap = Some(cap.map_or(left, |c| c.min(left))),
+                Ok(None) => {}
+                Err(exhausted) => return Err((RalphStatus::Budget, Some(exhausted.reason))),
+            }
+        }
+        match cap {
+            Some(c) if c <= 0.0 => Err(self
+                .over_budget()
+                .unwrap_or((RalphStatus::Budget, Some("no budget left".to_owned())))),
+            other => Ok(other),
+        }
+    }
+
+    /// One agent call, its per-call timeout shortened to the time left and its
+    /// `--max-budget-usd` to `cap`. A spawn error becomes a failed result so one bad call
+    /// never ends the loop by itself. Its cost is counted at once, whatever the outcome.
+    async fn call(
+        &mut self,
+        label: String,
+        prompt: &str,
+        cap: Option<f64>,
+        verdict: bool,
+    ) -> (SpawnResult, bool) {
         let mut sopts = self.opts.spawn.clone();
         sopts.label = label;
+        if verdict {
+            sopts.json_schema.clone_from(&self.opts.verdict_schema);
+        }
+        if let Some(cap) = cap {
+            sopts.max_budget_usd = Some(sopts.max_budget_usd.map_or(cap, |m| m.min(cap)));
+        }
         let mut cut_by_deadline = false;
         if let Some(d) = self.deadline {
             let left = d.saturating_duration_since(Instant::now());
@@ -193,8 +227,22 @@ impl Runner<'_> {
         if r.total_cost_usd.is_finite() && r.total_cost_usd > 0.0 {
             self.cost += r.total_cost_usd;
         }
+        if let Some(purse) = &self.opts.purse {
+            purse.record(r.total_cost_usd).await;
+        }
         let cut = cut_by_deadline && r.timed_out;
         (r, cut)
+    }
+
+    /// Clears a tick the verdict did not confirm, so the task is tried again.
+    fn untick(&self, id: &str) -> anyhow::Result<()> {
+        let path = self.tasks_path();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let tmp = self.work_dir.join(".fullsend").join("TASKS.md.tmp");
+        std::fs::write(&tmp, untick(&text, id))
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
     }
 
     /// Waits after a rate-limited call, bounded by the deadline; stops early on cancel.
@@ -233,9 +281,15 @@ impl Runner<'_> {
             if let Some(stop) = self.limits() {
                 return Ok(Some(stop));
             }
+            let cap = match self.cap().await {
+                Ok(cap) => cap,
+                Err(stop) => return Ok(Some(stop)),
+            };
             tries += 1;
             self.progress.iteration(0, &pseudo, tries);
-            let (r, _) = self.call(format!("breakdown-{tries}"), &prompt).await;
+            let (r, _) = self
+                .call(format!("breakdown-{tries}"), &prompt, cap, false)
+                .await;
             let has_file = self.tasks_path().exists();
             self.log_iteration(0, &pseudo.id, tries, &r, false)?;
             self.progress.finished_call(&pseudo, &r, has_file && r.ok);
@@ -361,19 +415,39 @@ impl Runner<'_> {
                 );
                 return Ok((RalphStatus::Stalled, Some(why)));
             }
+            let cap = match self.cap().await {
+                Ok(cap) => cap,
+                Err(stop) => return Ok(stop),
+            };
             let attempt = used + 1;
             self.iterations += 1;
             let n = self.iterations;
             self.progress.iteration(n, &task, attempt);
             let prompt = (self.opts.task_prompt)(&task);
             let (r, cut) = self
-                .call(format!("task-{}-attempt-{attempt}", task.id), &prompt)
+                .call(
+                    format!("task-{}-attempt-{attempt}", task.id),
+                    &prompt,
+                    cap,
+                    true,
+                )
                 .await;
-            // Progress is the checkbox, nothing else: not the TASK_DONE marker, not the exit code.
-            let done_now = self
+            // Progress is the checkbox, never the TASK_DONE marker or the exit code. With a
+            // verdict schema, the structured verdict must say the same: either alone is not done.
+            let ticked = self
                 .read_tasks()
                 .map(|ts| ts.iter().any(|t| t.id == task.id && t.done))
                 .unwrap_or(false);
+            let done_now = match &self.opts.verdict_schema {
+                None => ticked,
+                Some(_) => {
+                    let confirmed = verdict_says_done(&r);
+                    if ticked && !confirmed {
+                        self.untick(&task.id)?;
+                    }
+                    ticked && confirmed
+                }
+            };
             self.log_iteration(n, &task.id, attempt, &r, done_now)?;
             self.progress.finished_call(&task, &r, done_now);
 
@@ -452,6 +526,31 @@ impl Runner<'_> {
         }
     }
 }
+/// The structured verdict of a task call says the task is done.
+fn verdict_says_done(r: &SpawnResult) -> bool {
+    r.ok && r
+        .structured_output
+        .as_ref()
+        .and_then(|v| v.get("task_done"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// The verdict each RALPH task call is asked for (`--json-schema`).
+pub fn verdict_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "task_done": {"type": "boolean", "description": "the task is finished and its box is ticked"},
+            "summary": {"type": "string", "description": "what was done, one or two sentences"},
+            "spec_path": {"type": "string", "description": "the spec file, once it is written"},
+            "learnings": {"type": "array", "items": {"type": "string"}, "description": "tactical learnings found"}
+        },
+        "required": ["task_done", "summary"],
+        "additionalProperties": false
+    })
+}
+
 /// Runs the loop. Progress is decided ONLY by the task's checkbox in TASKS.md after each call. Resumes at the
 /// first open task when TASKS.md exists; per-task attempts persist in `work_dir/.fullsend/ralph_state.json`;
 /// every call appends a line to `work_dir/.fullsend/iterations.jsonl`. Rate-limited calls (429/529) are not

@@ -11,7 +11,7 @@ mod tasks;
 #[cfg(test)]
 mod tests;
 
-pub use iterate::run;
+pub use iterate::{run, verdict_schema};
 pub use tasks::{Task, parse_tasks, render_tasks, setup, tasks_from_text};
 
 /// The task list file in the work dir.
@@ -90,6 +90,16 @@ pub trait Progress: Send + Sync {
     fn end(&self, summary: &RalphSummary);
 }
 
+/// A shared [`Progress`], for options that are cloned and printed.
+#[derive(Clone)]
+pub struct Reporter(pub std::sync::Arc<dyn Progress>);
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reporter")
+    }
+}
+
 /// A `Progress` that ignores everything.
 pub struct NoProgress;
 
@@ -112,8 +122,14 @@ pub struct RalphOptions {
     pub max_consecutive_failures: u32,
     /// Wall-clock cap for the whole loop → Timeout.
     pub total_timeout: Option<Duration>,
-    /// Cap on the summed `total_cost_usd`, checked after each call → Budget.
+    /// Cap on the summed `total_cost_usd`, checked before and after each call → Budget.
     pub budget_usd: Option<f64>,
+    /// Shared money (the day's spend limit, a design's budget): checked before each call,
+    /// charged after it.
+    pub purse: Option<std::sync::Arc<crate::designer::purse::Purse>>,
+    /// Asks each task call for this structured verdict (`--json-schema`); the loop then
+    /// needs the verdict and the checkbox to agree before a task counts as done.
+    pub verdict_schema: Option<serde_json::Value>,
     /// When Some and TASKS.md is absent: one breakdown call first.
     pub goal: Option<String>,
     /// Goes into STATUS.md when the loop creates it.
@@ -139,6 +155,8 @@ impl RalphOptions {
             max_consecutive_failures: 3,
             total_timeout: None,
             budget_usd: None,
+            purse: None,
+            verdict_schema: None,
             goal: None,
             initial_context: String::new(),
             task_prompt,

@@ -47,6 +47,23 @@ fn parse_task_line(line: &str) -> Option<Task> {
         done,
     })
 }
+/// TASKS.md with the box of task `id` cleared again (a tick the verdict did not confirm).
+pub(super) fn untick(text: &str, id: &str) -> String {
+    let mut out: String = text
+        .lines()
+        .map(|line| match parse_task_line(line) {
+            Some(t) if t.done && t.id == id => {
+                line.replacen("[x]", "[ ]", 1).replacen("[X]", "[ ]", 1)
+            }
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
 /// Parses TASKS.md (tolerates `* [ ]`, `- [X]`, leading spaces, CRLF; ignores other lines).
 pub fn parse_tasks(text: &str) -> Vec<Task> {
     text.lines().filter_map(parse_task_line).collect()

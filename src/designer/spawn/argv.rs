@@ -112,17 +112,33 @@ pub(super) fn build_argv(
             }
             let mut args = vec![
                 "-p".to_owned(),
+                // One event per line as it happens: progress, the stall timer, and the result
+                // line last. `stream-json` needs `--verbose` in print mode.
                 "--output-format".to_owned(),
-                "json".to_owned(),
+                "stream-json".to_owned(),
+                "--verbose".to_owned(),
                 // Only the tools the run needs exist; the settings say what they may touch.
                 format!("--tools={}", tools.join(",")),
                 format!("--settings={}", confinement.settings.display()),
                 // "user" is the private config dir fullsend made; project and local settings
                 // live in the work dir, which the agent can write.
                 "--setting-sources=user".to_owned(),
-                // No MCP server but the ones fullsend passes (none yet).
+                // No MCP server but the one fullsend passes.
                 "--strict-mcp-config".to_owned(),
             ];
+            if let Some(id) = &opts.session_id {
+                args.extend(["--session-id".to_owned(), id.clone()]);
+            }
+            if let (Some(server), Some(path)) = (&opts.mcp, &confinement.mcp_config) {
+                args.push(format!("--mcp-config={}", path.display()));
+                args.push(format!("--allowedTools=mcp__{}__*", server.name));
+            }
+            for dir in &confinement.read_dirs {
+                args.push(format!("--add-dir={}", dir.display()));
+            }
+            if let Some(schema) = &opts.json_schema {
+                args.extend(["--json-schema".to_owned(), schema.to_string()]);
+            }
             if let Some(m) = &opts.model {
                 args.extend(["--model".to_owned(), m.clone()]);
             }

@@ -38,6 +38,10 @@ pub(super) struct Confinement {
     pub(super) tmp: PathBuf,
     /// The generated `--settings` file.
     pub(super) settings: PathBuf,
+    /// The generated `--mcp-config` file (0600: it holds the server's secrets).
+    pub(super) mcp_config: Option<PathBuf>,
+    /// The read-only dirs, resolved (`--add-dir`).
+    pub(super) read_dirs: Vec<PathBuf>,
 }
 
 /// Creates the private dirs (0700) and writes the settings file (0600) for one run.
@@ -60,11 +64,40 @@ pub(super) fn prepare(opts: &SpawnOptions) -> anyhow::Result<Confinement> {
     let settings_value = settings(opts, &work, &read_dirs)?;
     let settings = agent.join("settings.json");
     write_private(&settings, &serde_json::to_vec_pretty(&settings_value)?)?;
+    let mcp_config = match &opts.mcp {
+        Some(server) => {
+            let path = agent.join("mcp.json");
+            write_private(&path, &serde_json::to_vec_pretty(&mcp_config(server))?)?;
+            Some(path)
+        }
+        None => None,
+    };
     Ok(Confinement {
         home,
         config_dir,
         tmp,
         settings,
+        mcp_config,
+        read_dirs,
+    })
+}
+
+/// The `--mcp-config` document: one stdio server with its own environment.
+fn mcp_config(server: &super::McpServer) -> Value {
+    let env: serde_json::Map<String, Value> = server
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "mcpServers": {
+            server.name.clone(): {
+                "type": "stdio",
+                "command": server.command,
+                "args": server.args,
+                "env": env,
+            }
+        }
     })
 }
 
@@ -82,6 +115,9 @@ fn settings(opts: &SpawnOptions, work: &Path, read_dirs: &[PathBuf]) -> anyhow::
         deny.extend([format!("Edit({d})"), format!("Edit({d}/**)")]);
     }
     allow.extend(opts.bash_allow.iter().cloned());
+    if let Some(server) = &opts.mcp {
+        allow.push(format!("mcp__{}", server.name));
+    }
     if opts.bash_allow.is_empty() {
         deny.push("Bash".to_string());
     }

@@ -32,6 +32,9 @@ pub const ENV_ALLOW: &[&str] = &[
     "HTTPS_PROXY",
     "NO_PROXY",
     "NODE_EXTRA_CA_CERTS",
+    // W3C trace context: Claude Code's own spans nest under the caller's.
+    "TRACEPARENT",
+    "TRACESTATE",
 ];
 /// Variables always set in the child: no telemetry, no auto-update, and no traffic except to the API.
 const ENV_FORCED: &[(&str, &str)] = &[

@@ -18,6 +18,7 @@ mod argv;
 mod confine;
 mod env;
 mod result;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +28,8 @@ pub use env::ENV_ALLOW;
 use env::child_env;
 use result::fill_result;
 pub use result::parse_result_object;
+pub use stream::{AgentEvent, Observer};
+use stream::{Seen, pump};
 
 /// Tools allowed by default: enough to read the work dir and write files, no shell.
 pub const DEFAULT_ALLOWED_TOOLS: &[&str] = &["Read", "Write", "Edit", "Glob", "Grep"];
@@ -36,6 +39,35 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Default time between SIGTERM and SIGKILL of the child's process group.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Default longest silence on the agent's stdout before the call counts as hung. Generous on
+/// purpose: a healthy run can think quietly for minutes before its last line.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// An MCP server given to the agent through a generated `--mcp-config` (stdio transport).
+#[derive(Clone)]
+pub struct McpServer {
+    /// Its name: the agent sees its tools as `mcp__<name>__<tool>`.
+    pub name: String,
+    /// The program.
+    pub command: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its own environment (secrets allowed: the agent never sees it).
+    pub env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for McpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("McpServer")
+            .field("name", &self.name)
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("env", &names)
+            .finish()
+    }
+}
 
 /// How the agent is invoked.
 #[derive(Debug, Clone)]
@@ -83,6 +115,16 @@ pub struct SpawnOptions {
     pub label: String,
     /// The most the call may print on stdout or stderr before it is stopped.
     pub max_output: u64,
+    /// The MCP server the agent gets (its tools are allowed; no other server is loaded).
+    pub mcp: Option<McpServer>,
+    /// `--session-id`: assigned before the run (a fresh UUID when None).
+    pub session_id: Option<String>,
+    /// `--json-schema`: the answer must fit it and arrives as `structured_output`.
+    pub json_schema: Option<Value>,
+    /// The longest silence on stdout before the call is stopped as hung.
+    pub stall_timeout: Duration,
+    /// Gets progress events; None: they are logged.
+    pub observer: Option<Observer>,
 }
 
 impl SpawnOptions {
@@ -108,6 +150,11 @@ impl SpawnOptions {
             env_allow: Vec::new(),
             label: "call".to_owned(),
             max_output: MAX_AGENT_OUTPUT,
+            mcp: None,
+            session_id: None,
+            json_schema: None,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            observer: None,
         }
     }
 }
@@ -125,8 +172,20 @@ pub struct SpawnResult {
     pub timed_out: bool,
     /// The cancel signal fired and the group was killed.
     pub cancelled: bool,
+    /// The stream went silent for longer than the stall timeout and the group was killed.
+    pub stalled: bool,
     /// The result object's `is_error`.
     pub is_error: bool,
+    /// The result object's `subtype` (`success`, `error_max_turns`, `error_max_budget_usd`, ...).
+    pub subtype: Option<String>,
+    /// Whether a result object was found at all (a run can end without one).
+    pub result_found: bool,
+    /// The result object's `structured_output` (with `--json-schema`).
+    pub structured_output: Option<Value>,
+    /// How many tool calls the stream showed.
+    pub tool_calls: u64,
+    /// MCP servers that did not connect, from the session's init event.
+    pub mcp_failed: Vec<String>,
     /// The result text (Claude: `result`, "" when absent; Raw: stdout without trailing whitespace).
     pub result: String,
     /// The result object's `session_id`.
@@ -168,7 +227,13 @@ impl SpawnResult {
             signal: None,
             timed_out: false,
             cancelled: false,
+            stalled: false,
             is_error: false,
+            subtype: None,
+            result_found: false,
+            structured_output: None,
+            tool_calls: 0,
+            mcp_failed: Vec::new(),
             result: String::new(),
             session_id: None,
             num_turns: None,
@@ -242,16 +307,30 @@ enum End {
     TimedOut,
     Cancelled,
     TooMuchOutput,
+    Stalled,
 }
 
-/// Resolves once either log file grows past `max` bytes (checked ten times a second).
-async fn output_exceeds(paths: [&Path; 2], max: u64) {
+/// Resolves once stdout or the stderr log grows past `max` bytes (checked ten times a second).
+async fn output_exceeds(stdout: &Seen, stderr: &Path, max: u64) {
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        for path in paths {
-            if tokio::fs::metadata(path).await.is_ok_and(|m| m.len() > max) {
-                return;
-            }
+        if stdout.bytes.load(std::sync::atomic::Ordering::SeqCst) > max
+            || tokio::fs::metadata(stderr)
+                .await
+                .is_ok_and(|m| m.len() > max)
+        {
+            return;
+        }
+    }
+}
+
+/// Resolves once stdout has been silent for `stall` (checked once a second).
+async fn stalls(seen: &Seen, started: Instant, stall: Duration) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250).min(stall)).await;
+        let last = Duration::from_millis(seen.last_ms.load(std::sync::atomic::Ordering::SeqCst));
+        if started.elapsed().saturating_sub(last) >= stall {
+            return;
         }
     }
 }
@@ -275,6 +354,13 @@ pub async fn spawn(
     mut cancel: watch::Receiver<bool>,
 ) -> anyhow::Result<SpawnResult> {
     check_options(opts)?;
+    let mut opts = opts.clone();
+    // Named before the run, so logs, progress and traces can be tied to it from the start.
+    let session_id = opts
+        .session_id
+        .get_or_insert_with(|| uuid::Uuid::now_v7().to_string())
+        .clone();
+    let opts = &opts;
     let confinement = confine::prepare(opts)?;
     let (program, args) = build_argv(opts, prompt, &confinement)?;
 
@@ -289,12 +375,13 @@ pub async fn spawn(
     drop(prompt_file);
     let stdout_path = calls_dir.join(format!("{stem}.stdout"));
     let stderr_path = calls_dir.join(format!("{stem}.stderr"));
-    let stdout_file = std::fs::File::create(&stdout_path)
+    std::fs::File::create(&stdout_path)
         .with_context(|| format!("creating {}", stdout_path.display()))?;
     let stderr_file = std::fs::File::create(&stderr_path)
         .with_context(|| format!("creating {}", stderr_path.display()))?;
 
     let mut result = SpawnResult::not_run(None, prompt_path, stdout_path, stderr_path);
+    result.session_id = Some(session_id);
     if *cancel.borrow_and_update() {
         result.cancelled = true;
         result.error = Some("cancelled before start".to_owned());
@@ -306,7 +393,8 @@ pub async fn spawn(
         .current_dir(&opts.work_dir)
         // The prompt goes on stdin, so its size is bounded by the model's context, not by argv.
         .stdin(Stdio::piped())
-        .stdout(Stdio::from(stdout_file))
+        // Read as it arrives: progress, the stall timer and the output cap all need it live.
+        .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr_file))
         .env_clear()
         .envs(child_env(opts, &confinement, |n| std::env::var_os(n)))
@@ -322,6 +410,18 @@ pub async fn spawn(
         .and_then(|p| i32::try_from(p).ok())
         .context("the agent process has no pid")?;
     let guard = GroupGuard::new(pgid);
+    let seen = std::sync::Arc::new(Seen::default());
+    let reader = child.stdout.take().map(|stdout| {
+        tokio::spawn(pump(
+            stdout,
+            result.stdout_path.clone(),
+            opts.max_output,
+            started,
+            seen.clone(),
+            opts.observer.clone(),
+            opts.label.clone(),
+        ))
+    });
     // Written concurrently with the wait, inside the same limits: a child that never reads its
     // stdin cannot hold the call past its timeout. Closing stdin ends the prompt.
     let writer = child.stdin.take().map(|mut stdin| {
@@ -338,13 +438,15 @@ pub async fn spawn(
         st = child.wait() => End::Exited(st.context("waiting for the agent")?),
         () = tokio::time::sleep(opts.timeout) => End::TimedOut,
         () = wait_cancelled(&mut cancel) => End::Cancelled,
-        () = output_exceeds([&result.stdout_path, &result.stderr_path], opts.max_output) => End::TooMuchOutput,
+        () = output_exceeds(&seen, &result.stderr_path, opts.max_output) => End::TooMuchOutput,
+        () = stalls(&seen, started, opts.stall_timeout) => End::Stalled,
     };
     let too_much = matches!(end, End::TooMuchOutput);
     let status = match end {
         End::Exited(st) => st,
-        End::TimedOut | End::Cancelled | End::TooMuchOutput => {
+        End::TimedOut | End::Cancelled | End::TooMuchOutput | End::Stalled => {
             result.timed_out = matches!(end, End::TimedOut);
+            result.stalled = matches!(end, End::Stalled);
             result.cancelled = matches!(end, End::Cancelled);
             kill_group(pgid, libc::SIGTERM);
             match tokio::time::timeout(opts.kill_grace, child.wait()).await {
@@ -361,6 +463,16 @@ pub async fn spawn(
     }
     // Always: grandchildren that outlived the CLI (or ignored SIGTERM) must not become orphans.
     kill_group(pgid, libc::SIGKILL);
+    // The group is gone, so the pipe closes: the reader drains what is left and ends.
+    if let Some(reader) = reader {
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    }
+    result.tool_calls = seen.tool_calls.load(std::sync::atomic::Ordering::SeqCst);
+    result.mcp_failed = seen
+        .mcp_failed
+        .lock()
+        .map(|f| f.clone())
+        .unwrap_or_default();
     // Already killed above; disarming avoids a second signal to a group id that may soon be free.
     guard.disarm();
     result.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -56,6 +56,15 @@ pub(super) fn fill_result(r: &mut SpawnResult, opts: &SpawnOptions, stdout: &str
         Agent::Raw(_) => r.result = stdout.trim_end().to_owned(),
         Agent::Claude(_) => match parse_result_object(stdout) {
             Some(obj) => {
+                r.result_found = true;
+                r.subtype = obj
+                    .get("subtype")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                r.structured_output = obj
+                    .get("structured_output")
+                    .filter(|v| !v.is_null())
+                    .cloned();
                 r.is_error = obj
                     .get("is_error")
                     .and_then(Value::as_bool)
@@ -65,10 +74,9 @@ pub(super) fn fill_result(r: &mut SpawnResult, opts: &SpawnOptions, stdout: &str
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                r.session_id = obj
-                    .get("session_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+                if let Some(id) = obj.get("session_id").and_then(Value::as_str) {
+                    r.session_id = Some(id.to_owned());
+                }
                 r.num_turns = obj.get("num_turns").and_then(Value::as_u64);
                 r.total_cost_usd = obj
                     .get("total_cost_usd")
@@ -106,17 +114,39 @@ pub(super) fn fill_result(r: &mut SpawnResult, opts: &SpawnOptions, stdout: &str
             tail(stdout, ERROR_TAIL_CHARS)
         }
     };
+    // The subtype names the limit that ended a run (`error_max_turns`, `error_max_budget_usd`).
+    let subtype = r
+        .subtype
+        .as_deref()
+        .filter(|s| *s != "success")
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
     let error = if r.cancelled {
         Some("cancelled".to_owned())
     } else if r.timed_out {
         Some(format!("timed out after {}", fmt_duration(opts.timeout)))
+    } else if r.stalled {
+        Some(format!(
+            "the agent printed nothing for {} and was stopped as hung",
+            fmt_duration(opts.stall_timeout)
+        ))
     } else if let Some(sig) = r.signal {
         Some(format!("killed by signal {sig}: {}", detail()))
     } else if r.exit_code != Some(0) {
         let code = r
             .exit_code
             .map_or_else(|| "?".to_owned(), |c| c.to_string());
-        Some(format!("exit {code}: {}", detail()))
+        Some(format!("exit {code}{subtype}: {}", detail()))
+    } else if let Some(mcp) = opts.mcp.as_ref().filter(|m| {
+        r.mcp_failed
+            .iter()
+            .any(|f| f.split(':').next() == Some(m.name.as_str()))
+    }) {
+        Some(format!(
+            "the {} MCP server did not connect ({}); the agent ran without its skills",
+            mcp.name,
+            r.mcp_failed.join(", ")
+        ))
     } else if r.is_error {
         let status = r
             .api_error_status
@@ -127,7 +157,9 @@ pub(super) fn fill_result(r: &mut SpawnResult, opts: &SpawnOptions, stdout: &str
         } else {
             tail(&r.result, ERROR_TAIL_CHARS)
         };
-        Some(format!("agent reported an error{status}: {text}"))
+        Some(format!("agent reported an error{status}{subtype}: {text}"))
+    } else if !subtype.is_empty() {
+        Some(format!("the agent's run ended{subtype}"))
     } else if !found {
         Some("no result object in output".to_owned())
     } else {

@@ -165,12 +165,7 @@ async fn claude_argv_env_and_logs() {
     assert_eq!(r.session_id.as_deref(), Some("s"));
     assert_eq!(r.num_turns, Some(1));
     assert!((r.total_cost_usd - 0.01).abs() < 1e-9);
-    let argv_raw = std::fs::read(dir.path().join("argv.bin")).unwrap();
-    let argv: Vec<String> = argv_raw
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8(s.to_vec()).unwrap())
-        .collect();
+    let argv = logged_argv(dir.path());
     assert_eq!(argv[0], "-p");
     // The prompt travels on stdin, whole, and is in no argv element.
     assert_eq!(
@@ -194,7 +189,22 @@ async fn claude_argv_env_and_logs() {
         "{settings}"
     );
     assert!(!argv.iter().any(|a| a.starts_with("--allowedTools")));
-    assert!(argv.windows(2).any(|w| w == ["--output-format", "json"]));
+    assert!(
+        argv.windows(2)
+            .any(|w| w == ["--output-format", "stream-json"])
+    );
+    assert!(
+        argv.contains(&"--verbose".to_owned()),
+        "stream-json needs --verbose"
+    );
+    // The session is named before the run and reported (the result's own id wins).
+    let named = argv
+        .windows(2)
+        .find(|w| w[0] == "--session-id")
+        .map(|w| w[1].clone())
+        .expect("--session-id");
+    assert_eq!(named.len(), 36, "{named}");
+    assert!(!argv.iter().any(|a| a.starts_with("--mcp-config")));
     assert!(argv.windows(2).any(|w| w == ["--model", "sonnet"]));
     assert!(argv.windows(2).any(|w| w == ["--max-turns", "7"]));
     assert!(!argv.contains(&"--dangerously-skip-permissions".to_owned()));
@@ -525,4 +535,96 @@ async fn normal_exit_reaps_stray_grandchildren() {
     assert!(r.ok, "{r:?}");
     let grandchild = read_pid(&dir.path().join("grandchild.pid")).await;
     assert!(gone_within(grandchild, Duration::from_secs(2)).await);
+}
+
+#[tokio::test]
+async fn the_skills_server_tools_dir_and_verdict_schema_reach_the_cli_and_secrets_stay_in_its_config()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let fake = script(
+        dir.path(),
+        "fake-claude",
+        &format!("printf '%s\\0' \"$@\" > argv.bin\nenv -0 > env.bin\necho '{RESULT_JSON}'"),
+    );
+    let mut opts = SpawnOptions::new(Agent::Claude(fake), dir.path());
+    opts.mcp = Some(McpServer {
+        name: "fullsend".into(),
+        command: "/usr/bin/fullsend".into(),
+        args: vec!["mcp".into(), "--run".into(), "r1".into()],
+        env: vec![(
+            "REDIS_URL".into(),
+            "redis://:hunter2@10.0.0.1:6379/0".into(),
+        )],
+    });
+    opts.read_dirs = vec![tools.path().to_path_buf()];
+    opts.json_schema = Some(serde_json::json!({"type": "object"}));
+    opts.session_id = Some("0190a0a0-0000-7000-8000-000000000001".into());
+    let r = spawn(&opts, "go", no_cancel()).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    let argv = logged_argv(dir.path());
+    let config = argv
+        .iter()
+        .find_map(|a| a.strip_prefix("--mcp-config="))
+        .expect("--mcp-config");
+    assert!(config.ends_with(".fullsend/agent/mcp.json"), "{config}");
+    assert!(
+        argv.contains(&"--allowedTools=mcp__fullsend__*".to_owned()),
+        "{argv:?}"
+    );
+    assert!(argv.contains(&"--strict-mcp-config".to_owned()));
+    let tools_dir = std::fs::canonicalize(tools.path()).unwrap();
+    assert!(
+        argv.contains(&format!("--add-dir={}", tools_dir.display())),
+        "{argv:?}"
+    );
+    assert!(
+        argv.windows(2)
+            .any(|w| w == ["--json-schema", "{\"type\":\"object\"}"])
+    );
+    assert!(
+        argv.windows(2)
+            .any(|w| w == ["--session-id", "0190a0a0-0000-7000-8000-000000000001"])
+    );
+    assert!(
+        !argv.iter().any(|a| a.contains("hunter2")),
+        "the secret is in argv"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(config).unwrap()).unwrap();
+    let server = &doc["mcpServers"]["fullsend"];
+    assert_eq!(server["type"], "stdio");
+    assert_eq!(server["command"], "/usr/bin/fullsend");
+    assert_eq!(
+        server["env"]["REDIS_URL"],
+        "redis://:hunter2@10.0.0.1:6379/0"
+    );
+    assert_eq!(
+        std::fs::metadata(config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let env = String::from_utf8(std::fs::read(dir.path().join("env.bin")).unwrap()).unwrap();
+    assert!(
+        !env.contains("hunter2"),
+        "the agent's own environment holds the secret"
+    );
+    let settings: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(".fullsend/agent/settings.json")).unwrap(),
+    )
+    .unwrap();
+    let allow = settings["permissions"]["allow"].to_string();
+    assert!(allow.contains("mcp__fullsend"), "{allow}");
+    assert!(
+        format!("{:?}", opts.mcp).contains("REDIS_URL")
+            && !format!("{:?}", opts.mcp).contains("hunter2")
+    );
+}
+
+/// The argv a fake logged as NUL-separated `argv.bin` in `dir`.
+fn logged_argv(dir: &Path) -> Vec<String> {
+    std::fs::read(dir.join("argv.bin"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8(s.to_vec()).unwrap())
+        .collect()
 }

@@ -325,6 +325,48 @@ impl Config {
             })
             .unwrap_or_default()
     }
+    /// Whether the agent gets its skills server.
+    pub fn agent_skills(&self) -> anyhow::Result<bool> {
+        self.flag("agent_skills")
+    }
+    /// The built tools' directory.
+    pub fn tools_path(&self) -> PathBuf {
+        PathBuf::from(self.raw("tools_path"))
+    }
+    /// Whether the CLI's WebFetch/WebSearch are allowed.
+    pub fn agent_web(&self) -> anyhow::Result<bool> {
+        self.flag("agent_web")
+    }
+    /// The Browserbase key, if set.
+    pub fn browserbase_api_key(&self) -> Option<String> {
+        self.optional("browserbase_api_key")
+    }
+    /// The Browserbase base URL.
+    pub fn browserbase_url(&self) -> String {
+        self.raw("browserbase_url")
+            .trim_end_matches('/')
+            .to_string()
+    }
+    /// One design's budget (None: unlimited).
+    pub fn design_budget_usd(&self) -> anyhow::Result<Option<f64>> {
+        let usd: f64 = self.number("design_budget_usd")?;
+        if !(usd >= 0.0 && usd.is_finite()) {
+            return Err(Fail::usage("design_budget_usd must be 0 or more"));
+        }
+        Ok((usd > 0.0).then_some(usd))
+    }
+    /// A RALPH design's whole-run deadline.
+    pub fn ralph_total_timeout(&self) -> anyhow::Result<Duration> {
+        self.seconds("ralph_total_timeout")
+    }
+    /// `--max-turns` per agent call.
+    pub fn agent_max_turns(&self) -> anyhow::Result<u32> {
+        self.number("agent_max_turns")
+    }
+    /// The agent's stall timeout.
+    pub fn agent_stall_timeout(&self) -> anyhow::Result<Duration> {
+        self.seconds("agent_stall_timeout")
+    }
     /// How long a refused account pauses the listeners.
     pub fn account_pause(&self) -> anyhow::Result<Duration> {
         self.seconds("account_pause")

@@ -283,7 +283,74 @@ pub(super) const SETTINGS: &[Setting] = &[
         secret: false,
         help: "confirm the host is a sandbox (IS_SANDBOX=1 for claude as root)",
     },
+    Setting {
+        key: "agent_skills",
+        env: "FULLSEND_AGENT_SKILLS",
+        default: "true",
+        secret: false,
+        help: "give the coding agent its skills through `fullsend mcp` (registry, experiments, learnings, submit_spec)",
+    },
+    Setting {
+        key: "tools_path",
+        env: "TOOLS_PATH",
+        default: "tools",
+        secret: false,
+        help: "the built tools' directory, added read-only to every agent call when it exists",
+    },
+    Setting {
+        key: "agent_web",
+        env: "FULLSEND_AGENT_WEB",
+        default: "false",
+        secret: false,
+        help: "let the agent use the CLI's WebFetch/WebSearch when Browserbase is not configured (an exfiltration path: opt-in)",
+    },
+    Setting {
+        key: "browserbase_api_key",
+        env: "BROWSERBASE_API_KEY",
+        default: "",
+        secret: true,
+        help: "Browserbase key: web research as the web_fetch skill (environment only)",
+    },
+    Setting {
+        key: "browserbase_url",
+        env: "BROWSERBASE_URL",
+        default: "https://api.browserbase.com",
+        secret: false,
+        help: "Browserbase API base URL",
+    },
+    Setting {
+        key: "design_budget_usd",
+        env: "FULLSEND_DESIGN_BUDGET_USD",
+        default: "5",
+        secret: false,
+        help: "the most one design may spend, every agent call together (0: no budget)",
+    },
+    Setting {
+        key: "ralph_total_timeout",
+        env: "FULLSEND_RALPH_TOTAL_TIMEOUT",
+        default: "1800",
+        secret: false,
+        help: "seconds a RALPH design may take in all",
+    },
+    Setting {
+        key: "agent_max_turns",
+        env: "FULLSEND_AGENT_MAX_TURNS",
+        default: "40",
+        secret: false,
+        help: "--max-turns of each agent call",
+    },
+    Setting {
+        key: "agent_stall_timeout",
+        env: "FULLSEND_AGENT_STALL_TIMEOUT",
+        default: "240",
+        secret: false,
+        help: "seconds of silence on the agent's output stream before the call is stopped as hung",
+    },
 ];
 /// Secrets that are refused in configuration files (environment only).
-pub(super) const SECRETS_ENV_ONLY: &[&str] =
-    &["ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENAI_API_KEY"];
+pub(super) const SECRETS_ENV_ONLY: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "OPENAI_API_KEY",
+    "BROWSERBASE_API_KEY",
+];
