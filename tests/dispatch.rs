@@ -780,3 +780,46 @@ fn a_hand_written_dispatch_gets_a_brief_from_the_context_as_it_is() {
         "{brief}"
     );
 }
+
+#[test]
+fn the_orchestrators_mode_choice_reaches_the_experiment_request() {
+    let w = World::with_redis();
+    let r = w.run(
+        &["dispatch"],
+        &decision(
+            "dispatch_to_fullsend",
+            json!({"idea": "New ground: conference attendees", "mode": "ralph", "complex": true}),
+            watcher_message(),
+        ),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut c = w.conn();
+    let msgs = of_type(&mut c, "fullsend:to_fullsend", "experiment_request");
+    assert_eq!(msgs[0]["mode"], "ralph");
+    assert_eq!(msgs[0]["complex"], true);
+}
+
+#[test]
+fn design_progress_notes_the_active_line_by_rule_without_a_model() {
+    let w = World::with_redis();
+    std::fs::write(
+        w.context().join("worklist.md"),
+        "# Fullsend Worklist\n\n## Active (In Progress)\n- [ ] **Experiment design req_9** - FULLSEND designing\n- [ ] **Experiment design req_99** - FULLSEND designing\n",
+    )
+    .expect("worklist");
+    for (done, title) in [
+        (2, "Check available tools"),
+        (3, "Design the experiment spec"),
+    ] {
+        let msg = json!({"type": "design_progress", "msg_id": format!("p-{done}"), "request_id": "req_9", "tasks_done": done, "tasks_total": 6, "task_title": title});
+        let thought = w.run(&["think"], &msg.to_string());
+        assert_eq!(thought.code, 0, "{}", thought.stderr);
+        assert_eq!(thought.json()["provider"], "rule", "{}", thought.stdout);
+        let r = w.run(&["dispatch"], &thought.stdout);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    assert_eq!(
+        read(&w.context().join("worklist.md")),
+        "# Fullsend Worklist\n\n## Active (In Progress)\n- [ ] **Experiment design req_9** - FULLSEND designing · RALPH 3/6 tasks done, last: Design the experiment spec\n- [ ] **Experiment design req_99** - FULLSEND designing\n",
+    );
+}

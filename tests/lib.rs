@@ -16,5 +16,6 @@ mod mcp;
 mod providers;
 mod ralph;
 mod real_claude;
+mod skills;
 mod support;
 mod think;

@@ -373,7 +373,7 @@ fn writes_are_scoped_idempotent_and_counted_once() {
     );
     assert_eq!(
         w.redis()
-            .cli(&["XLEN", "fullsend:builder_tasks:stream"])
+            .cli(&["XLEN", "fullsend:{builder_tasks}:stream"])
             .trim(),
         "0",
         "nothing is sent to the Builder before the design is saved"

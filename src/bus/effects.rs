@@ -131,6 +131,20 @@ pub enum Effect {
         /// Where previous versions go.
         history_dir: PathBuf,
     },
+    /// Put a note on the lines of a markdown section that name one of `keys` (where running
+    /// work has got to), under the file's lock; a no-op once they carry it.
+    NoteLines {
+        /// The file.
+        path: PathBuf,
+        /// Heading of the section; matched by prefix.
+        section: String,
+        /// Ids or names a line must contain, as a whole word.
+        keys: Vec<String>,
+        /// The note.
+        note: String,
+        /// Where previous versions go.
+        history_dir: PathBuf,
+    },
     /// Replace a file atomically, keeping the previous version.
     ReplaceFile {
         /// The file.
@@ -154,6 +168,7 @@ impl Effect {
             Effect::AppendLearning { .. }
                 | Effect::AddLine { .. }
                 | Effect::CompleteLines { .. }
+                | Effect::NoteLines { .. }
                 | Effect::ReplaceFile { .. }
         )
     }
@@ -207,6 +222,23 @@ pub fn apply_files(effects: &[Effect], marker: Option<&str>) -> anyhow::Result<V
                     )
                 })?;
                 reports.push(json!({"effect": "complete_lines", "path": path, "keys": keys, "changed": done.changed}));
+            }
+            Effect::NoteLines {
+                path,
+                section,
+                keys,
+                note,
+                history_dir,
+            } => {
+                let done = crate::support::files::edit_atomic(path, history_dir, |current| {
+                    crate::support::files::note_in_section(
+                        current.unwrap_or(""),
+                        section,
+                        keys,
+                        note,
+                    )
+                })?;
+                reports.push(json!({"effect": "note_lines", "path": path, "keys": keys, "changed": done.changed}));
             }
             Effect::ReplaceFile {
                 path,
@@ -471,6 +503,7 @@ pub async fn commit(
             Effect::AppendLearning { .. }
             | Effect::AddLine { .. }
             | Effect::CompleteLines { .. }
+            | Effect::NoteLines { .. }
             | Effect::ReplaceFile { .. } => {}
         }
     }

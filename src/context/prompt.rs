@@ -21,6 +21,10 @@ const BUILTIN: &[(&str, &str)] = &[
     ("dispatch.txt", include_str!("../../prompts/dispatch.txt")),
     ("learn.txt", include_str!("../../prompts/learn.txt")),
     (
+        "direct_run.txt",
+        include_str!("../../prompts/direct_run.txt"),
+    ),
+    (
         "design_repair.txt",
         include_str!("../../prompts/design_repair.txt"),
     ),

@@ -1,7 +1,8 @@
 //! The FULLSEND role of `listen`: `experiment_request` → design → spec saved
-//! and announced; `tool_feedback`/`tool_built` → waiting experiments released;
-//! `run_direct` → the Executor asked to run an experiment now. Started, ready
-//! and failed are reported back to the Orchestrator.
+//! and announced; `tool_built` → waiting experiments released; `tool_feedback`
+//! → a learning, and re-designs when a tool's inputs changed; `run_direct` →
+//! the agent run once. Started, ready and failed are reported back to the
+//! Orchestrator.
 
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -47,7 +48,21 @@ impl Handler for FullsendRole {
             .to_string();
         let (effects, mut line) = match kind.as_str() {
             "experiment_request" => self.experiment_request(&job, &mut conn, cancel).await?,
-            "tool_feedback" | "tool_built" => self.tool_built(&job, &mut conn).await?,
+            "tool_built" => self.tool_built(&job, &mut conn).await?,
+            "tool_feedback" => {
+                match crate::designer::feedback::plan(
+                    &mut conn,
+                    &job.message,
+                    &job.identity,
+                    &self.designer.channels,
+                )
+                .await
+                .map_err(JobError::Transient)?
+                {
+                    Ok(planned) => planned,
+                    Err(reason) => return Err(JobError::Permanent(anyhow::anyhow!(reason))),
+                }
+            }
             "tool_build_failed" => {
                 let mut msg = job.message.clone();
                 msg.remove("msg_id");
@@ -61,9 +76,9 @@ impl Handler for FullsendRole {
                     json!({"forwarded": "tool_build_failed"}),
                 )
             }
-            "run_direct" => self.run_direct(&job, &mut conn).await?,
+            "run_direct" => self.run_direct(&job, &mut conn, cancel).await?,
             "experiment_completed" | "experiment_failed" => {
-                executor_result(&job, &self.designer.channels)
+                crate::designer::executor::executor_result(&job, &self.designer.channels)
             }
             other => {
                 tracing::info!("{}: ignoring message type {:?}", job.identity, other);
@@ -338,36 +353,107 @@ impl FullsendRole {
         ))
     }
 
+    /// Runs the agent once on an idea or an experiment, memoised like a design, and reports
+    /// `direct_run_complete` or `direct_run_failed` with its learnings recorded in the same commit.
     async fn run_direct(
         &self,
         job: &Job,
         conn: &mut Conn,
+        cancel: watch::Receiver<bool>,
     ) -> Result<(Vec<Effect>, Value), JobError> {
-        let id = job
-            .message
-            .get("experiment_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !crate::support::msg::valid_key_id(id) {
-            return Err(JobError::Permanent(anyhow::anyhow!(
-                "run_direct needs a valid experiment_id"
-            )));
-        }
-        if !design::experiment_exists(conn, id)
+        use crate::designer::direct::{DirectResult, DirectRun, direct_effects};
+        let to_orchestrator = &self.designer.channels.to_orchestrator;
+        let failed = |run: &DirectRun, reason: String| {
+            let result = DirectResult {
+                ok: false,
+                outcome: "error".into(),
+                summary: reason.clone(),
+                cost_usd: 0.0,
+                learnings: Vec::new(),
+                metrics: Value::Null,
+                session_id: None,
+                work_dir: std::path::PathBuf::new(),
+                transient: false,
+            };
+            (
+                direct_effects(run, &result, to_orchestrator, &job.message),
+                json!({"status": "failed", "reason": reason}),
+            )
+        };
+        let run = match DirectRun::from_message(&job.message) {
+            Ok(r) => r,
+            Err(reason) => {
+                let placeholder = DirectRun {
+                    idea: None,
+                    experiment_id: None,
+                    request_id: format!("direct_{}", job.identity),
+                };
+                return Ok(failed(&placeholder, reason));
+            }
+        };
+        let spec = match &run.experiment_id {
+            Some(id) => {
+                let key = format!("experiments:{id}");
+                let found =
+                    store::read_many(conn, std::slice::from_ref(&key), Some(&["spec", "state"]))
+                        .await
+                        .map_err(JobError::Transient)?
+                        .pop();
+                match found {
+                    Some(KeyValue::Hash(h)) => Some(h.get("spec").cloned().unwrap_or_default()),
+                    Some(KeyValue::Text(t)) => Some(t),
+                    _ => return Ok(failed(&run, format!("experiment {id} does not exist"))),
+                }
+            }
+            None => None,
+        };
+        let memo_key = self.keys.memo(&self.group, &job.identity);
+        let memo: Option<String> = redis::cmd("GET")
+            .arg(&memo_key)
+            .query_async(conn)
             .await
-            .map_err(JobError::Transient)?
-        {
-            return Err(JobError::Permanent(anyhow::anyhow!(
-                "experiment {id} does not exist"
-            )));
-        }
+            .map_err(|e| JobError::Transient(e.into()))?;
+        let result = match memo.and_then(|m| serde_json::from_str::<DirectResult>(&m).ok()) {
+            Some(r) => r,
+            None => {
+                let mut designer = self.designer.clone();
+                designer.spend = Some(crate::designer::purse::DailySpend {
+                    conn: conn.clone(),
+                    limit: self.gate.limit,
+                });
+                let ctx = design::load_context(Some(conn), &designer.product_context).await;
+                let result = designer
+                    .run_direct(&run, spec, &ctx, cancel.clone())
+                    .await
+                    .map_err(JobError::Transient)?;
+                if *cancel.borrow() {
+                    return Err(JobError::Transient(anyhow::anyhow!(
+                        "lease lost during the direct run"
+                    )));
+                }
+                if !result.ok && result.transient {
+                    return Err(JobError::Transient(anyhow::anyhow!(
+                        "the direct run failed for now: {}",
+                        result.summary
+                    )));
+                }
+                let stored: Result<(), _> = redis::cmd("SET")
+                    .arg(&memo_key)
+                    .arg(serde_json::to_string(&result).unwrap_or_default())
+                    .arg("EX")
+                    .arg(MEMO_TTL_SECS)
+                    .query_async(conn)
+                    .await;
+                stored.map_err(|e| {
+                    JobError::Transient(anyhow::Error::new(e).context("storing the run memo"))
+                })?;
+                result
+            }
+        };
+        let report = json!({"status": result.outcome, "experiment_id": run.experiment_id, "cost_usd": result.cost_usd, "learnings": result.learnings.len(), "work_dir": result.work_dir});
         Ok((
-            vec![publish(
-                "fullsend:execute_now",
-                obj(json!({"experiment_id": id, "triggered_by": "fullsend_listener"})),
-                &job.message,
-            )],
-            json!({"experiment_id": id, "execute_now": true}),
+            direct_effects(&run, &result, to_orchestrator, &job.message),
+            report,
         ))
     }
 }
@@ -426,137 +512,5 @@ fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
-    }
-}
-
-/// What the Executor reported (`fullsend:experiment_results`), turned into
-/// the messages the Orchestrator and Builder expect (docs/system-contract.md §3, §8).
-fn executor_result(job: &Job, channels: &crate::support::config::Channels) -> (Vec<Effect>, Value) {
-    let msg = &job.message;
-    let text = |k: &str| {
-        msg.get(k)
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            })
-            .unwrap_or_default()
-    };
-    let exp = text("experiment_id");
-    let to_orchestrator = |body: Value| publish(&channels.to_orchestrator, obj(body), msg);
-    if msg.get("type").and_then(Value::as_str) == Some("experiment_completed") {
-        let effect = to_orchestrator(
-            json!({"type": "experiment_success", "source": "fullsend_listener", "experiment_id": exp, "run_id": text("run_id"), "duration": msg.get("duration")}),
-        );
-        return (
-            vec![effect],
-            json!({"experiment_id": exp, "reported": "experiment_success"}),
-        );
-    }
-    let error = text("error");
-    if let Some(tool) = missing_tool(&error)
-        .filter(|t| crate::support::msg::valid_key_id(t))
-        .filter(|_| crate::support::msg::valid_key_id(&exp))
-    {
-        // Wait for the tool, and ask the Builder for it (once per experiment and tool).
-        let request_id = format!("auto_{exp}_{tool}");
-        let mut prd = obj(json!({
-            "prd": {"tool_name": tool, "description": format!("Tool required by experiment {exp}"), "auto_requested": true},
-            "requested_by": "fullsend_listener",
-            "request_id": request_id,
-            "priority": "high",
-        }));
-        prd.insert("msg_id".into(), json!(request_id));
-        let effects = vec![
-            Effect::SetAdd {
-                key: format!("pending_experiments:{tool}"),
-                members: vec![exp.clone()],
-            },
-            // Back to draft: it waits for its tool, and only a draft is released by tool_built.
-            Effect::HashSet {
-                key: format!("experiments:{exp}"),
-                fields: [("state", "draft"), ("status", "draft")]
-                    .iter()
-                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                    .collect(),
-                guard: effects::Guard::MustExist,
-            },
-            publish(&channels.builder_tasks, prd, msg),
-        ];
-        return (
-            effects,
-            json!({"experiment_id": exp, "missing_tool": tool, "requested": request_id}),
-        );
-    }
-    let effect = if is_auth_error(&error) {
-        to_orchestrator(
-            json!({"type": "api_key_required", "source": "fullsend_listener", "experiment_id": exp, "error": error, "suggestion": "Please set the required API key in .env"}),
-        )
-    } else if error.contains("ToolNotFound")
-        || error.to_ascii_lowercase().contains("not found") && error.contains("Tool")
-    {
-        to_orchestrator(
-            json!({"type": "experiment_error", "source": "fullsend_listener", "experiment_id": exp, "error": error, "error_type": text("error_type"), "note": "Could not auto-request tool build"}),
-        )
-    } else {
-        to_orchestrator(
-            json!({"type": "experiment_error", "source": "fullsend_listener", "experiment_id": exp, "run_id": text("run_id"), "error": error, "error_type": text("error_type")}),
-        )
-    };
-    (
-        vec![effect],
-        json!({"experiment_id": exp, "reported": "experiment_error"}),
-    )
-}
-
-/// The tool an Executor error says is missing: `Tool not found: x (…)` (the
-/// Executor's real text) or `Tool 'x' not found`.
-fn missing_tool(error: &str) -> Option<String> {
-    let word = |rest: &str| -> Option<String> {
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        (!name.is_empty()).then_some(name)
-    };
-    if let Some(i) = error.find("Tool not found: ") {
-        return word(&error[i + "Tool not found: ".len()..]);
-    }
-    if let Some(i) = error.find("Tool '") {
-        let rest = &error[i + "Tool '".len()..];
-        if let Some(end) = rest.find('\'')
-            && rest[end..].starts_with("' not found")
-        {
-            return word(&rest[..end]);
-        }
-    }
-    None
-}
-
-/// `401` or `Unauthorized` as a token, not a substring ("capital" is no "api").
-fn is_auth_error(error: &str) -> bool {
-    error
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .any(|t| t == "401" || t.eq_ignore_ascii_case("unauthorized"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn executor_error_texts() {
-        assert_eq!(
-            missing_tool("Tool not found: hn_scraper (looked in /app/tools)").as_deref(),
-            Some("hn_scraper")
-        );
-        assert_eq!(
-            missing_tool("ToolNotFoundError: Tool 'gh_stars' not found").as_deref(),
-            Some("gh_stars")
-        );
-        assert_eq!(missing_tool("ToolNotFoundError"), None);
-        assert!(is_auth_error("HTTP 401 from resend"));
-        assert!(is_auth_error("401 Unauthorized"));
-        assert!(!is_auth_error("capital 4010 api"));
     }
 }

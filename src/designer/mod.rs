@@ -14,7 +14,10 @@
 
 pub mod cron;
 pub mod design;
+pub mod direct;
 pub mod eval;
+pub mod executor;
+pub mod feedback;
 pub mod listener;
 pub mod progress;
 pub mod purse;

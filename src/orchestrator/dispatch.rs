@@ -164,6 +164,17 @@ async fn plan_one(
                 "orchestrator_reasoning": decision.reasoning,
                 "source": "orchestrator",
             }));
+            // How the Orchestrator wants it designed (FULLSEND's policy decides otherwise).
+            if let Some(mode) = payload
+                .get("mode")
+                .and_then(Value::as_str)
+                .filter(|m| matches!(*m, "single" | "ralph"))
+            {
+                msg.insert("mode".into(), json!(mode));
+            }
+            if payload.get("complex").and_then(Value::as_bool) == Some(true) {
+                msg.insert("complex".into(), json!(true));
+            }
             msg.insert(
                 "request_id".into(),
                 Value::String(format!("req_{}", crate::support::msg::new_msg_id())),
@@ -229,6 +240,23 @@ async fn plan_one(
             Ok(effects) => plan.effects.extend(effects),
             Err(reason) => plan.rejected = Some(reason),
         },
+        // A progress rule notes where running work is, on its own line, at commit time.
+        Action::UpdateWorklist if payload.get("note_line").is_some_and(Value::is_object) => {
+            let note = &payload["note_line"];
+            plan.effects.push(Effect::NoteLines {
+                path: target.context_path.join("worklist.md"),
+                section: crate::orchestrator::think::ACTIVE_SECTION.to_string(),
+                keys: note["keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                note: text_of(note.get("note")).unwrap_or_default(),
+                history_dir: target.context_path.join(".history"),
+            });
+        }
         // A status rule adds one line, edited against the file as it is at commit time.
         Action::UpdateWorklist if payload.get("add_line").is_some_and(Value::is_string) => {
             plan.effects.push(Effect::AddLine {

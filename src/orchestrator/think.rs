@@ -20,6 +20,7 @@ pub const GAVE_UP: &str = "Update: I could not finish thinking about this. I tri
 /// Message types that only report progress: answered by a rule, never the model.
 pub const DEFAULT_STATUS_TYPES: &[&str] = &[
     "fullsend_started",
+    "design_progress",
     "builder_started",
     "design_started",
     "learning_recorded",
@@ -158,7 +159,12 @@ impl Orchestrator {
             // Work that started is worth a line in the worklist's Active section.
             // One line, added against the worklist as it is when the decision is carried out:
             // a whole new worklist built from this copy would drop lines others add meanwhile.
-            if let Some(line) = started_line(msg).filter(|l| !ctx.worklist.lines().any(|x| x == l))
+            if let Some(note) = progress_note(msg) {
+                d.action = Action::UpdateWorklist;
+                d.priority = Priority::Low;
+                d.payload = Map::from_iter([("note_line".to_string(), note)]);
+            } else if let Some(line) =
+                started_line(msg).filter(|l| !ctx.worklist.lines().any(|x| x == l))
             {
                 d.action = Action::UpdateWorklist;
                 d.priority = Priority::Low;
@@ -274,6 +280,28 @@ pub fn started_line(msg: &Map<String, Value>) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// The worklist note of a `design_progress` message: `{"keys": [request id], "note": "RALPH
+/// 3/6 tasks done, last: …"}`, or None for other messages.
+pub fn progress_note(msg: &Map<String, Value>) -> Option<Value> {
+    if msg.get("type").and_then(Value::as_str)? != "design_progress" {
+        return None;
+    }
+    let id = msg.get("request_id").and_then(Value::as_str)?;
+    let count = |k: &str| msg.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mut note = format!(
+        "RALPH {}/{} tasks done",
+        count("tasks_done"),
+        count("tasks_total")
+    );
+    if let Some(title) = msg.get("task_title").and_then(Value::as_str) {
+        note.push_str(&format!(
+            ", last: {}",
+            crate::support::msg::preview(title, 60)
+        ));
+    }
+    Some(json!({"keys": [crate::support::msg::preview(id, 80)], "note": note}))
 }
 
 /// Where finished work goes in the worklist.

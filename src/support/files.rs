@@ -328,6 +328,42 @@ pub fn complete_in_section(
     Some(out)
 }
 
+/// `text` with every line of the `section` that names one of `keys` carrying `note` after a
+/// ` · ` (replacing the note it had): where running work has got to. None when nothing changes.
+pub fn note_in_section(text: &str, section: &str, keys: &[String], note: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(section))?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.starts_with("## "))
+        .map_or(lines.len(), |i| start + 1 + i);
+    let mut changed = false;
+    let out: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            if i > start && i < end && line.trim_start().starts_with("- ") && names_any(line, keys)
+            {
+                let base = line.split(" · ").next().unwrap_or(line);
+                let noted = format!("{base} · {note}");
+                if noted != *line {
+                    changed = true;
+                }
+                noted
+            } else {
+                (*line).to_string()
+            }
+        })
+        .collect();
+    changed.then(|| {
+        let mut text = out.join("\n");
+        text.push('\n');
+        text
+    })
+}
+
 /// Whether `line` contains one of `keys` not as part of a longer word (`exp_1` is not in
 /// `exp_12`).
 fn names_any(line: &str, keys: &[String]) -> bool {

@@ -38,6 +38,15 @@ pub fn is_safe_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
+/// A message's text field `key`, trimmed; None when absent, not text, or blank.
+pub fn text_field(msg: &Map<String, Value>, key: &str) -> Option<String> {
+    msg.get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 /// The `msg_id` of a message, when it has a safe one.
 pub fn msg_id_of(msg: &Map<String, Value>) -> Option<&str> {
     msg.get("msg_id")

@@ -14,7 +14,7 @@ use crate::designer::spawn::{self, SpawnOptions};
 impl Designer {
     /// The spawner settings of one call of this run: its work dir and label, the skills
     /// server, the tools directory, web research if opted in, sub-agents in RALPH runs.
-    pub(super) fn agent_options(&self, run: &Run, label: &str) -> Result<SpawnOptions, String> {
+    pub(crate) fn agent_options(&self, run: &Run, label: &str) -> Result<SpawnOptions, String> {
         let Some(mut opts) = self.spawn.clone() else {
             return Err("no coding agent configured".into());
         };

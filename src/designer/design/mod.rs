@@ -69,11 +69,11 @@ pub struct Designer {
     pub progress: Option<crate::designer::ralph::Reporter>,
 }
 
-/// One design run's ids, money and agent settings.
-struct Run {
-    mode: Mode,
-    scope: crate::designer::skills::Scope,
-    purse: std::sync::Arc<crate::designer::purse::Purse>,
+/// One run's mode, scope (ids, work dir) and money.
+pub(crate) struct Run {
+    pub(crate) mode: Mode,
+    pub(crate) scope: crate::designer::skills::Scope,
+    pub(crate) purse: std::sync::Arc<crate::designer::purse::Purse>,
 }
 
 /// The outcome of a design.
@@ -191,23 +191,7 @@ impl Designer {
     ) -> anyhow::Result<Designed> {
         let work_dir = self.fresh_work_dir(&request.request_id)?;
         let mode = request.mode_under(self.mode);
-        let run = Run {
-            mode,
-            scope: crate::designer::skills::Scope {
-                run_id: format!(
-                    "{}-{}",
-                    sanitize(&request.request_id),
-                    uuid::Uuid::now_v7().simple()
-                ),
-                request_id: request.request_id.clone(),
-                experiment_id: None,
-                work_dir: std::fs::canonicalize(&work_dir).unwrap_or_else(|_| work_dir.clone()),
-            },
-            purse: std::sync::Arc::new(crate::designer::purse::Purse::new(
-                self.budget_usd,
-                self.spend.clone(),
-            )),
-        };
+        let run = self.run_for(&request.request_id, None, &work_dir, mode);
         std::fs::write(work_dir.join("request.md"), request.as_markdown())
             .context("writing request.md")?;
         let today = jiff::Zoned::now().strftime("%Y-%m-%d").to_string();
@@ -313,8 +297,33 @@ impl Designer {
         }
     }
 
+    /// A run in `work_dir` for `request_id`: a fresh run id for the skills, and a purse with
+    /// the design's budget drawing on the day's spend.
+    pub(crate) fn run_for(
+        &self,
+        request_id: &str,
+        experiment_id: Option<String>,
+        work_dir: &Path,
+        mode: Mode,
+    ) -> Run {
+        Run {
+            mode,
+            scope: crate::designer::skills::Scope {
+                run_id: format!("{}-{}", sanitize(request_id), uuid::Uuid::now_v7().simple()),
+                request_id: request_id.to_string(),
+                experiment_id,
+                work_dir: std::fs::canonicalize(work_dir)
+                    .unwrap_or_else(|_| work_dir.to_path_buf()),
+            },
+            purse: std::sync::Arc::new(crate::designer::purse::Purse::new(
+                self.budget_usd,
+                self.spend.clone(),
+            )),
+        }
+    }
+
     /// A new, private work dir (0700, a random name) under the private work root.
-    fn fresh_work_dir(&self, request_id: &str) -> anyhow::Result<PathBuf> {
+    pub(crate) fn fresh_work_dir(&self, request_id: &str) -> anyhow::Result<PathBuf> {
         crate::support::files::private_dir(&self.work_root, false)
             .with_context(|| format!("the work root {}", self.work_root.display()))?;
         let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S").to_string();
@@ -396,6 +405,15 @@ pub fn check_prompts(prompts: &Prompts) -> anyhow::Result<()> {
         &BTreeMap::from([("task_id", x()), ("task_title", x())]),
     )?;
     prompts.render("ralph_breakdown.txt", &BTreeMap::from([("goal", x())]))?;
+    prompts.render(
+        "direct_run.txt",
+        &BTreeMap::from([
+            ("task", x()),
+            ("experiment", x()),
+            ("product_context", x()),
+            ("available_tools", x()),
+        ]),
+    )?;
     Ok(())
 }
 

@@ -1,0 +1,367 @@
+//! The designer's policies with the skills in place, black-box through `listen fullsend` and
+//! `design`: the mode a request gets, a RALPH design that stops at its budget, `run_direct`
+//! answering the Orchestrator, and `tool_feedback` recorded and acted on.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::fake_claude::{Behavior, argv_log};
+use crate::listen::{Listener, wait_ready};
+use crate::support::{World, eventually, of_type};
+
+/// A fake that works either way: in a RALPH work dir it ticks the next task (and writes the
+/// spec at the last one), with a verdict that agrees; elsewhere it answers a spec at once.
+fn either_mode_agent(id: &str) -> Behavior {
+    let spec = crate::common::specs::spec_yaml(id);
+    Behavior::Script(format!(
+        "if [ -f TASKS.md ]; then\npython3 - <<'PY'\nimport re\nt=open('TASKS.md').read()\nm=re.search(r'^- \\[ \\] (TASK-\\d+)', t, re.M)\nif m:\n    t=t.replace('- [ ] '+m.group(1), '- [x] '+m.group(1), 1)\n    open('TASKS.md','w').write(t)\n    if m.group(1)=='TASK-006':\n        open('experiment_spec.yaml','w').write({spec:?})\nPY\nFAKE_TASK_DONE=true\nemit_result '**TASK_DONE**'\nfi\nemit_result {reply}\n",
+        reply = crate::common::fake_claude::sh_quote(&crate::design::spec_reply(id)),
+    ))
+}
+
+/// The calls the fake logged in its working dir (one work dir per design).
+fn calls_in(dir: &std::path::Path) -> Vec<Vec<String>> {
+    crate::common::fake_claude::read_argv_log(&dir.join(crate::common::fake_claude::CWD_ARGV_LOG))
+}
+
+fn publish(w: &World, channel: &str, msg: &Value) {
+    let r = w.run(&["publish", channel], &msg.to_string());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// The work dirs of a request (named `design_<time>_<request id>_<random>`).
+fn work_dirs(w: &World, request_id: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(w.path("work"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().contains(&format!("_{request_id}_")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn listen_fullsend_designs_high_priority_in_ralph_and_low_priority_single_shot() {
+    let w = World::with_redis().with_fake_claude(either_mode_agent("exp_20261202_modes"));
+    let l = Listener::start(&w, &["fullsend", "--lease", "10"], "l.log");
+    wait_ready(&w, "fullsend", "fullsend:to_fullsend", 1);
+    publish(
+        &w,
+        "fullsend:to_fullsend",
+        &json!({"type": "experiment_request", "idea": "Email CTOs who starred a competitor", "priority": "high", "request_id": "req_high"}),
+    );
+    publish(
+        &w,
+        "fullsend:to_fullsend",
+        &json!({"type": "experiment_request", "idea": "Same again, new subject line", "priority": "low", "request_id": "req_low"}),
+    );
+    let mut c = w.conn();
+    let ready = eventually(Duration::from_secs(60), "two designs", || {
+        let r = of_type(&mut c, "fullsend:to_orchestrator", "experiment_ready");
+        (r.len() >= 2).then_some(r)
+    });
+    assert_eq!(ready.len(), 2);
+    let (high, low) = (work_dirs(&w, "req_high"), work_dirs(&w, "req_low"));
+    assert_eq!((high.len(), low.len()), (1, 1), "{high:?} {low:?}");
+    assert!(
+        high[0].join("TASKS.md").exists(),
+        "high priority ran the RALPH loop"
+    );
+    assert_eq!(calls_in(&high[0]).len(), 6, "one agent call per RALPH task");
+    assert!(
+        !low[0].join("TASKS.md").exists(),
+        "low priority is single-shot"
+    );
+    assert_eq!(calls_in(&low[0]).len(), 1);
+    // Only RALPH calls get sub-agents and a verdict schema.
+    let ralph_call = &calls_in(&high[0])[0];
+    assert!(
+        ralph_call
+            .iter()
+            .any(|a| a.starts_with("--tools=") && a.contains("Task")),
+        "{ralph_call:?}"
+    );
+    assert!(ralph_call.iter().any(|a| a == "--json-schema"));
+    let single_call = &calls_in(&low[0])[0];
+    assert!(
+        !single_call.iter().any(|a| a.contains("Task")),
+        "{single_call:?}"
+    );
+    // The RALPH design told the Orchestrator where it was.
+    let progress = of_type(&mut c, "fullsend:to_orchestrator", "design_progress");
+    assert!(!progress.is_empty(), "no design_progress");
+    assert!(
+        progress.iter().all(|p| p["request_id"] == "req_high"),
+        "{progress:?}"
+    );
+    assert_eq!(l.stop(), 0);
+}
+
+#[test]
+fn an_explicit_mode_wins_over_the_policy() {
+    let w = World::with_redis()
+        .with_fake_claude(either_mode_agent("exp_20261202_explicit"))
+        .set("FULLSEND_DESIGN_MODE", "ralph");
+    let r = w.run(
+        &["design", "--dry-run"],
+        &json!({"type": "experiment_request", "idea": "x", "priority": "urgent", "mode": "single", "request_id": "req_explicit"}).to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["mode"], "single");
+    let r = w.run(
+        &["design", "--dry-run"],
+        &json!({"type": "experiment_request", "idea": "x", "mode": "loop"}).to_string(),
+    );
+    assert_ne!(r.code, 0, "an unknown mode is refused: {}", r.stdout);
+}
+
+#[test]
+fn a_ralph_design_stops_at_its_budget_and_every_call_is_charged() {
+    // Each fake call costs $0.0123: the first two spend $0.0246 of a $0.02 budget.
+    let w = World::with_redis()
+        .with_fake_claude(Behavior::TickTask)
+        .set("FULLSEND_DESIGN_BUDGET_USD", "0.02");
+    let r = w.run(&["design", "--idea", "x", "--mode", "ralph"], "");
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let out = r.json();
+    assert_eq!(out["status"], "failed");
+    assert!(
+        out["reason"].as_str().unwrap_or("").contains("Budget"),
+        "{out}"
+    );
+    let calls = argv_log(&w.path("fake"));
+    assert_eq!(calls.len(), 2, "no call once the budget is spent");
+    let caps: Vec<f64> = calls
+        .iter()
+        .filter_map(|c| {
+            c.windows(2)
+                .find(|p| p[0] == "--max-budget-usd")
+                .map(|p| p[1].parse().expect("number"))
+        })
+        .collect();
+    assert_eq!(caps.len(), 2);
+    assert!((caps[0] - 0.02).abs() < 1e-9, "{caps:?}");
+    assert!(
+        (caps[1] - 0.0077).abs() < 1e-6,
+        "the second call gets what is left: {caps:?}"
+    );
+    let mut c = w.conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("fullsend:spend:*")
+        .query(&mut c)
+        .expect("keys");
+    let spent: f64 = redis::cmd("GET")
+        .arg(&keys[0])
+        .query::<String>(&mut c)
+        .expect("get")
+        .parse()
+        .expect("f64");
+    assert!(
+        (spent - 0.0246).abs() < 1e-6,
+        "each call charged once: {spent}"
+    );
+    assert!(of_type(&mut c, "fullsend:to_orchestrator", "design_failed").len() == 1);
+}
+
+#[test]
+fn the_days_limit_stops_a_ralph_design_between_calls_and_keeps_the_request() {
+    let w = World::with_redis()
+        .with_fake_claude(Behavior::TickTask)
+        .set("FULLSEND_DAILY_SPEND_LIMIT_USD", "0.02")
+        .set("FULLSEND_DESIGN_BUDGET_USD", "0");
+    let l = Listener::start(&w, &["fullsend", "--lease", "10"], "l.log");
+    wait_ready(&w, "fullsend", "fullsend:to_fullsend", 1);
+    publish(
+        &w,
+        "fullsend:to_fullsend",
+        &json!({"type": "experiment_request", "idea": "x", "mode": "ralph", "request_id": "req_daily"}),
+    );
+    eventually(Duration::from_secs(30), "two calls", || {
+        (argv_log(&w.path("fake")).len() >= 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        argv_log(&w.path("fake")).len(),
+        2,
+        "no third call past the day's limit"
+    );
+    let mut c = w.conn();
+    assert!(
+        of_type(&mut c, "fullsend:to_orchestrator", "design_failed").is_empty(),
+        "a design stopped by the day's limit waits; it is not announced as failed"
+    );
+    l.kill();
+}
+
+#[test]
+fn run_direct_runs_the_agent_once_and_reports_to_the_orchestrator() {
+    let verdict = r#"{"outcome":"success","summary":"Sent 3 test emails to the seed list","learnings":["Short subjects were opened more"],"metrics":{"sent":3}}"#;
+    let w = World::with_redis().with_fake_claude(Behavior::Script(format!(
+        "FAKE_STRUCTURED={}\nemit_result 'ran it'",
+        crate::common::fake_claude::sh_quote(verdict)
+    )));
+    let spec = crate::common::specs::spec_yaml("exp_20261202_direct");
+    w.redis().cli(&[
+        "HSET",
+        "experiments:exp_20261202_direct",
+        "state",
+        "ready",
+        "spec",
+        &spec,
+    ]);
+    let l = Listener::start(&w, &["fullsend", "--lease", "10"], "l.log");
+    wait_ready(&w, "fullsend", "fullsend:to_fullsend", 1);
+    publish(
+        &w,
+        "fullsend:to_fullsend",
+        &json!({"type": "run_direct", "experiment_id": "exp_20261202_direct", "request_id": "req_direct"}),
+    );
+    publish(
+        &w,
+        "fullsend:to_fullsend",
+        &json!({"type": "run_direct", "experiment_id": "exp_missing"}),
+    );
+    let mut c = w.conn();
+    let done = eventually(Duration::from_secs(30), "direct_run_complete", || {
+        let r = of_type(&mut c, "fullsend:to_orchestrator", "direct_run_complete");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["experiment_id"], "exp_20261202_direct");
+    assert_eq!(done[0]["summary"], "Sent 3 test emails to the seed list");
+    assert_eq!(done[0]["metrics"]["sent"], 3);
+    assert!((done[0]["cost_usd"].as_f64().unwrap_or(0.0) - 0.0123).abs() < 1e-9);
+    let failed = eventually(Duration::from_secs(30), "direct_run_failed", || {
+        let r = of_type(&mut c, "fullsend:to_orchestrator", "direct_run_failed");
+        (!r.is_empty()).then_some(r)
+    });
+    assert!(
+        failed[0]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not exist"),
+        "{failed:?}"
+    );
+    // Its learning is recorded for the experiment, once.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("learnings:tactical:2*")
+        .query(&mut c)
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let text: String = redis::cmd("HGET")
+        .arg(&keys[0])
+        .arg("text")
+        .query(&mut c)
+        .expect("hget");
+    assert_eq!(text, "Short subjects were opened more");
+    // One agent call, with the spec, the skills and a verdict schema, and no shell.
+    let calls = argv_log(&w.path("fake"));
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].iter().any(|a| a.starts_with("--mcp-config=")));
+    assert!(calls[0].iter().any(|a| a == "--json-schema"));
+    assert!(
+        !calls[0]
+            .iter()
+            .any(|a| a.starts_with("--tools=") && a.contains("Bash")),
+        "{:?}",
+        calls[0]
+    );
+    let prompt = crate::common::fake_claude::prompt_log(&w.path("fake")).join("\n");
+    assert!(
+        prompt.contains("exp_20261202_direct"),
+        "the spec reaches the agent"
+    );
+    assert_eq!(l.stop(), 0);
+}
+
+#[test]
+fn tool_feedback_is_a_learning_and_changed_inputs_redesign_the_waiting_experiments() {
+    let w = World::with_redis().with_fake_claude(Behavior::Reply(crate::design::spec_reply(
+        "exp_20261202_redone",
+    )));
+    let r = w.redis();
+    r.cli(&[
+        "HSET",
+        "experiments:exp_waiting",
+        "state",
+        "draft",
+        "hypothesis",
+        "Stargazers reply to founders",
+    ]);
+    r.cli(&[
+        "HSET",
+        "experiments:exp_killed",
+        "state",
+        "archived",
+        "hypothesis",
+        "old",
+    ]);
+    r.cli(&[
+        "SADD",
+        "pending_experiments:gh_stars",
+        "exp_waiting",
+        "exp_killed",
+    ]);
+    let l = Listener::start(&w, &["fullsend", "--lease", "10"], "l.log");
+    wait_ready(&w, "fullsend", "fullsend:to_fullsend", 1);
+    publish(
+        &w,
+        "fullsend:to_fullsend",
+        &json!({"type": "tool_feedback", "tool_name": "gh_stars", "feedback": "now takes an org, not a repo", "inputs_changed": true}),
+    );
+    let mut c = w.conn();
+    let requests = eventually(Duration::from_secs(30), "a re-design request", || {
+        let r: Vec<Value> = of_type(&mut c, "fullsend:to_fullsend", "experiment_request");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(
+        requests.len(),
+        1,
+        "only the waiting draft is re-designed: {requests:?}"
+    );
+    assert_eq!(requests[0]["idea"]["redesign_of"], "exp_waiting");
+    let state: String = redis::cmd("HGET")
+        .arg("experiments:exp_waiting")
+        .arg("state")
+        .query(&mut c)
+        .expect("hget");
+    assert_eq!(state, "archived");
+    let still: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("pending_experiments:gh_stars")
+        .query(&mut c)
+        .expect("smembers");
+    assert_eq!(still, ["exp_killed"]);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("learnings:tactical:2*")
+        .query(&mut c)
+        .expect("keys");
+    let texts: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            redis::cmd("HGET")
+                .arg(k)
+                .arg("text")
+                .query(&mut c)
+                .expect("hget")
+        })
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t == "Tool gh_stars: now takes an org, not a repo"),
+        "{texts:?}"
+    );
+    assert!(
+        of_type(&mut c, "fullsend:execute_now", "").is_empty() && {
+            let n: i64 = redis::cmd("EXISTS")
+                .arg("fullsend:{execute_now}:stream")
+                .query(&mut c)
+                .expect("exists");
+            n == 0
+        },
+        "feedback releases nothing to the Executor"
+    );
+    l.kill();
+}
