@@ -2,7 +2,11 @@
 //! for pointing the real Claude Code CLI at: `mock_api [--latency-ms N]
 //! [--replies FILE]`. Prints `MOCK_API_URL=http://127.0.0.1:PORT`, then serves
 //! until killed. FILE uses the replay format (`match`, `text`, `thinking`,
-//! `usage`); the first record whose `match` is in the prompt answers.
+//! `usage`); the first record whose `match` is in the prompt answers. A record
+//! with `step: N` answers only the request that carries N tool results so far,
+//! and one with `tool_use: {name, input}` calls that tool instead of answering
+//! text: a scripted agent turn (`scripts/demo` drives the real Claude Code CLI
+//! through its skills this way).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -18,6 +22,8 @@ use mock_api::{MockApi, Reply, Usage};
 
 struct Record {
     matches: Option<String>,
+    step: Option<usize>,
+    tool_use: Option<(String, serde_json::Value)>,
     text: String,
     thinking: Option<String>,
     usage: Usage,
@@ -47,6 +53,10 @@ fn main() {
                 let n = |k: &str| u[k].as_u64().unwrap_or(0);
                 Record {
                     matches: v["match"].as_str().map(str::to_string),
+                    step: v["step"].as_u64().and_then(|n| usize::try_from(n).ok()),
+                    tool_use: v["tool_use"]["name"]
+                        .as_str()
+                        .map(|n| (n.to_string(), v["tool_use"]["input"].clone())),
                     text: v["text"].as_str().unwrap_or("").to_string(),
                     thinking: v["thinking"].as_str().map(str::to_string),
                     usage: Usage {
@@ -60,6 +70,8 @@ fn main() {
             .collect(),
         None => vec![Record {
             matches: None,
+            step: None,
+            tool_use: None,
             text: r#"{"action":"no_action","reasoning":"mock"}"#.into(),
             thinking: None,
             usage: Usage::typical(),
@@ -67,11 +79,29 @@ fn main() {
     };
     let mock = MockApi::start(move |req, _| {
         let prompt = mock_api::user_text(req);
+        // How far the conversation is: the tool results it carries.
+        let step = req.body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["content"].as_array())
+            .flatten()
+            .filter(|b| b["type"] == "tool_result")
+            .count();
+        let at_step = |r: &&Record| r.step.is_none_or(|s| s == step);
         let record = records
             .iter()
+            .filter(at_step)
             .find(|r| r.matches.as_deref().is_some_and(|m| prompt.contains(m)))
-            .or_else(|| records.iter().find(|r| r.matches.is_none()));
+            .or_else(|| records.iter().filter(at_step).find(|r| r.matches.is_none()));
         let reply = match record {
+            Some(Record {
+                tool_use: Some((name, input)),
+                ..
+            }) => Reply::ToolUse {
+                name: name.clone(),
+                input: input.clone(),
+            },
             Some(r) => Reply::Message {
                 text: r.text.clone(),
                 thinking: r.thinking.clone(),
