@@ -194,6 +194,37 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         crate::support::term::progress_enabled(global.quiet),
         "designing",
     );
+    // Each tool call and API retry of the agent, as it happens, above the spinner.
+    if let Some(spawn) = designer.spawn.as_mut()
+        && !global.quiet
+    {
+        let shown = bar.clone();
+        spawn.observer = Some(crate::designer::spawn::Observer(std::sync::Arc::new(
+            move |event| {
+                use crate::designer::spawn::AgentEvent;
+                let line = match event {
+                    AgentEvent::Started {
+                        session_id,
+                        mcp_failed,
+                    } if mcp_failed.is_empty() => {
+                        format!("agent session {}", session_id.as_deref().unwrap_or("?"))
+                    }
+                    AgentEvent::Started { mcp_failed, .. } => {
+                        format!("MCP servers not connected: {}", mcp_failed.join(", "))
+                    }
+                    AgentEvent::ToolCall { name } => format!("  tool call {name}"),
+                    AgentEvent::Retry { attempt, error } => {
+                        format!("  API retry {attempt} ({error})")
+                    }
+                };
+                if shown.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    shown.println(line);
+                }
+            },
+        )));
+    }
     let designed = designer.design(&request, &ctx, cancel).await?;
     bar.finish_and_clear();
     let mut report = json!({
@@ -209,6 +240,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         "repaired": designed.repaired,
         "work_dir": designed.work_dir,
         "cost_usd": designed.cost_usd,
+        "session_ids": designed.session_ids,
         "request_id": request.request_id,
     });
     let Some(mut spec) = designed.spec.clone() else {

@@ -503,6 +503,7 @@ impl MemoDesign {
             engine: design::Engine::Claude,
             mode: design::Mode::Single,
             learnings: self.learnings,
+            session_ids: Vec::new(),
             transient: false,
         }
     }

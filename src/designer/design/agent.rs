@@ -76,6 +76,7 @@ impl Designer {
             .map_err(|e| format!("{e:#}"))?;
         run.purse.record(result.total_cost_usd).await;
         designed.cost_usd += result.total_cost_usd;
+        designed.session_ids.extend(result.session_id.clone());
         designed.transient = result.timed_out
             || result.stalled
             || result

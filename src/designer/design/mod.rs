@@ -101,6 +101,8 @@ pub struct Designed {
     pub mode: Mode,
     /// Tactical learnings the designer wrote alongside the spec.
     pub learnings: Vec<String>,
+    /// The agent sessions of the run (`--session-id`), in call order.
+    pub session_ids: Vec<String>,
     /// The failure is worth retrying later (a 429/529/5xx, a timeout, a refused account): a
     /// daemon keeps the request queued instead of announcing `design_failed`.
     #[serde(skip)]
@@ -219,6 +221,7 @@ impl Designer {
             engine: self.engine,
             mode,
             learnings: Vec::new(),
+            session_ids: Vec::new(),
             transient: false,
         };
         let first = match (self.engine, mode) {

@@ -81,6 +81,9 @@ fn env_is_an_allow_list() {
         "MY_EXTRA" => Some(OsString::from("x")),
         "IS_SANDBOX" | "DISABLE_TELEMETRY" => Some(OsString::from("0")),
         "ANTHROPIC_API_KEY" => Some(OsString::from("k")),
+        "TRACEPARENT" => Some(OsString::from(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )),
         _ => None,
     };
     let confinement = super::confine::prepare(&opts).unwrap();
@@ -102,6 +105,8 @@ fn env_is_an_allow_list() {
     assert_eq!(get("PATH"), Some("/usr/bin".into()));
     assert_eq!(get("MY_EXTRA"), Some("x".into()));
     assert_eq!(get("ANTHROPIC_API_KEY"), Some("k".into()));
+    // The caller's trace context, so Claude Code's own spans nest under it.
+    assert!(get("TRACEPARENT").is_some());
     assert_eq!(get("DISABLE_TELEMETRY"), Some("1".into()));
     assert_eq!(
         get("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"),
@@ -627,4 +632,38 @@ fn logged_argv(dir: &Path) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|s| String::from_utf8(s.to_vec()).unwrap())
         .collect()
+}
+
+#[tokio::test]
+async fn a_silent_stream_is_a_hung_call_and_a_busy_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    // One line, then silence: stopped by the stall timer long before the call's timeout.
+    let mut opts = SpawnOptions::new(
+        Agent::Raw(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo started; sleep 30".into(),
+        ]),
+        dir.path(),
+    );
+    opts.stall_timeout = Duration::from_millis(800);
+    opts.timeout = Duration::from_secs(20);
+    opts.kill_grace = Duration::from_millis(200);
+    let started = Instant::now();
+    let r = spawn(&opts, "go", no_cancel()).await.unwrap();
+    assert!(r.stalled && !r.ok && !r.timed_out, "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("hung"),
+        "{:?}",
+        r.error
+    );
+    // A line every 300 ms keeps the same timer from firing for 2 s.
+    opts.agent = Agent::Raw(vec![
+        "sh".into(),
+        "-c".into(),
+        "for i in 1 2 3 4 5 6 7; do echo $i; sleep 0.3; done".into(),
+    ]);
+    let r = spawn(&opts, "go", no_cancel()).await.unwrap();
+    assert!(r.ok && !r.stalled, "{r:?}");
 }
