@@ -442,9 +442,21 @@ fn the_real_cli_uses_its_skills_and_a_spec_submitted_through_them_is_saved() {
     assert_eq!(out["status"], "ready", "{out}");
     assert_eq!(out["spec"]["id"], "exp_20261202_skills");
     // Progress on stderr as it happens, and the session named before the run.
-    assert!(r.stderr.contains("tool call mcp__fullsend__tool_registry"), "{}", r.stderr);
-    assert!(r.stderr.contains("tool call mcp__fullsend__submit_spec"), "{}", r.stderr);
-    assert_eq!(out["session_ids"].as_array().map(Vec::len), Some(1), "{out}");
+    assert!(
+        r.stderr.contains("tool call mcp__fullsend__tool_registry"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("tool call mcp__fullsend__submit_spec"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        out["session_ids"].as_array().map(Vec::len),
+        Some(1),
+        "{out}"
+    );
 
     // The last request carries the whole conversation: every tool result the model was given.
     let requests = w.mock_api().requests();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::cmd::Env;
 use crate::cmd::args::GlobalArgs;
 use crate::designer::ralph::{Progress, RalphStatus, RalphSummary, Task};
-use crate::designer::spawn::{Agent, SpawnResult};
+use crate::designer::spawn::SpawnResult;
 use crate::support::exit::{Exit, Fail};
 
 /// Examples shown in `--help` and the man page.
@@ -72,14 +72,32 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let env = Env::load(global, flags)?;
     std::fs::create_dir_all(&args.work_dir)
         .map_err(|e| Fail::usage(format!("work dir {}: {e}", args.work_dir.display())))?;
-    let agent = match &args.agent {
-        Some(cmd) => Some(Agent::Raw(crate::support::process::parse_agent_command(
-            cmd,
-        )?)),
-        None => None,
-    };
-    let mut spawn =
-        crate::designer::design::spawn_options(&env.config, agent, args.work_dir.clone())?;
+    // The same agent settings as a RALPH design: the skills server, the tools directory,
+    // sub-agents, and the day's spend limit checked before every call. The loop's own
+    // budget is `--budget`, not the design budget.
+    let engine = crate::designer::design::Engine::Claude;
+    let mut designer = crate::cmd::design::designer(
+        &env,
+        crate::designer::design::ModePolicy::Ralph,
+        engine,
+        args.agent.as_deref(),
+        None,
+        args.max_iterations,
+    )?;
+    designer.budget_usd = None;
+    designer.spend = crate::cmd::optional_redis(&env.config).await.map(|conn| {
+        crate::designer::purse::DailySpend {
+            conn,
+            limit: env.config.daily_spend_limit().ok().flatten(),
+        }
+    });
+    let run = designer.run_for(
+        "ralph_run",
+        None,
+        &args.work_dir,
+        crate::designer::design::Mode::Ralph,
+    );
+    let mut spawn = designer.agent_options(&run, "ralph").map_err(Fail::usage)?;
     if let Some(tools) = args.allowed_tools {
         spawn.allowed_tools = tools;
     }
@@ -99,6 +117,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         args.context,
     )?;
     opts.max_attempts_per_task = args.max_attempts.max(1);
+    opts.purse = Some(run.purse.clone());
     let progress = Bar::new(crate::support::term::progress_enabled(global.quiet));
     let cancel = crate::support::signal::shutdown_channel();
     let summary = crate::designer::ralph::run(opts, &progress, cancel).await?;
