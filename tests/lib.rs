@@ -13,6 +13,7 @@ mod exec;
 mod learn;
 mod listen;
 mod mcp;
+mod metrics;
 mod providers;
 mod ralph;
 mod real_claude;

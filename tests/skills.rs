@@ -371,11 +371,26 @@ fn ralph_run_gets_the_same_skills_and_web_research_is_an_opt_in() {
     let w = World::with_redis().with_fake_claude(Behavior::TickTask);
     std::fs::create_dir_all(w.path("loop")).expect("dir");
     std::fs::write(w.path("loop/TASKS.md"), "# Tasks\n\n- [ ] TASK-001: one\n").expect("tasks");
-    let r = w.run(&["ralph", "run", "--work-dir", w.path("loop").to_str().expect("utf8")], "");
+    let r = w.run(
+        &[
+            "ralph",
+            "run",
+            "--work-dir",
+            w.path("loop").to_str().expect("utf8"),
+        ],
+        "",
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let call = &argv_log(&w.path("fake"))[0];
-    assert!(call.iter().any(|a| a.starts_with("--mcp-config=")), "{call:?}");
-    assert!(call.iter().any(|a| a.starts_with("--tools=") && a.contains("Task")), "{call:?}");
+    assert!(
+        call.iter().any(|a| a.starts_with("--mcp-config=")),
+        "{call:?}"
+    );
+    assert!(
+        call.iter()
+            .any(|a| a.starts_with("--tools=") && a.contains("Task")),
+        "{call:?}"
+    );
     let tools = |w: &World| -> String {
         argv_log(&w.path("fake"))
             .last()
@@ -384,20 +399,42 @@ fn ralph_run_gets_the_same_skills_and_web_research_is_an_opt_in() {
     };
     let reply = Behavior::Reply(crate::design::spec_reply("exp_20261202_web"));
     let plain = World::with_redis().with_fake_claude(reply.clone());
-    assert_eq!(plain.run(&["design", "--idea", "x", "--dry-run"], "").code, 0);
+    assert_eq!(
+        plain.run(&["design", "--idea", "x", "--dry-run"], "").code,
+        0
+    );
     assert!(!tools(&plain).contains("Web"), "{}", tools(&plain));
     let opted = World::with_redis()
         .with_fake_claude(reply.clone())
         .set("FULLSEND_AGENT_WEB", "true");
-    assert_eq!(opted.run(&["design", "--idea", "x", "--dry-run"], "").code, 0);
-    assert!(tools(&opted).contains("WebFetch") && tools(&opted).contains("WebSearch"), "{}", tools(&opted));
+    assert_eq!(
+        opted.run(&["design", "--idea", "x", "--dry-run"], "").code,
+        0
+    );
+    assert!(
+        tools(&opted).contains("WebFetch") && tools(&opted).contains("WebSearch"),
+        "{}",
+        tools(&opted)
+    );
     // With Browserbase configured, research goes through the web_fetch skill instead.
     let browserbase = World::with_redis()
         .with_fake_claude(reply)
         .set("FULLSEND_AGENT_WEB", "true")
         .set("BROWSERBASE_API_KEY", "bb-key");
-    assert_eq!(browserbase.run(&["design", "--idea", "x", "--dry-run"], "").code, 0);
-    assert!(!tools(&browserbase).contains("Web"), "{}", tools(&browserbase));
+    assert_eq!(
+        browserbase
+            .run(&["design", "--idea", "x", "--dry-run"], "")
+            .code,
+        0
+    );
+    assert!(
+        !tools(&browserbase).contains("Web"),
+        "{}",
+        tools(&browserbase)
+    );
     let env = crate::common::fake_claude::env_log(&browserbase.path("fake")).join("\n");
-    assert!(!env.contains("bb-key"), "the Browserbase key stays out of the agent's environment");
+    assert!(
+        !env.contains("bb-key"),
+        "the Browserbase key stays out of the agent's environment"
+    );
 }

@@ -75,6 +75,9 @@ pub struct Args {
     /// Exit once the stream is drained.
     #[arg(long)]
     pub once: bool,
+    /// Serve `/metrics` (Prometheus text format) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR", env = "FULLSEND_METRICS_ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Don't bridge PUBLISHed messages into the stream.
     #[arg(long)]
     pub no_ingest: bool,
@@ -261,6 +264,14 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             Vec::new()
         },
     };
+    if let Some(addr) = args.metrics {
+        crate::cmd::metrics::serve(
+            addr,
+            env.config.redis_url(),
+            vec![(group.to_string(), channel.clone())],
+        )
+        .await?;
+    }
     let shutdown = crate::support::signal::shutdown_channel();
     let pretty = global.pretty;
     let output: runner::Output = Arc::new(move |line| {

@@ -19,6 +19,7 @@ pub mod generate;
 pub mod learn;
 pub mod listen;
 pub mod mcp;
+pub mod metrics;
 pub mod publish;
 pub mod ralph;
 pub mod status;
@@ -82,7 +83,12 @@ pub fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(
 
 /// Connects to Redis, or returns None with a warning (for commands where Redis is optional).
 pub async fn optional_redis(config: &Config) -> Option<crate::bus::store::Conn> {
-    let url = config.redis_url();
+    optional_redis_url(&config.redis_url()).await
+}
+
+/// [`optional_redis`] for a URL.
+pub async fn optional_redis_url(url: &str) -> Option<crate::bus::store::Conn> {
+    let url = url.to_string();
     match tokio::time::timeout(
         std::time::Duration::from_secs(5),
         crate::bus::store::connect(&url),

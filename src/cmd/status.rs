@@ -112,7 +112,7 @@ pub async fn redis_health(conn: &mut Conn) -> anyhow::Result<Value> {
     Ok(json!({"reachable": true, "version": version, "settings": settings, "warnings": warnings}))
 }
 
-async fn role_status(conn: &mut Conn, group: &str, channel: &str) -> anyhow::Result<Value> {
+pub async fn role_status(conn: &mut Conn, group: &str, channel: &str) -> anyhow::Result<Value> {
     let keys = ChannelKeys::new(channel);
     let stream = keys.stream();
     let length: u64 = redis::cmd("XLEN")

@@ -197,6 +197,7 @@ impl OrchestratorRole {
                 if let Some(cost) = decision.cost_usd {
                     crate::bus::spend::add_to(&mut pipe, cost);
                 }
+                record_metrics(&decision);
                 if let Err(err) = pipe.query_async::<()>(conn).await {
                     // The spend part may be what failed (a key of another type): the memo
                     // alone decides.
@@ -300,4 +301,25 @@ impl OrchestratorRole {
             Err(err) => tracing::warn!("{err:#}"),
         }
     }
+}
+
+/// A fresh decision's time, tokens and cost in the process's metrics.
+fn record_metrics(decision: &crate::orchestrator::decision::Decision) {
+    use crate::support::metrics;
+    metrics::decision_seconds(decision.elapsed_ms as f64 / 1000.0);
+    let model = if decision.model.is_empty() {
+        decision.provider.as_str()
+    } else {
+        decision.model.as_str()
+    };
+    let u = &decision.usage;
+    for (kind, n) in [
+        ("input", u.input_tokens),
+        ("output", u.output_tokens),
+        ("cache_write", u.cache_creation_input_tokens),
+        ("cache_read", u.cache_read_input_tokens),
+    ] {
+        metrics::tokens("orchestrator", model, kind, n);
+    }
+    metrics::cost("orchestrator", model, decision.cost_usd.unwrap_or(0.0));
 }

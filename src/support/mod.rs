@@ -10,6 +10,7 @@ pub mod config;
 pub mod exit;
 pub mod files;
 pub mod io;
+pub mod metrics;
 pub mod msg;
 pub mod process;
 pub mod signal;

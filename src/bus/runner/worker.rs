@@ -221,6 +221,7 @@ impl Worker {
             Ok(handled) => match &handled.commit {
                 CommitStatus::Ok => {
                     self.stats.processed.fetch_add(1, Ordering::Relaxed);
+                    crate::support::metrics::message(&self.opts.group, "processed");
                     if deliveries > 1 {
                         // Only a retried entry can have a recorded error.
                         let _: Result<(), _> = redis::pipe()
@@ -244,6 +245,7 @@ impl Worker {
                 }
                 other => {
                     self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    crate::support::metrics::message(&self.opts.group, "skipped");
                     tracing::info!(
                         "entry {entry_id} ({identity}): {other:?}; nothing committed by this listener"
                     );
@@ -251,6 +253,7 @@ impl Worker {
             },
             Err(JobError::Transient(err)) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                crate::support::metrics::message(&self.opts.group, "retried");
                 let text = format!("{err:#}");
                 self.note_error(&text);
                 tracing::warn!(
@@ -361,6 +364,7 @@ impl Worker {
         match done {
             Ok(1) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                crate::support::metrics::message(&self.opts.group, "dead_lettered");
                 self.note_error(reason);
                 tracing::error!("entry {entry_id} dead-lettered to {}: {reason}", self.dlq);
                 (self.output)(

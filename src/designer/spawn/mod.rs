@@ -489,5 +489,46 @@ pub async fn spawn(
             opts.max_output
         ));
     }
+    record_metrics(opts, &result);
     Ok(result)
+}
+
+/// One finished call's outcome, tokens and cost in the process's metrics.
+fn record_metrics(opts: &SpawnOptions, r: &SpawnResult) {
+    use crate::support::metrics;
+    let outcome = if r.ok {
+        "ok"
+    } else if r.cancelled {
+        "cancelled"
+    } else if r.timed_out {
+        "timeout"
+    } else if r.stalled {
+        "stalled"
+    } else if r
+        .subtype
+        .as_deref()
+        .is_some_and(|s| s.starts_with("error_max"))
+    {
+        "limit"
+    } else {
+        "error"
+    };
+    metrics::agent_run(outcome);
+    let model = opts.model.as_deref().unwrap_or("claude-code");
+    if let Some(usage) = &r.usage {
+        for (kind, field) in [
+            ("input", "input_tokens"),
+            ("output", "output_tokens"),
+            ("cache_write", "cache_creation_input_tokens"),
+            ("cache_read", "cache_read_input_tokens"),
+        ] {
+            metrics::tokens(
+                "fullsend",
+                model,
+                kind,
+                usage.get(field).and_then(Value::as_u64).unwrap_or(0),
+            );
+        }
+    }
+    metrics::cost("fullsend", model, r.total_cost_usd);
 }
