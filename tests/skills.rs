@@ -438,3 +438,47 @@ fn ralph_run_gets_the_same_skills_and_web_research_is_an_opt_in() {
         "the Browserbase key stays out of the agent's environment"
     );
 }
+
+#[test]
+fn one_trace_follows_a_request_into_the_agent() {
+    let w = World::with_redis().with_fake_claude(Behavior::Reply(crate::design::spec_reply(
+        "exp_20261202_traced",
+    )));
+    // The Orchestrator's dispatch puts its message's trace on the request.
+    let r = w.run(
+        &["dispatch"],
+        &json!({"action": "dispatch_to_fullsend", "reasoning": "r", "payload": {"idea": "x", "mode": "single"}, "priority": "low", "message": {"type": "escalation", "msg_id": "cause-trace-1"}}).to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut c = w.conn();
+    let request = of_type(&mut c, "fullsend:to_fullsend", "experiment_request").remove(0);
+    let tp = request["traceparent"]
+        .as_str()
+        .expect("traceparent")
+        .to_string();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(
+        (parts.len(), parts[0], parts[1].len(), parts[2].len()),
+        (4, "00", 32, 16),
+        "{tp}"
+    );
+    let trace = parts[1].to_string();
+    let l = Listener::start(&w, &["fullsend", "--lease", "10"], "l.log");
+    eventually(Duration::from_secs(30), "the design", || {
+        l.lines()
+            .into_iter()
+            .find(|line| line["type"] == "experiment_request")
+    });
+    let line = l
+        .lines()
+        .into_iter()
+        .find(|line| line["type"] == "experiment_request")
+        .expect("line");
+    assert_eq!(line["trace_id"], trace.as_str(), "{line}");
+    let env = crate::common::fake_claude::env_log(&w.path("fake")).join("\n");
+    assert!(
+        env.contains(&format!("TRACEPARENT=00-{trace}-")),
+        "the agent joins the trace"
+    );
+    assert_eq!(l.stop(), 0);
+}

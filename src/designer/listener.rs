@@ -103,6 +103,13 @@ impl Handler for FullsendRole {
             m.insert("v".into(), json!(1));
             m.insert("role".into(), json!("fullsend"));
             m.insert("msg_id".into(), json!(job.identity));
+            m.insert(
+                "trace_id".into(),
+                json!(crate::support::msg::trace_id_of(
+                    &job.message,
+                    Some(&job.identity)
+                )),
+            );
             m.insert("type".into(), json!(kind));
             m.insert("keys_written".into(), json!(design::keys_written(&effects)));
             m.insert("messages".into(), json!(design::messages(&effects)));
@@ -145,6 +152,7 @@ impl FullsendRole {
             None => {
                 self.started_once(job, &request, conn).await?;
                 let mut designer = self.designer.clone();
+                designer.trace(&job.message, &job.identity);
                 // Every agent call is charged to the day as it returns, and checked against
                 // the day's limit before it starts.
                 designer.spend = Some(crate::designer::purse::DailySpend {
@@ -417,6 +425,7 @@ impl FullsendRole {
             Some(r) => r,
             None => {
                 let mut designer = self.designer.clone();
+                designer.trace(&job.message, &job.identity);
                 designer.spend = Some(crate::designer::purse::DailySpend {
                     conn: conn.clone(),
                     limit: self.gate.limit,

@@ -164,6 +164,13 @@ async fn plan_one(
                 "orchestrator_reasoning": decision.reasoning,
                 "source": "orchestrator",
             }));
+            // FULLSEND's work on it joins the trace of the message that caused it.
+            msg.insert(
+                "traceparent".into(),
+                json!(crate::support::msg::traceparent(
+                    &crate::support::msg::trace_id_of(cause, None)
+                )),
+            );
             // How the Orchestrator wants it designed (FULLSEND's policy decides otherwise).
             if let Some(mode) = payload
                 .get("mode")

@@ -119,6 +119,7 @@ pub async fn dispatch_stage(
         "v": 1,
         "role": "orchestrator",
         "msg_id": job.identity,
+        "trace_id": crate::support::msg::trace_id_of(&job.message, Some(&job.identity)),
         "type": job.message.get("type"),
         "action": decision.action,
         "priority": decision.priority,

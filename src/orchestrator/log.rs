@@ -46,6 +46,7 @@ impl DecisionLog {
         let record = serde_json::json!({
             "logged_at": crate::support::msg::now_iso_micros(),
             "msg_id": crate::support::msg::msg_id_of(&decision.message),
+            "trace_id": crate::support::msg::trace_id_of(&decision.message, None),
             "decision": decision,
         });
         let mut line = serde_json::to_string(&record)?;

@@ -38,6 +38,34 @@ pub fn is_safe_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
+/// The W3C trace id of a message: the one its `traceparent` carries (so one escalation is one
+/// trace across both services), else one derived from its `msg_id` or its delivery's
+/// `identity` (so a redelivery stays in the same trace), else a fresh one. 32 hex digits.
+pub fn trace_id_of(msg: &Map<String, Value>, identity: Option<&str>) -> String {
+    if let Some(id) = msg
+        .get("traceparent")
+        .and_then(Value::as_str)
+        .and_then(|tp| tp.split('-').nth(1))
+        .filter(|id| {
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && *id != "0".repeat(32)
+        })
+    {
+        return id.to_ascii_lowercase();
+    }
+    match msg_id_of(msg).or(identity) {
+        Some(id) => uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, id.as_bytes())
+            .simple()
+            .to_string(),
+        None => uuid::Uuid::now_v7().simple().to_string(),
+    }
+}
+
+/// A `traceparent` header value for a new span of `trace_id` (W3C Trace Context, sampled).
+pub fn traceparent(trace_id: &str) -> String {
+    let span = uuid::Uuid::now_v7().as_u64_pair().1 | 1;
+    format!("00-{trace_id}-{span:016x}-01")
+}
+
 /// A message's text field `key`, trimmed; None when absent, not text, or blank.
 pub fn text_field(msg: &Map<String, Value>, key: &str) -> Option<String> {
     msg.get(key)

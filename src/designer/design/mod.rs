@@ -300,6 +300,15 @@ impl Designer {
         }
     }
 
+    /// Ties every agent call of this designer to `msg`'s trace (`TRACEPARENT`).
+    pub fn trace(&mut self, msg: &Map<String, Value>, identity: &str) {
+        if let Some(spawn) = self.spawn.as_mut() {
+            spawn.traceparent = Some(crate::support::msg::traceparent(
+                &crate::support::msg::trace_id_of(msg, Some(identity)),
+            ));
+        }
+    }
+
     /// A run in `work_dir` for `request_id`: a fresh run id for the skills, and a purse with
     /// the design's budget drawing on the day's spend.
     pub(crate) fn run_for(

@@ -90,5 +90,9 @@ where
     if opts.sandbox {
         env.push(("IS_SANDBOX".to_owned(), OsString::from("1")));
     }
+    if let Some(tp) = &opts.traceparent {
+        env.retain(|(n, _)| n != "TRACEPARENT" && n != "TRACESTATE");
+        env.push(("TRACEPARENT".to_owned(), OsString::from(tp)));
+    }
     env
 }

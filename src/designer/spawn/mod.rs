@@ -125,6 +125,8 @@ pub struct SpawnOptions {
     pub stall_timeout: Duration,
     /// Gets progress events; None: they are logged.
     pub observer: Option<Observer>,
+    /// `TRACEPARENT` for the child, so Claude Code's own spans join the message's trace.
+    pub traceparent: Option<String>,
 }
 
 impl SpawnOptions {
@@ -155,6 +157,7 @@ impl SpawnOptions {
             json_schema: None,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             observer: None,
+            traceparent: None,
         }
     }
 }
