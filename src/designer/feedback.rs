@@ -95,7 +95,10 @@ pub async fn plan(
             );
             request.insert("priority".into(), json!("medium"));
             request.insert("mode".into(), json!("single"));
-            request.insert("request_id".into(), json!(format!("redesign_{exp}")));
+            request.insert(
+                "request_id".into(),
+                json!(format!("redesign_{}", &exp[..exp.len().min(55)])),
+            );
             request.insert("msg_id".into(), json!(format!("{identity}-redesign-{exp}")));
             out.push(publish(&channels.to_fullsend, request, msg));
             redesigned.push(exp);

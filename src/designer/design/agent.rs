@@ -82,17 +82,18 @@ impl Designer {
             || result
                 .api_error_status
                 .is_some_and(|s| matches!(s, 408 | 409 | 429) || s >= 500);
+        // A spec submitted through the skills was validated already; a run that ended on a
+        // limit or a timeout after submitting one still produced it.
+        if let Some(submitted) = crate::designer::skills::submitted(&opts.work_dir) {
+            designed.transient = false;
+            designed.learnings = tactical_learnings(&result.result);
+            return Ok(submitted);
+        }
         if result.timed_out {
             return Err(format!(
                 "Timeout - the coding agent took longer than {}s",
                 opts.timeout.as_secs()
             ));
-        }
-        // A spec submitted through the skills was validated already; a run that ended on a
-        // limit after submitting one still produced it.
-        if let Some(submitted) = crate::designer::skills::submitted(&opts.work_dir) {
-            designed.learnings = tactical_learnings(&result.result);
-            return Ok(submitted);
         }
         if !result.ok {
             return Err(result

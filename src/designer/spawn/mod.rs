@@ -492,6 +492,10 @@ pub async fn spawn(
             opts.max_output
         ));
     }
+    // The server config holds secrets (the Redis URL): gone once the call is over.
+    if let Some(path) = &confinement.mcp_config {
+        let _ = std::fs::remove_file(path);
+    }
     record_metrics(opts, &result);
     Ok(result)
 }

@@ -550,7 +550,9 @@ async fn the_skills_server_tools_dir_and_verdict_schema_reach_the_cli_and_secret
     let fake = script(
         dir.path(),
         "fake-claude",
-        &format!("printf '%s\\0' \"$@\" > argv.bin\nenv -0 > env.bin\necho '{RESULT_JSON}'"),
+        &format!(
+            "printf '%s\\0' \"$@\" > argv.bin\nenv -0 > env.bin\nfor a in \"$@\"; do case $a in --mcp-config=*) cp -p \"${{a#--mcp-config=}}\" mcp.copy;; esac; done\necho '{RESULT_JSON}'"
+        ),
     );
     let mut opts = SpawnOptions::new(Agent::Claude(fake), dir.path());
     opts.mcp = Some(McpServer {
@@ -595,7 +597,12 @@ async fn the_skills_server_tools_dir_and_verdict_schema_reach_the_cli_and_secret
         !argv.iter().any(|a| a.contains("hunter2")),
         "the secret is in argv"
     );
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(config).unwrap()).unwrap();
+    assert!(
+        !std::path::Path::new(config).exists(),
+        "the secret config outlives the call"
+    );
+    let copy = dir.path().join("mcp.copy");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&copy).unwrap()).unwrap();
     let server = &doc["mcpServers"]["fullsend"];
     assert_eq!(server["type"], "stdio");
     assert_eq!(server["command"], "/usr/bin/fullsend");
@@ -604,7 +611,7 @@ async fn the_skills_server_tools_dir_and_verdict_schema_reach_the_cli_and_secret
         "redis://:hunter2@10.0.0.1:6379/0"
     );
     assert_eq!(
-        std::fs::metadata(config).unwrap().permissions().mode() & 0o777,
+        std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
         0o600
     );
     let env = String::from_utf8(std::fs::read(dir.path().join("env.bin")).unwrap()).unwrap();
