@@ -137,6 +137,14 @@ fn dry_run_designs_with_claude_and_writes_nothing() {
         call.iter().any(|a| a.starts_with("--mcp-config=")),
         "every design hands the agent its skills: {call:?}"
     );
+    let config = call
+        .iter()
+        .find_map(|a| a.strip_prefix("--mcp-config="))
+        .expect("config");
+    assert!(
+        !std::path::Path::new(config).exists(),
+        "the secret config is gone after the call"
+    );
     assert!(
         call.iter().any(|a| a == "--setting-sources=user"),
         "{call:?}"

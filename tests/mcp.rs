@@ -419,6 +419,24 @@ fn submit_spec_returns_every_violation_and_stages_only_a_valid_spec() {
 }
 
 #[test]
+fn a_read_only_server_writes_nothing_to_redis() {
+    let w = seeded();
+    let mut c = Client::start(&w, &["--read-only"]);
+    let (err, text) = c.call(
+        "append_learning",
+        json!({"text": "x", "idempotency_key": "k"}),
+    );
+    assert!(
+        err && text.as_str().expect("t").contains("dry run"),
+        "{text}"
+    );
+    let keys = w.redis().cli(&["KEYS", "learnings:tactical:*"]);
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    let (err, _) = c.call("tool_registry", json!({}));
+    assert!(!err, "reads still work");
+}
+
+#[test]
 fn with_redis_down_the_file_skills_work_and_the_others_say_why() {
     let w = World::bare();
     std::fs::write(w.context().join("product_context.md"), "We sell CI.\n").expect("product");

@@ -175,6 +175,10 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         args.provider.as_deref(),
         args.max_iterations,
     )?;
+    // A dry run writes nothing to Redis: neither may the agent's skills.
+    if let (true, Some(skills)) = (args.dry_run, designer.skills.as_mut()) {
+        skills.read_only = true;
+    }
     if let Some(conn) = &conn {
         designer.spend = Some(crate::designer::purse::DailySpend {
             conn: conn.clone(),
@@ -332,6 +336,7 @@ pub fn designer(
             learnings: absolute(cfg.context_path().join("learnings.md")),
             browserbase_key: cfg.browserbase_api_key(),
             browserbase_url: Some(cfg.browserbase_url()),
+            read_only: false,
         }),
         _ => None,
     };

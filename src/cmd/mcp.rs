@@ -55,6 +55,9 @@ pub struct Args {
     /// learnings.md [default: CONTEXT_PATH/learnings.md].
     #[arg(long, value_name = "FILE")]
     pub learnings: Option<PathBuf>,
+    /// Write nothing to Redis (a dry run): `append_learning` is refused.
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 /// The MCP adapter over the skills.
@@ -167,6 +170,8 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             .unwrap_or_else(|| context.join("learnings.md")),
         research,
     );
+    let mut skills = skills;
+    skills.read_only = args.read_only;
     let server = Server {
         skills: Arc::new(skills),
     };

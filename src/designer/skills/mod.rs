@@ -84,6 +84,8 @@ pub struct Skills {
     pub learnings: PathBuf,
     /// Web research through Browserbase, when a key is configured.
     pub research: Option<Research>,
+    /// A dry run: nothing is written to Redis.
+    pub read_only: bool,
     learnings_written: AtomicU32,
     tool_requests_written: AtomicU32,
 }
@@ -103,6 +105,7 @@ impl Skills {
             product_context,
             learnings,
             research,
+            read_only: false,
             learnings_written: AtomicU32::new(0),
             tool_requests_written: AtomicU32::new(0),
         }
@@ -131,6 +134,11 @@ impl Skills {
             "search_learnings" => read::search_learnings(&mut redis()?, args).await,
             "product_context" => read::file_text(&self.product_context, "product context"),
             "strategic_learnings" => read::strategic(&self.learnings, args),
+            "append_learning" if self.read_only => Err(ToolError::Refused(
+                "this is a dry run: nothing is written to Redis; put the learning in your \
+                 answer's tactical_learnings instead"
+                    .into(),
+            )),
             "append_learning" => {
                 take_slot(&self.learnings_written, MAX_LEARNINGS_PER_CALL, "learnings")?;
                 write::append_learning(&mut redis()?, &self.scope, args).await

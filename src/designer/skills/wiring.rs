@@ -50,6 +50,8 @@ pub struct McpWiring {
     pub browserbase_key: Option<String>,
     /// Browserbase's base URL (tests point it at a mock).
     pub browserbase_url: Option<String>,
+    /// A dry run: the server writes nothing to Redis.
+    pub read_only: bool,
 }
 
 impl std::fmt::Debug for McpWiring {
@@ -79,6 +81,9 @@ impl McpWiring {
             "--learnings".to_string(),
             self.learnings.display().to_string(),
         ];
+        if self.read_only {
+            args.push("--read-only".to_string());
+        }
         if let Some(exp) = &scope.experiment_id {
             args.extend(["--experiment".to_string(), exp.clone()]);
         }
