@@ -69,6 +69,8 @@ pub enum Command {
     Design(cmd::design::Args),
     /// Serve the agent's skills (registry, experiments, learnings, spec submission) over MCP stdio.
     Mcp(cmd::mcp::Args),
+    /// Serve the operator's console: live trail, experiments, queues, spend, context, /metrics.
+    Web(cmd::web::Args),
     /// Run decision and design cases (the PRD's quality tests) and report what passed.
     Eval(cmd::eval::Args),
     /// Print the effective configuration and where each value came from.
@@ -130,6 +132,7 @@ pub fn name(command: &Command) -> String {
         Command::Ralph(RalphCommand::Spawn(_)) => "ralph spawn",
         Command::Design(_) => "design",
         Command::Eval(_) => "eval",
+        Command::Web(_) => "web",
         Command::Config(_) => "config",
         Command::Doctor(_) => "doctor",
         Command::Completions(_) => "completions",
@@ -165,6 +168,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Design(args) if args.parse => cmd::design::parse(args, g),
         Command::Design(args) => cmd::block_on(true, cmd::design::run(args, g)),
         Command::Eval(args) => cmd::block_on(false, cmd::eval::run(args, g)),
+        Command::Web(args) => cmd::block_on(true, cmd::web::run(args, g)),
         Command::Config(args) => cmd::config::run(args, g),
         Command::Doctor(args) => cmd::block_on(false, cmd::doctor::run(args, g)),
         Command::Completions(args) => cmd::completions::run(args, g, Cli::command()),

@@ -5,11 +5,12 @@
 //! The folders are the parts of the system, and dependencies point one way:
 //!
 //! ```text
-//! cli → cmd → orchestrator, designer → context → bus, llm → support
+//! cli → cmd → console → orchestrator, designer → context → bus, llm → support
 //! ```
 //!
 //! `cmd/` is the CLI glue (one file per subcommand); `orchestrator/` and
-//! `designer/` are the two services; `context/` is what they know and how it
+//! `designer/` are the two services; `console/` is the operator's web console
+//! over both; `context/` is what they know and how it
 //! becomes a prompt; `bus/` is delivery and the exactly-once commit over
 //! Redis; `llm/` speaks to model providers; `support/` is the plumbing
 //! (configuration, exit codes, stdout, files, processes). Nothing below
@@ -19,6 +20,7 @@
 pub mod bus;
 pub mod cli;
 pub mod cmd;
+pub mod console;
 pub mod context;
 pub mod designer;
 pub mod llm;

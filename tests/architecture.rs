@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["bus", "llm"],
     &["context"],
     &["orchestrator", "designer"],
+    &["console"],
     &["cmd"],
     &["cli"],
 ];

@@ -20,3 +20,4 @@ mod real_claude;
 mod skills;
 mod support;
 mod think;
+mod web;

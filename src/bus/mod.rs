@@ -5,13 +5,15 @@
 //! holds a lease on each entry while a handler works, and commits the
 //! handler's effects ([`effects`]) in one fenced script that also acknowledges
 //! the entry. [`store`] holds connections, key names and publishing;
-//! [`spend`] is the daily spend gate both roles share. The bus knows nothing
+//! [`spend`] is the daily spend gate both roles share; [`queues`] is what an
+//! operator sees of them and the dead-letter requeue. The bus knows nothing
 //! of what a message means: it depends on `support` only, never on the
 //! services, `context` or `cmd`.
 
 pub mod delivery;
 pub mod effects;
 pub mod exec;
+pub mod queues;
 pub mod runner;
 pub mod spend;
 pub mod store;

@@ -17,28 +17,31 @@ pub fn today() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%d").to_string()
 }
 
-/// Adds `usd` to today's spend; returns the new total.
-pub async fn add(conn: &mut Conn, usd: f64) -> anyhow::Result<f64> {
+/// How long a day's spend is kept: the console's 30-day chart, and a margin.
+const KEEP_DAYS_SECS: u64 = 40 * 24 * 3600;
+
+/// The Redis hash of a day's spend by `role|model` (the console's chart).
+pub fn day_breakdown_key(day: &str) -> String {
+    format!("fullsend:spend:{day}:by")
+}
+
+/// Adds `usd` spent by `role` on `model` to today's spend; returns the new total.
+pub async fn add(conn: &mut Conn, usd: f64, role: &str, model: &str) -> anyhow::Result<f64> {
     if usd <= 0.0 || !usd.is_finite() {
         return spent_today(conn).await;
     }
     let key = day_key(&today());
-    let (total,): (f64,) = redis::pipe()
-        .cmd("INCRBYFLOAT")
-        .arg(&key)
-        .arg(usd)
-        .cmd("EXPIRE")
-        .arg(&key)
-        .arg(8 * 24 * 3600)
-        .ignore()
-        .query_async(conn)
-        .await?;
+    let mut pipe = redis::pipe();
+    pipe.cmd("INCRBYFLOAT").arg(&key).arg(usd);
+    add_breakdown(&mut pipe, usd, role, model);
+    pipe.cmd("EXPIRE").arg(&key).arg(KEEP_DAYS_SECS).ignore();
+    let (total,): (f64,) = pipe.query_async(conn).await?;
     Ok(total)
 }
 
-/// Adds `usd` to today's spend as part of `pipe` (its replies ignored), so it can share a
-/// round trip with other writes.
-pub fn add_to(pipe: &mut redis::Pipeline, usd: f64) {
+/// Adds `usd` spent by `role` on `model` to today's spend as part of `pipe` (its replies
+/// ignored), so it can share a round trip with other writes.
+pub fn add_to(pipe: &mut redis::Pipeline, usd: f64, role: &str, model: &str) {
     if usd <= 0.0 || !usd.is_finite() {
         return;
     }
@@ -49,8 +52,74 @@ pub fn add_to(pipe: &mut redis::Pipeline, usd: f64) {
         .ignore()
         .cmd("EXPIRE")
         .arg(&key)
-        .arg(8 * 24 * 3600)
+        .arg(KEEP_DAYS_SECS)
         .ignore();
+    add_breakdown(pipe, usd, role, model);
+}
+
+fn add_breakdown(pipe: &mut redis::Pipeline, usd: f64, role: &str, model: &str) {
+    let key = day_breakdown_key(&today());
+    let model = if model.is_empty() { "unknown" } else { model };
+    pipe.cmd("HINCRBYFLOAT")
+        .arg(&key)
+        .arg(format!("{role}|{model}"))
+        .arg(usd)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&key)
+        .arg(KEEP_DAYS_SECS)
+        .ignore();
+}
+
+/// One UTC day's spend: the total and its parts by role and by model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DaySpend {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// USD that day.
+    pub total_usd: f64,
+    /// USD by role.
+    pub by_role: std::collections::BTreeMap<String, f64>,
+    /// USD by model.
+    pub by_model: std::collections::BTreeMap<String, f64>,
+}
+
+/// The last `days` UTC days' spend, oldest first, today last (two round trips).
+pub async fn history(conn: &mut Conn, days: u32) -> anyhow::Result<Vec<DaySpend>> {
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let dates: Vec<String> = (0..days.max(1))
+        .rev()
+        .filter_map(|back| today.checked_sub(jiff::Span::new().days(back)).ok())
+        .map(|d| d.strftime("%Y-%m-%d").to_string())
+        .collect();
+    let mut pipe = redis::pipe();
+    for day in &dates {
+        pipe.cmd("GET").arg(day_key(day));
+        pipe.cmd("HGETALL").arg(day_breakdown_key(day));
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let mut out = Vec::with_capacity(dates.len());
+    for (day, pair) in dates.into_iter().zip(replies.chunks(2)) {
+        let total: Option<String> = redis::from_redis_value(pair[0].clone()).unwrap_or(None);
+        let parts: std::collections::HashMap<String, String> =
+            redis::from_redis_value(pair[1].clone()).unwrap_or_default();
+        let mut spend = DaySpend {
+            day,
+            total_usd: total.and_then(|t| t.parse().ok()).unwrap_or(0.0),
+            by_role: Default::default(),
+            by_model: Default::default(),
+        };
+        for (field, usd) in parts {
+            let usd: f64 = usd.parse().unwrap_or(0.0);
+            let (role, model) = field.split_once('|').unwrap_or((field.as_str(), "unknown"));
+            *spend.by_role.entry(role.to_string()).or_default() += usd;
+            *spend.by_model.entry(model.to_string()).or_default() += usd;
+        }
+        out.push(spend);
+    }
+    Ok(out)
 }
 
 /// Today's spend so far.

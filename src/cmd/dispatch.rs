@@ -1,8 +1,6 @@
 //! `fullsend dispatch`: a decision (as `think` prints it) on stdin → its side
 //! effects → a JSON report of what was published and written.
 
-use serde_json::{Map, Value};
-
 use crate::bus::store::ChannelKeys;
 use crate::cmd::Env;
 use crate::cmd::args::GlobalArgs;
@@ -140,36 +138,12 @@ async fn give_briefs(
     crate::orchestrator::brief::attach(decision, &ctx, &prompts)
 }
 
-/// A decision from JSON: `think`'s output, or a bare `{action, payload, …}`
-/// normalised by the same rules as model output.
+/// A decision from JSON: `think`'s output, or a bare `{action, payload, …}`.
 pub fn read_decision(text: &str) -> anyhow::Result<Decision> {
-    let object = crate::support::io::parse_json_object(text, "the decision")?;
-    if !object.contains_key("action") && !object.contains_key("actions") {
-        return Err(Fail::usage(
-            "the decision has no \"action\" (or \"actions\") field",
-        ));
-    }
-    if let Ok(mut decision) = serde_json::from_value::<Decision>(Value::Object(object.clone())) {
-        decision.fill_from_payload();
-        return Ok(decision);
-    }
-    let message = match object.get("message") {
-        Some(Value::Object(m)) => m.clone(),
-        _ => Map::new(),
-    };
-    Ok(Decision::from_object(object, message))
+    Decision::read(text)
 }
 
 /// Where effects go, from configuration.
 pub fn target(env: &Env) -> anyhow::Result<Target> {
-    let roundtable = match env.config.roundtable_command() {
-        Some(cmd) => Some((cmd, env.config.roundtable_timeout()?)),
-        None => None,
-    };
-    Ok(Target {
-        channels: env.config.channels(),
-        context_path: env.config.context_path(),
-        roundtable,
-        report_channel: env.config.report_channel_id(),
-    })
+    Target::from_config(&env.config)
 }

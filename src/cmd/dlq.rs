@@ -1,10 +1,9 @@
 //! `fullsend dlq list|requeue`: inspect dead-lettered messages and put them
 //! back on their stream once the cause is fixed.
 
-use std::collections::HashMap;
-
 use serde_json::json;
 
+use crate::bus::queues::{self, Requeue, RequeueError};
 use crate::bus::store::ChannelKeys;
 use crate::cmd::Env;
 use crate::cmd::args::GlobalArgs;
@@ -57,23 +56,14 @@ fn channel(env: &Env, role: Role) -> String {
     }
 }
 
-type Entries = Vec<(String, HashMap<String, String>)>;
-
 /// Lists dead letters, one JSON line each.
 pub async fn list(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let env = Env::load(global, Vec::new())?;
-    let keys = ChannelKeys::new(&channel(&env, args.role));
+    let channel = channel(&env, args.role);
     let mut conn = crate::bus::store::connect(&env.config.redis_url()).await?;
-    let entries: Entries = redis::cmd("XRANGE")
-        .arg(keys.dlq())
-        .arg("-")
-        .arg("+")
-        .arg("COUNT")
-        .arg(args.count)
-        .query_async(&mut conn)
-        .await?;
-    for (id, fields) in entries {
-        env.emit(&json!({"dlq_id": id, "dlq": keys.dlq(), "fields": fields}))?;
+    let dlq = ChannelKeys::new(&channel).dlq();
+    for (id, fields) in queues::dead_letters(&mut conn, &channel, args.count).await? {
+        env.emit(&json!({"dlq_id": id, "dlq": dlq, "fields": fields}))?;
     }
     Ok(Exit::Success)
 }
@@ -81,54 +71,22 @@ pub async fn list(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
 /// Moves dead letters back to their stream (new entries, fresh delivery count).
 pub async fn requeue(args: RequeueArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let env = Env::load(global, Vec::new())?;
-    let keys = ChannelKeys::new(&channel(&env, args.role));
+    let channel = channel(&env, args.role);
     let mut conn = crate::bus::store::connect(&env.config.redis_url()).await?;
-    let entries: Entries = if args.all {
-        redis::cmd("XRANGE")
-            .arg(keys.dlq())
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await?
+    let which = if args.all {
+        Requeue::All
     } else {
-        let mut found = Vec::new();
-        for id in &args.ids {
-            let mut one: Entries = redis::cmd("XRANGE")
-                .arg(keys.dlq())
-                .arg(id)
-                .arg(id)
-                .query_async(&mut conn)
-                .await?;
-            if one.is_empty() {
-                return Err(Fail::usage(format!(
-                    "no dead letter {id} in {}",
-                    keys.dlq()
-                )));
-            }
-            found.append(&mut one);
-        }
-        found
+        Requeue::Ids(args.ids)
     };
-    let mut requeued = 0;
-    for (id, fields) in entries {
-        let data = fields.get("data").cloned().unwrap_or_default();
-        // Add and delete in one transaction so a crash cannot lose or double it.
-        let new_id: (String,) = redis::pipe()
-            .atomic()
-            .cmd("XADD")
-            .arg(keys.stream())
-            .arg("*")
-            .arg("data")
-            .arg(&data)
-            .cmd("XDEL")
-            .arg(keys.dlq())
-            .arg(&id)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        env.emit(&json!({"dlq_id": id, "requeued_as": new_id.0, "stream": keys.stream()}))?;
-        requeued += 1;
+    let moved = queues::requeue(&mut conn, &channel, &which)
+        .await
+        .map_err(|e| match e {
+            RequeueError::Unknown(m) => Fail::usage(m),
+            RequeueError::Redis(e) => e,
+        })?;
+    for line in &moved {
+        env.emit(line)?;
     }
-    tracing::info!("requeued {requeued} dead letters");
+    tracing::info!("requeued {} dead letters", moved.len());
     Ok(Exit::Success)
 }

@@ -65,7 +65,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let url = cfg.redis_url();
     match tokio::time::timeout(Duration::from_secs(5), crate::bus::store::connect(&url)).await {
         Ok(Ok(mut conn)) => {
-            let health = crate::cmd::status::redis_health(&mut conn).await?;
+            let health = crate::bus::queues::redis_health(&mut conn).await?;
             let warnings: Vec<String> = health["warnings"]
                 .as_array()
                 .into_iter()

@@ -24,6 +24,7 @@ pub mod publish;
 pub mod ralph;
 pub mod status;
 pub mod think;
+pub mod web;
 pub mod worklist;
 
 use crate::cmd::args::GlobalArgs;

@@ -157,7 +157,17 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         }
     };
     if let (Some(conn), Some(cost)) = (conn.as_mut(), decision.cost_usd)
-        && let Err(err) = crate::bus::spend::add(conn, cost).await
+        && let Err(err) = crate::bus::spend::add(
+            conn,
+            cost,
+            "orchestrator",
+            if decision.model.is_empty() {
+                &decision.provider
+            } else {
+                &decision.model
+            },
+        )
+        .await
     {
         tracing::warn!("recording spend: {err:#}");
     }

@@ -161,7 +161,10 @@ impl Designer {
             }
         }
         let r = spawn::spawn(&opts, &prompt, cancel).await?;
-        scoped.purse.record(r.total_cost_usd).await;
+        scoped
+            .purse
+            .record(r.total_cost_usd, spawn::billed_model(&opts))
+            .await;
         result.cost_usd = r.total_cost_usd;
         result.session_id = r.session_id.clone();
         result.transient = r.timed_out

@@ -102,8 +102,8 @@ impl Purse {
         })
     }
 
-    /// Counts one call's cost, here and in the day's spend.
-    pub async fn record(&self, usd: f64) {
+    /// Counts one call's cost on `model`, here and in the day's spend.
+    pub async fn record(&self, usd: f64, model: &str) {
         if !(usd.is_finite() && usd > 0.0) {
             return;
         }
@@ -112,7 +112,7 @@ impl Purse {
         }
         if let Some(daily) = &self.daily {
             let mut conn = daily.conn.clone();
-            if let Err(err) = crate::bus::spend::add(&mut conn, usd).await {
+            if let Err(err) = crate::bus::spend::add(&mut conn, usd, "fullsend", model).await {
                 tracing::warn!("recording spend: {err:#}");
             }
         }
@@ -127,12 +127,12 @@ mod tests {
     async fn the_run_budget_runs_out() {
         let purse = Purse::new(Some(1.0), None);
         assert_eq!(purse.left().await, Ok(Some(1.0)));
-        purse.record(0.75).await;
+        purse.record(0.75, "m").await;
         assert_eq!(purse.left().await, Ok(Some(0.25)));
-        purse.record(0.25).await;
+        purse.record(0.25, "m").await;
         let err = purse.left().await.unwrap_err();
         assert!(!err.daily, "{err:?}");
-        purse.record(f64::NAN).await;
+        purse.record(f64::NAN, "m").await;
         assert!((purse.spent() - 1.0).abs() < 1e-9);
         assert_eq!(Purse::new(None, None).left().await, Ok(None));
     }

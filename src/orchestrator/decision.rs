@@ -382,6 +382,30 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// A decision from JSON: `think`'s output, or a bare `{action, payload, …}`
+    /// normalised by the same rules as model output.
+    pub fn read(text: &str) -> anyhow::Result<Decision> {
+        let object = crate::support::io::parse_json_object(text, "the decision")?;
+        if !object.contains_key("action") && !object.contains_key("actions") {
+            return Err(crate::support::exit::Fail::usage(
+                "the decision has no \"action\" (or \"actions\") field",
+            ));
+        }
+        if let Ok(mut decision) =
+            serde_json::from_value::<Decision>(serde_json::Value::Object(object.clone()))
+        {
+            decision.fill_from_payload();
+            return Ok(decision);
+        }
+        let message = match object.get("message") {
+            Some(serde_json::Value::Object(m)) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        Ok(Decision::from_object(object, message))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,22 @@ pub struct Target {
     pub report_channel: Option<String>,
 }
 
+impl Target {
+    /// Where effects go, from configuration.
+    pub fn from_config(config: &crate::support::config::Config) -> anyhow::Result<Target> {
+        let roundtable = match config.roundtable_command() {
+            Some(cmd) => Some((cmd, config.roundtable_timeout()?)),
+            None => None,
+        };
+        Ok(Target {
+            channels: config.channels(),
+            context_path: config.context_path(),
+            roundtable,
+            report_channel: config.report_channel_id(),
+        })
+    }
+}
+
 /// The default reply when the model gave no content.
 pub const DEFAULT_REPLY: &str = "✅ Got it — I will draft a plan and share next steps shortly.";
 pub use super::reply::DISCORD_MAX_CHARS;

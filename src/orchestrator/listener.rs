@@ -196,7 +196,12 @@ impl OrchestratorRole {
                     .arg(MEMO_TTL_SECS)
                     .ignore();
                 if let Some(cost) = decision.cost_usd {
-                    crate::bus::spend::add_to(&mut pipe, cost);
+                    crate::bus::spend::add_to(
+                        &mut pipe,
+                        cost,
+                        "orchestrator",
+                        metrics_model(&decision),
+                    );
                 }
                 record_metrics(&decision);
                 if let Err(err) = pipe.query_async::<()>(conn).await {
@@ -304,15 +309,20 @@ impl OrchestratorRole {
     }
 }
 
+/// The model a decision's tokens and spend are counted under (the provider when unnamed).
+fn metrics_model(decision: &crate::orchestrator::decision::Decision) -> &str {
+    if decision.model.is_empty() {
+        decision.provider.as_str()
+    } else {
+        decision.model.as_str()
+    }
+}
+
 /// A fresh decision's time, tokens and cost in the process's metrics.
 fn record_metrics(decision: &crate::orchestrator::decision::Decision) {
     use crate::support::metrics;
     metrics::decision_seconds(decision.elapsed_ms as f64 / 1000.0);
-    let model = if decision.model.is_empty() {
-        decision.provider.as_str()
-    } else {
-        decision.model.as_str()
-    };
+    let model = metrics_model(decision);
     let u = &decision.usage;
     for (kind, n) in [
         ("input", u.input_tokens),

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod exit;
 pub mod files;
+pub mod http_serve;
 pub mod io;
 pub mod metrics;
 pub mod msg;

@@ -93,6 +93,16 @@ pub fn stamp(message: &mut Map<String, Value>, cause: Option<&Map<String, Value>
             .entry("causation_id")
             .or_insert_with(|| Value::String(cause_id.to_string()));
     }
+    // What a message causes is part of its trace: the console groups by it, and the spans of
+    // the service that handles the effect join the cause's trace.
+    if let Some(cause) = cause.filter(|c| !c.is_empty())
+        && !message.contains_key("traceparent")
+    {
+        message.insert(
+            "traceparent".into(),
+            Value::String(traceparent(&trace_id_of(cause, None))),
+        );
+    }
     message
         .entry("timestamp")
         .or_insert_with(|| Value::String(now_iso_micros()));
@@ -170,6 +180,8 @@ mod tests {
         let mut out = Map::new();
         stamp(&mut out, Some(&cause));
         assert_eq!(out["causation_id"], "cause-1");
+        let tp = out["traceparent"].as_str().expect("traceparent");
+        assert_eq!(trace_id_of(&out, None), trace_id_of(&cause, None), "{tp}");
         let first = out["msg_id"].clone();
         stamp(&mut out, Some(&cause));
         assert_eq!(out["msg_id"], first);

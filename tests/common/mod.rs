@@ -6,6 +6,7 @@
 // binary, so `pub` items would otherwise warn as dead or unreachable.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
 pub mod fake_claude;
 pub mod ledger;
 pub mod mock_api;

@@ -74,7 +74,9 @@ impl Designer {
         let result = spawn::spawn(&opts, prompt, cancel)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        run.purse.record(result.total_cost_usd).await;
+        run.purse
+            .record(result.total_cost_usd, spawn::billed_model(&opts))
+            .await;
         designed.cost_usd += result.total_cost_usd;
         designed.session_ids.extend(result.session_id.clone());
         designed.transient = result.timed_out

@@ -380,7 +380,7 @@ impl Designer {
             e.to_string()
         })?;
         let cost = crate::llm::price::cost(&response.model, &response.usage).unwrap_or(0.0);
-        run.purse.record(cost).await;
+        run.purse.record(cost, &response.model).await;
         designed.cost_usd += cost;
         Ok(response.text)
     }

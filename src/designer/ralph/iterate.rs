@@ -228,7 +228,9 @@ impl Runner<'_> {
             self.cost += r.total_cost_usd;
         }
         if let Some(purse) = &self.opts.purse {
-            purse.record(r.total_cost_usd).await;
+            purse
+                .record(r.total_cost_usd, spawn::billed_model(&sopts))
+                .await;
         }
         let cut = cut_by_deadline && r.timed_out;
         (r, cut)

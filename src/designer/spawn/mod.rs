@@ -501,6 +501,11 @@ pub async fn spawn(
 }
 
 /// One finished call's outcome, tokens and cost in the process's metrics.
+/// The model a call's spend is counted under: the one asked for, else the CLI's default.
+pub fn billed_model(opts: &SpawnOptions) -> &str {
+    opts.model.as_deref().unwrap_or("claude-code")
+}
+
 fn record_metrics(opts: &SpawnOptions, r: &SpawnResult) {
     use crate::support::metrics;
     let outcome = if r.ok {
@@ -521,7 +526,7 @@ fn record_metrics(opts: &SpawnOptions, r: &SpawnResult) {
         "error"
     };
     metrics::agent_run(outcome);
-    let model = opts.model.as_deref().unwrap_or("claude-code");
+    let model = billed_model(opts);
     if let Some(usage) = &r.usage {
         for (kind, field) in [
             ("input", "input_tokens"),

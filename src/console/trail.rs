@@ -1,0 +1,384 @@
+//! The live trail: every message as it flows, built from what the system already keeps. The
+//! channels' streams give what was received and what was sent (a dispatch to FULLSEND, a reply,
+//! a tool request, a design's progress, `experiment_ready`); the decision log gives what was
+//! decided and why. Each item carries its message's W3C trace id, which every message caused by
+//! an escalation inherits, so the page groups one escalation's items into one card.
+//!
+//! [`Feed`] polls both sources and broadcasts new items to the
+//! server-sent-event streams; [`snapshot`] reads the recent past for a page that just opened.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::bus::store::{ChannelKeys, Conn};
+use crate::support::config::Channels;
+
+/// One step of a message's way through the system.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    /// Unique and stable: `stream:<key>:<entry id>` or `decision:<msg_id>:<logged_at>`.
+    pub key: String,
+    /// The W3C trace id its card is grouped by.
+    pub trace_id: String,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// `received`, `decided`, `dispatched`, `replied`, `tool_requested`, `design`,
+    /// `experiment_ready` or `published`.
+    pub kind: String,
+    /// The channel, for stream items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The message (stream items) or the decision (decision items), long texts cut.
+    pub body: Value,
+}
+
+/// The channels the trail reads, with the kind of item each entry is.
+pub fn watched(channels: &Channels) -> Vec<String> {
+    vec![
+        channels.to_orchestrator.clone(),
+        channels.to_fullsend.clone(),
+        channels.from_orchestrator.clone(),
+        channels.builder_tasks.clone(),
+    ]
+}
+
+fn kind_of(channel: &str, channels: &Channels, msg: &Map<String, Value>) -> &'static str {
+    let msg_type = msg.get("type").and_then(Value::as_str).unwrap_or_default();
+    if channel == channels.to_orchestrator {
+        match msg_type {
+            "experiment_ready" => "experiment_ready",
+            "design_progress" => "design",
+            _ => "received",
+        }
+    } else if channel == channels.to_fullsend {
+        "dispatched"
+    } else if channel == channels.from_orchestrator {
+        "replied"
+    } else if channel == channels.builder_tasks {
+        "tool_requested"
+    } else {
+        "published"
+    }
+}
+
+/// Longest text kept per field of an item (a model that rambles must not fill the page).
+const MAX_TEXT: usize = 16 * 1024;
+
+/// `value` with every string cut to [`MAX_TEXT`] bytes.
+fn bounded(value: Value) -> Value {
+    match value {
+        Value::String(s) if s.len() > MAX_TEXT => {
+            let mut end = MAX_TEXT;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            Value::String(format!("{}… [cut: {} bytes]", &s[..end], s.len()))
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(bounded).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, bounded(v))).collect()),
+        other => other,
+    }
+}
+
+fn stream_item(channel: &str, channels: &Channels, id: &str, data: &str) -> Item {
+    let msg: Map<String, Value> = match serde_json::from_str(data) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            let mut m = Map::new();
+            m.insert("unparsed".into(), Value::String(data.to_string()));
+            m
+        }
+    };
+    let at_ms = id
+        .split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_default();
+    Item {
+        key: format!("stream:{channel}:{id}"),
+        trace_id: crate::support::msg::trace_id_of(&msg, Some(id)),
+        at_ms,
+        kind: kind_of(channel, channels, &msg).into(),
+        channel: Some(channel.to_string()),
+        body: bounded(Value::Object(msg)),
+    }
+}
+
+fn decision_item(line: &str) -> Option<Item> {
+    let record: Value = serde_json::from_str(line).ok()?;
+    let decision = record.get("decision")?.clone();
+    let logged_at = record["logged_at"].as_str().unwrap_or_default().to_string();
+    let at_ms = jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%.f%:z", &logged_at)
+        .map(|t| t.as_millisecond())
+        .unwrap_or_default();
+    let trace_id = match record["trace_id"].as_str() {
+        Some(t) => t.to_string(),
+        None => {
+            let msg = decision["message"].as_object().cloned().unwrap_or_default();
+            crate::support::msg::trace_id_of(&msg, None)
+        }
+    };
+    Some(Item {
+        key: format!(
+            "decision:{}:{logged_at}",
+            record["msg_id"].as_str().unwrap_or("-")
+        ),
+        trace_id,
+        at_ms,
+        kind: "decided".into(),
+        channel: None,
+        body: bounded(decision),
+    })
+}
+
+type Entries = Vec<(String, std::collections::HashMap<String, String>)>;
+
+/// The last `per_channel` entries of each watched channel and the last decisions, oldest first.
+pub async fn snapshot(
+    conn: Option<&mut Conn>,
+    channels: &Channels,
+    decision_log: &Path,
+    per_channel: usize,
+) -> Vec<Item> {
+    let mut items = Vec::new();
+    if let Some(conn) = conn {
+        let mut pipe = redis::pipe();
+        let watched = watched(channels);
+        for channel in &watched {
+            pipe.cmd("XREVRANGE")
+                .arg(ChannelKeys::new(channel).stream())
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(per_channel);
+        }
+        match pipe.query_async::<Vec<Entries>>(conn).await {
+            Ok(all) => {
+                for (channel, entries) in watched.iter().zip(all) {
+                    for (id, fields) in entries {
+                        let data = fields.get("data").map(String::as_str).unwrap_or_default();
+                        items.push(stream_item(channel, channels, &id, data));
+                    }
+                }
+            }
+            Err(err) => tracing::debug!("trail: reading the streams: {err:#}"),
+        }
+    }
+    let (lines, _) = tail_lines(decision_log, 4 * 1024 * 1024, per_channel);
+    items.extend(lines.iter().filter_map(|l| decision_item(l)));
+    items.sort_by_key(|i| i.at_ms);
+    items
+}
+
+/// The last `count` complete lines of the file's last `window` bytes, and the file's length.
+fn tail_lines(path: &Path, window: u64, count: usize) -> (Vec<String>, u64) {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return (Vec::new(), 0);
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(window);
+    let mut text = String::new();
+    if file.seek(SeekFrom::Start(start)).is_err()
+        || file.take(len - start).read_to_string(&mut text).is_err()
+    {
+        return (Vec::new(), len);
+    }
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0); // cut in the middle
+    }
+    let from = lines.len().saturating_sub(count);
+    (lines[from..].iter().map(|l| l.to_string()).collect(), len)
+}
+
+/// Follows the watched streams and the decision log, broadcasting new items.
+#[derive(Debug)]
+pub struct Feed {
+    sender: tokio::sync::broadcast::Sender<Item>,
+}
+
+impl Feed {
+    /// Starts following from now (once Redis answers); polls every `every`.
+    pub async fn start(
+        conn: crate::console::Redis,
+        channels: Channels,
+        decision_log: PathBuf,
+        every: std::time::Duration,
+    ) -> Feed {
+        let (sender, _) = tokio::sync::broadcast::channel(1024);
+        let tx = sender.clone();
+        let mut follow = Follow::new(channels, decision_log);
+        let mut started = false;
+        if let Some(mut c) = conn.get().await {
+            follow.start_at_end(&mut c).await;
+            started = true;
+        }
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(mut c) = conn.get().await else {
+                    continue;
+                };
+                if !started {
+                    // From the console's start (or Redis's first answer) on; what came before
+                    // is in each page's snapshot. Following does not wait for a first page: a
+                    // page's snapshot and the items broadcast after it must leave no gap.
+                    follow.start_at_end(&mut c).await;
+                    started = true;
+                    continue;
+                }
+                for item in follow.poll(&mut c).await {
+                    // No page watching is not an error.
+                    let _ = tx.send(item);
+                }
+            }
+        });
+        Feed { sender }
+    }
+
+    /// New items from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Item> {
+        self.sender.subscribe()
+    }
+}
+
+/// Where following has got to in each source.
+struct Follow {
+    channels: Channels,
+    decision_log: PathBuf,
+    last_ids: Vec<String>,
+    log_offset: u64,
+}
+
+impl Follow {
+    fn new(channels: Channels, decision_log: PathBuf) -> Follow {
+        let n = watched(&channels).len();
+        Follow {
+            channels,
+            decision_log,
+            last_ids: vec!["0-0".into(); n],
+            log_offset: 0,
+        }
+    }
+
+    async fn start_at_end(&mut self, conn: &mut Conn) {
+        for (i, channel) in watched(&self.channels).iter().enumerate() {
+            let last: Result<Entries, _> = redis::cmd("XREVRANGE")
+                .arg(ChannelKeys::new(channel).stream())
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(conn)
+                .await;
+            self.last_ids[i] = last
+                .ok()
+                .and_then(|e| e.into_iter().next())
+                .map(|(id, _)| id)
+                .unwrap_or_else(|| "0-0".into());
+        }
+        self.log_offset = std::fs::metadata(&self.decision_log)
+            .map(|m| m.len())
+            .unwrap_or(0);
+    }
+
+    async fn poll(&mut self, conn: &mut Conn) -> Vec<Item> {
+        let mut items = Vec::new();
+        let watched = watched(&self.channels);
+        let mut pipe = redis::pipe();
+        for (channel, last) in watched.iter().zip(&self.last_ids) {
+            pipe.cmd("XRANGE")
+                .arg(ChannelKeys::new(channel).stream())
+                .arg(format!("({last}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(500);
+        }
+        match pipe.query_async::<Vec<Entries>>(conn).await {
+            Ok(all) => {
+                for (i, entries) in all.into_iter().enumerate() {
+                    for (id, fields) in entries {
+                        let data = fields.get("data").map(String::as_str).unwrap_or_default();
+                        items.push(stream_item(&watched[i], &self.channels, &id, data));
+                        self.last_ids[i] = id;
+                    }
+                }
+            }
+            Err(err) => tracing::debug!("trail: following the streams: {err:#}"),
+        }
+        items.extend(self.new_decisions());
+        items.sort_by_key(|i| i.at_ms);
+        items
+    }
+
+    /// The decision lines appended since the last poll (from the start of a rotated log).
+    fn new_decisions(&mut self) -> Vec<Item> {
+        let Ok(mut file) = std::fs::File::open(&self.decision_log) else {
+            return Vec::new();
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.log_offset {
+            self.log_offset = 0;
+        }
+        if len == self.log_offset || file.seek(SeekFrom::Start(self.log_offset)).is_err() {
+            return Vec::new();
+        }
+        let mut text = String::new();
+        if file
+            .take(len - self.log_offset)
+            .read_to_string(&mut text)
+            .is_err()
+        {
+            return Vec::new();
+        }
+        // Only whole lines: a line being written is read at the next poll.
+        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+        self.log_offset += complete as u64;
+        text[..complete].lines().filter_map(decision_item).collect()
+    }
+}
+
+/// The trail as JSON: its items, and the trace ids newest first.
+pub fn as_json(items: &[Item]) -> Value {
+    let mut traces: Vec<(&str, i64)> = Vec::new();
+    for item in items {
+        match traces.iter_mut().find(|(t, _)| *t == item.trace_id) {
+            Some(t) => t.1 = t.1.max(item.at_ms),
+            None => traces.push((&item.trace_id, item.at_ms)),
+        }
+    }
+    traces.sort_by_key(|t| std::cmp::Reverse(t.1));
+    json!({
+        "v": 1,
+        "traces": traces.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+        "items": items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(MAX_TEXT);
+        let cut = bounded(json!({"reasoning": long}));
+        let text = cut["reasoning"].as_str().expect("text");
+        assert!(text.len() < MAX_TEXT + 64, "{}", text.len());
+        assert!(text.ends_with("bytes]"));
+    }
+
+    #[test]
+    fn a_decision_line_keeps_its_trace_and_time() {
+        let line = r#"{"logged_at":"2026-12-03T10:00:00.000000+00:00","msg_id":"m1","trace_id":"0af7651916cd43dd8448eb211c80319c","decision":{"action":"no_action","reasoning":"<script>x</script>"}}"#;
+        let item = decision_item(line).expect("item");
+        assert_eq!(item.trace_id, "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(item.kind, "decided");
+        assert_eq!(item.at_ms, 1_796_292_000_000);
+        assert_eq!(item.body["reasoning"], "<script>x</script>");
+        assert!(decision_item("not json").is_none());
+    }
+}
