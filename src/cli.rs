@@ -159,14 +159,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status(args) => cmd::block_on(false, cmd::status::run(args, g)),
         Command::Dlq(DlqCommand::List(args)) => cmd::block_on(false, cmd::dlq::list(args, g)),
         Command::Dlq(DlqCommand::Requeue(args)) => cmd::block_on(false, cmd::dlq::requeue(args, g)),
-        Command::Ralph(RalphCommand::Run(args)) => {
-            cmd::block_on(true, cmd::ralph::run::run(args, g))
-        }
-        Command::Ralph(RalphCommand::Spawn(args)) => {
-            cmd::block_on(true, cmd::ralph::spawn::run(args, g))
-        }
+        Command::Ralph(RalphCommand::Run(args)) => cmd::block_on(
+            true,
+            cmd::traced("fullsend-ralph", cmd::ralph::run::run(args, g)),
+        ),
+        Command::Ralph(RalphCommand::Spawn(args)) => cmd::block_on(
+            true,
+            cmd::traced("fullsend-ralph", cmd::ralph::spawn::run(args, g)),
+        ),
         Command::Design(args) if args.parse => cmd::design::parse(args, g),
-        Command::Design(args) => cmd::block_on(true, cmd::design::run(args, g)),
+        Command::Design(args) => cmd::block_on(
+            true,
+            cmd::traced("fullsend-design", cmd::design::run(args, g)),
+        ),
         Command::Eval(args) => cmd::block_on(false, cmd::eval::run(args, g)),
         Command::Web(args) => cmd::block_on(true, cmd::web::run(args, g)),
         Command::Config(args) => cmd::config::run(args, g),

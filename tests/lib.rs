@@ -20,4 +20,5 @@ mod real_claude;
 mod skills;
 mod support;
 mod think;
+mod traces;
 mod web;

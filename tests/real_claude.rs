@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::common::mock_api::{self, MockApi, Reply};
 use crate::support::World;
 
-fn real_claude() -> Option<String> {
+pub(crate) fn real_claude() -> Option<String> {
     let path = std::env::var("FULLSEND_REAL_CLAUDE")
         .ok()
         .filter(|p| std::path::Path::new(p).exists());
@@ -21,7 +21,7 @@ fn real_claude() -> Option<String> {
     path
 }
 
-fn world(claude: &str, reply: String) -> World {
+pub(crate) fn world(claude: &str, reply: String) -> World {
     let mock = MockApi::start(move |_, _| Reply::text(reply.clone()));
     let w = World::bare().mock(mock);
     let config = w.path("claude-config");

@@ -152,8 +152,12 @@ fn a_ralph_design_stops_at_its_budget_and_every_call_is_charged() {
         .arg("fullsend:spend:*")
         .query(&mut c)
         .expect("keys");
+    let total = keys
+        .iter()
+        .find(|k| !k.ends_with(":by"))
+        .expect("the day's total");
     let spent: f64 = redis::cmd("GET")
-        .arg(&keys[0])
+        .arg(total)
         .query::<String>(&mut c)
         .expect("get")
         .parse()
@@ -162,6 +166,15 @@ fn a_ralph_design_stops_at_its_budget_and_every_call_is_charged() {
         (spent - 0.0246).abs() < 1e-6,
         "each call charged once: {spent}"
     );
+    // The same two calls in the day's breakdown, under the role and the model.
+    let by: std::collections::HashMap<String, f64> = redis::cmd("HGETALL")
+        .arg(format!("{total}:by"))
+        .query(&mut c)
+        .expect("hgetall");
+    assert_eq!(by.len(), 1, "{by:?}");
+    let (part, usd) = by.iter().next().expect("one part");
+    assert!(part.starts_with("fullsend|"), "{part}");
+    assert!((usd - 0.0246).abs() < 1e-6, "{by:?}");
     assert!(of_type(&mut c, "fullsend:to_orchestrator", "design_failed").len() == 1);
 }
 

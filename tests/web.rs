@@ -217,6 +217,61 @@ fn the_live_trail_shows_one_escalation_through_both_listeners_in_a_browser() {
     if let Ok(path) = std::env::var("FULLSEND_CONSOLE_SCREENSHOT") {
         std::fs::copy(w.path("console.png"), path).expect("copy the screenshot");
     }
+    // The other pages, as an operator goes through them after the loop.
+    browser.goto(&format!("{}spend", web.url));
+    // Today's bar: one part per role (orchestrator, fullsend) and per model (opus, sonnet).
+    let bars = browser.wait_for(
+        "(() => { const r = document.querySelectorAll('.chart-by_role rect').length; \
+                  const m = document.querySelectorAll('.chart-by_model rect').length; \
+                  return r > 0 && m > 0 ? [r, m] : null; })()",
+        Duration::from_secs(20),
+    );
+    assert_eq!(bars, json!([2, 2]));
+    browser.goto(&format!("{}context", web.url));
+    browser.wait_for(
+        "document.body.innerText.includes('Worklist history') && document.querySelectorAll('.md li').length > 0",
+        Duration::from_secs(20),
+    );
+    // Pausing the new experiment from its page, logged in through the printed address.
+    browser.goto(web.login_url.as_deref().expect("login url"));
+    browser.wait_for("location.search === ''", Duration::from_secs(20));
+    browser.goto(&format!("{}experiments", web.url));
+    browser.wait_for(
+        &format!("document.querySelector('[data-id={EXPERIMENT:?}]') !== null"),
+        Duration::from_secs(20),
+    );
+    browser.eval(&format!(
+        "document.querySelector('[data-id={EXPERIMENT:?}]').click(); true"
+    ));
+    browser.wait_for(
+        "document.querySelector('[data-action=\"pause\"]') !== null",
+        Duration::from_secs(20),
+    );
+    browser.eval(
+        "document.querySelector('input.reason').value = 'paused from the test'; \
+         document.querySelector('[data-action=\"pause\"]').click(); true",
+    );
+    let state = eventually(Duration::from_secs(20), "paused", || {
+        let s: Option<String> = redis::cmd("HGET")
+            .arg(format!("experiments:{EXPERIMENT}"))
+            .arg("state")
+            .query(&mut c)
+            .expect("hget");
+        (s.as_deref() == Some("paused")).then_some(s)
+    });
+    assert_eq!(state.as_deref(), Some("paused"));
+    let reason: Option<String> = redis::cmd("HGET")
+        .arg(format!("experiments:{EXPERIMENT}"))
+        .arg("paused_reason")
+        .query(&mut c)
+        .expect("hget");
+    assert_eq!(reason.as_deref(), Some("paused from the test"));
+    let changes = web.changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(
+        changes[0]["what"],
+        format!("/api/experiments/{EXPERIMENT}/pause")
+    );
     // The same trail as JSON, and the spend of both roles on today's chart.
     let trail = web.get("/", &[("Accept", "application/json")]).json();
     assert!(

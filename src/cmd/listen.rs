@@ -272,6 +272,9 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         )
         .await?;
     }
+    // With OTEL_EXPORTER_OTLP_ENDPOINT set, each message's spans are exported.
+    let exporting = crate::support::trace::init(&format!("fullsend-{group}"))
+        .map_err(|e| Fail::usage(format!("{e:#}")))?;
     let shutdown = crate::support::signal::shutdown_channel();
     let pretty = global.pretty;
     let output: runner::Output = Arc::new(move |line| {
@@ -315,6 +318,9 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
             runner::run(opts, Arc::new(role), shutdown, output).await?
         }
     };
+    if let Some(exporting) = exporting {
+        exporting.shutdown().await;
+    }
     tracing::info!(
         "stopped: {} processed, {} failed, {} dead-lettered",
         stats.processed.load(std::sync::atomic::Ordering::Relaxed),

@@ -62,6 +62,27 @@ impl Env {
     }
 }
 
+/// Runs a one-off command with its spans exported when an OTLP endpoint is configured (see
+/// `support::trace`), flushing them before it returns.
+pub async fn traced<F>(service: &str, command: F) -> anyhow::Result<Exit>
+where
+    F: std::future::Future<Output = anyhow::Result<Exit>>,
+{
+    let exporting = crate::support::trace::init(service)
+        .map_err(|e| crate::support::exit::Fail::usage(format!("{e:#}")))?;
+    let span = crate::support::trace::Span::child(
+        service.to_string(),
+        crate::support::trace::INTERNAL,
+        Vec::new(),
+    );
+    let result = span.run(command).await;
+    drop(span);
+    if let Some(exporting) = exporting {
+        exporting.shutdown().await;
+    }
+    result
+}
+
 /// Runs a future on a runtime built for it (multi-threaded for daemons).
 pub fn block_on<F: std::future::Future<Output = anyhow::Result<Exit>>>(
     multi: bool,

@@ -169,11 +169,33 @@ impl FullsendRole {
                         )),
                     ));
                 }
-                let ctx = design::load_context(Some(conn), &designer.product_context).await;
-                let designed = designer
-                    .design(&request, &ctx, cancel.clone())
+                use crate::support::trace::{self, kv};
+                let mode = request.mode_under(designer.mode);
+                let span = trace::Span::child(
+                    "design",
+                    trace::INTERNAL,
+                    vec![
+                        kv(trace::DESIGN_MODE, format!("{mode:?}").to_lowercase()),
+                        kv("fullsend.request.id", request.request_id.clone()),
+                    ],
+                );
+                let ctx = span
+                    .run(design::load_context(Some(conn), &designer.product_context))
+                    .await;
+                let designed = span
+                    .run(designer.design(&request, &ctx, cancel.clone()))
                     .await
                     .map_err(JobError::Transient)?;
+                span.set(trace::COST_USD, designed.cost_usd);
+                if designed.status != "ready" {
+                    span.fail(
+                        designed
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| designed.status.to_string()),
+                    );
+                }
+                drop(span);
                 if *cancel.borrow() {
                     return Err(JobError::Transient(anyhow::anyhow!(
                         "lease lost during the design"

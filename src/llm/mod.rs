@@ -337,13 +337,44 @@ impl Provider {
         request: &ModelRequest,
         progress: Option<&ProgressFn>,
     ) -> Result<ModelResponse, LlmError> {
-        match self {
-            Provider::Anthropic(p) => p.complete(request, progress).await,
-            Provider::Gemini(p) => p.complete(request, progress).await,
-            Provider::OpenAi(p) => p.complete(request, progress).await,
-            Provider::Replay(p) => p.complete(request),
-            Provider::Recording(p) => p.complete(request, progress).await,
+        use crate::support::trace::{self, kv};
+        // A `chat <model>` span with the GenAI conventions' attributes.
+        let provider = match self {
+            Provider::Anthropic(_) => "anthropic",
+            Provider::Gemini(_) => "gcp.gemini",
+            Provider::OpenAi(_) => "openai",
+            Provider::Replay(_) | Provider::Recording(_) => "fullsend.replay",
+        };
+        let span = trace::Span::child(
+            format!("chat {}", request.model),
+            trace::CLIENT,
+            vec![
+                kv(trace::GEN_AI_OPERATION, "chat"),
+                kv(trace::GEN_AI_PROVIDER, provider),
+                kv(trace::GEN_AI_REQUEST_MODEL, request.model.clone()),
+            ],
+        );
+        let result = span
+            .run(async {
+                match self {
+                    Provider::Anthropic(p) => p.complete(request, progress).await,
+                    Provider::Gemini(p) => p.complete(request, progress).await,
+                    Provider::OpenAi(p) => p.complete(request, progress).await,
+                    Provider::Replay(p) => p.complete(request),
+                    Provider::Recording(p) => p.complete(request, progress).await,
+                }
+            })
+            .await;
+        match &result {
+            Ok(r) => {
+                span.set(trace::GEN_AI_RESPONSE_MODEL, r.model.clone());
+                let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                span.set(trace::GEN_AI_INPUT_TOKENS, tokens(r.usage.input_tokens));
+                span.set(trace::GEN_AI_OUTPUT_TOKENS, tokens(r.usage.output_tokens));
+            }
+            Err(e) => span.fail(e),
         }
+        result
     }
 }
 

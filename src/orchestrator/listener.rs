@@ -90,16 +90,29 @@ pub async fn dispatch_stage(
         tracing::error!("{}: {r}", job.identity);
     }
     let seen = keys.seen(group, &job.identity);
-    let executed = dispatch::execute(
-        plan,
-        decision,
-        target,
-        conn,
-        Some(&job.identity),
-        Some(&seen),
-        Some(fence),
-    )
-    .await;
+    let span = crate::support::trace::Span::child(
+        "dispatch",
+        crate::support::trace::INTERNAL,
+        vec![crate::support::trace::kv(
+            crate::support::trace::ACTION,
+            decision.action.as_str(),
+        )],
+    );
+    let executed = span
+        .run(dispatch::execute(
+            plan,
+            decision,
+            target,
+            conn,
+            Some(&job.identity),
+            Some(&seen),
+            Some(fence),
+        ))
+        .await;
+    if let Ok(report) = &executed {
+        span.run(async { effect_spans(report) }).await;
+    }
+    drop(span);
     let report = match executed {
         Ok(report) => report,
         Err(err) if err.is::<crate::support::files::ChangedSince>() => {
@@ -139,6 +152,35 @@ pub async fn dispatch_stage(
     Ok(Handled { commit, line })
 }
 
+/// One span per effect of a dispatch, named by its kind, with what it touched and whether the
+/// commit that carried it went through.
+fn effect_spans(report: &dispatch::Report) {
+    use crate::support::trace::{self, kv};
+    let committed = report.commit.as_ref().map_or("none", |c| match c.status {
+        CommitStatus::Ok => "ok",
+        _ => "not committed",
+    });
+    for effect in &report.plan.effects {
+        let v = serde_json::to_value(effect).unwrap_or_default();
+        let kind = v["effect"].as_str().unwrap_or("effect").to_string();
+        let target = ["channel", "key", "path"]
+            .iter()
+            .find_map(|k| v[*k].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let span = trace::Span::child(
+            format!("effect {kind}"),
+            trace::INTERNAL,
+            vec![
+                kv(trace::EFFECT_KIND, kind),
+                kv(trace::EFFECT_TARGET, target),
+                kv("fullsend.commit.status", committed),
+            ],
+        );
+        drop(span);
+    }
+}
+
 impl OrchestratorRole {
     /// The think stage of one delivered message: its memoised decision, or a new one from the
     /// model, memoised before anything depends on it. Shared by the built-in role and by
@@ -169,8 +211,14 @@ impl OrchestratorRole {
         mut cancel: watch::Receiver<bool>,
     ) -> Result<Decision, JobError> {
         let ctx = {
+            let span = crate::support::trace::Span::child(
+                "context.load",
+                crate::support::trace::INTERNAL,
+                Vec::new(),
+            );
             let mut loader = self.loader.lock().await;
-            loader.load(&self.target.context_path, Some(conn)).await
+            span.run(loader.load(&self.target.context_path, Some(conn)))
+                .await
         };
         for w in ctx.warnings.iter().filter(|w| !w.contains("No such file")) {
             tracing::warn!("{w}");

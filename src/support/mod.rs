@@ -16,3 +16,4 @@ pub mod msg;
 pub mod process;
 pub mod signal;
 pub mod term;
+pub mod trace;

@@ -60,8 +60,12 @@ pub fn trace_id_of(msg: &Map<String, Value>, identity: Option<&str>) -> String {
     }
 }
 
-/// A `traceparent` header value for a new span of `trace_id` (W3C Trace Context, sampled).
+/// A `traceparent` header value in trace `trace_id` (W3C Trace Context, sampled): the span in
+/// progress when it is in that trace (so what it causes nests under it), else a new span id.
 pub fn traceparent(trace_id: &str) -> String {
+    if let Some(tp) = crate::support::trace::current_traceparent(trace_id) {
+        return tp;
+    }
     let span = uuid::Uuid::now_v7().as_u64_pair().1 | 1;
     format!("00-{trace_id}-{span:016x}-01")
 }

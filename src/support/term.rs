@@ -40,7 +40,7 @@ pub fn init_logging(global: Logging) {
         .with_writer(std::io::stderr)
         .with_target(false);
     let _ = match global.format {
-        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
         LogFormat::Text => builder.with_ansi(color).without_time().try_init(),
     };
 }

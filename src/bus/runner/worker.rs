@@ -200,23 +200,41 @@ impl Worker {
             self.opts.lease,
             cancel_tx,
         ));
+        // One trace per message: this span is its root here (or the child of the span that
+        // sent it), and every log line of its handling carries its trace id.
+        let trace_id = crate::support::msg::trace_id_of(&job.message, Some(&identity));
+        let span = message_span(&self.opts, &job, &trace_id);
+        let log_span = tracing::error_span!("message", trace_id = %trace_id);
         // A panicking handler is a failed delivery like any other (counted
         // toward the dead-letter cap), not a dead worker.
-        let result =
-            std::panic::AssertUnwindSafe(handler.handle(job, conn.clone(), fence, cancel_rx))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| {
-                    let text = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    Err(JobError::Transient(anyhow::anyhow!(
-                        "the handler panicked: {text}"
-                    )))
-                });
+        let handling = handler.handle(job, conn.clone(), fence, cancel_rx);
+        let result = span
+            .run(tracing::Instrument::instrument(
+                std::panic::AssertUnwindSafe(handling).catch_unwind(),
+                log_span,
+            ))
+            .await
+            .unwrap_or_else(|panic| {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(JobError::Transient(anyhow::anyhow!(
+                    "the handler panicked: {text}"
+                )))
+            });
         renew.abort();
+        if let Err(
+            JobError::Transient(err)
+            | JobError::Permanent(err)
+            | JobError::Paused(err)
+            | JobError::Conflict(err),
+        ) = &result
+        {
+            span.fail(format!("{err:#}"));
+        }
+        drop(span);
         match result {
             Ok(handled) => match &handled.commit {
                 CommitStatus::Ok => {
@@ -466,4 +484,36 @@ async fn renew_loop(mut conn: Conn, fence: Fence, lease: Duration, cancel: watch
             Err(err) => tracing::debug!("lease renewal of {} failed: {err}", fence.entry_id),
         }
     }
+}
+
+/// The root span of one delivery: `process <channel>`, with the messaging attributes.
+fn message_span(
+    opts: &super::Options,
+    job: &super::Job,
+    trace_id: &str,
+) -> crate::support::trace::Span {
+    use crate::support::trace::{self, kv};
+    let msg_type = job
+        .message
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    trace::Span::message(
+        format!("process {}", opts.channel),
+        trace_id,
+        job.message.get("traceparent").and_then(Value::as_str),
+        vec![
+            kv(trace::MESSAGING_SYSTEM, "redis"),
+            kv(trace::MESSAGING_DESTINATION, opts.channel.clone()),
+            kv(trace::MESSAGING_OPERATION, "process"),
+            kv(trace::MESSAGING_MESSAGE_ID, job.identity.clone()),
+            kv(trace::MESSAGE_TYPE, msg_type),
+            kv(trace::ROLE, opts.group.clone()),
+            kv(
+                trace::DELIVERIES,
+                i64::try_from(job.deliveries).unwrap_or(i64::MAX),
+            ),
+        ],
+    )
 }

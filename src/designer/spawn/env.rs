@@ -94,5 +94,43 @@ where
         env.retain(|(n, _)| n != "TRACEPARENT" && n != "TRACESTATE");
         env.push(("TRACEPARENT".to_owned(), OsString::from(tp)));
     }
+    agent_telemetry(&mut env, &parent);
     env
+}
+
+/// Where fullsend exports traces (`OTEL_EXPORTER_OTLP_*`), Claude Code exports its own spans
+/// there too, as `claude-code`, under the `TRACEPARENT` it is given; nothing else of the
+/// operator's telemetry settings passes. `FULLSEND_AGENT_TELEMETRY=false` turns it off.
+const OTLP_PASSED: &[&str] = &[
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+];
+
+fn agent_telemetry<F>(env: &mut Vec<(String, OsString)>, parent: &F)
+where
+    F: Fn(&str) -> Option<OsString>,
+{
+    let set = |name: &str| parent(name).is_some_and(|v| !v.is_empty());
+    let off = parent("FULLSEND_AGENT_TELEMETRY")
+        .is_some_and(|v| matches!(v.to_str(), Some("0" | "false" | "no" | "off")));
+    if off || !(set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
+        return;
+    }
+    for name in OTLP_PASSED {
+        if let Some(v) = parent(name) {
+            env.push(((*name).to_owned(), v));
+        }
+    }
+    for (name, value) in [
+        ("CLAUDE_CODE_ENABLE_TELEMETRY", "1"),
+        ("CLAUDE_CODE_ENHANCED_TELEMETRY_BETA", "1"),
+        ("OTEL_TRACES_EXPORTER", "otlp"),
+        ("OTEL_SERVICE_NAME", "claude-code"),
+    ] {
+        env.push((name.to_owned(), OsString::from(value)));
+    }
 }

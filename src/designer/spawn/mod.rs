@@ -195,8 +195,12 @@ pub struct SpawnResult {
     pub session_id: Option<String>,
     /// The result object's `num_turns`.
     pub num_turns: Option<u64>,
-    /// The result object's `total_cost_usd` (0 when absent).
+    /// The result object's `total_cost_usd`; for a call killed before its result line, the
+    /// price of the usage its assistant events reported (see `cost_estimated`).
     pub total_cost_usd: f64,
+    /// True when `total_cost_usd` was priced from the assistant events of a call that never
+    /// printed its result (killed on a timeout, a stall or too much output).
+    pub cost_estimated: bool,
     /// The result object's `api_error_status` (429/529 mean rate limited or overloaded).
     pub api_error_status: Option<u16>,
     /// How many tool uses were denied.
@@ -241,6 +245,7 @@ impl SpawnResult {
             session_id: None,
             num_turns: None,
             total_cost_usd: 0.0,
+            cost_estimated: false,
             api_error_status: None,
             permission_denials: 0,
             usage: None,
@@ -352,6 +357,59 @@ async fn read_capped(path: &Path, max: u64) -> String {
 /// set. Errors are setup failures (bad options, unwritable log dir, program not startable); everything the
 /// agent does wrong comes back as `ok == false` with `error` set.
 pub async fn spawn(
+    opts: &SpawnOptions,
+    prompt: &str,
+    cancel: watch::Receiver<bool>,
+) -> anyhow::Result<SpawnResult> {
+    use crate::support::trace::{self, kv};
+    // An `invoke_agent` span per call; the CLI gets it as TRACEPARENT, so Claude Code's own
+    // spans nest under it.
+    let span = trace::Span::child(
+        "invoke_agent claude-code",
+        trace::CLIENT,
+        vec![
+            kv(trace::GEN_AI_OPERATION, "invoke_agent"),
+            kv(trace::GEN_AI_PROVIDER, "anthropic"),
+            kv(trace::GEN_AI_AGENT_NAME, "claude-code"),
+            kv(trace::GEN_AI_REQUEST_MODEL, billed_model(opts).to_string()),
+            kv(trace::AGENT_LABEL, opts.label.clone()),
+        ],
+    );
+    let mut opts = opts.clone();
+    if let Some(tp) = span.traceparent() {
+        opts.traceparent = Some(tp);
+    }
+    let result = span.run(run_agent(&opts, prompt, cancel)).await;
+    match &result {
+        Ok(r) => {
+            if let Some(id) = &r.session_id {
+                span.set(trace::GEN_AI_CONVERSATION_ID, id.clone());
+            }
+            span.set(trace::COST_USD, r.total_cost_usd);
+            if let Some(usage) = &r.usage {
+                for (key, field) in [
+                    (trace::GEN_AI_INPUT_TOKENS, "input_tokens"),
+                    (trace::GEN_AI_OUTPUT_TOKENS, "output_tokens"),
+                ] {
+                    let n = usage.get(field).and_then(Value::as_i64).unwrap_or(0);
+                    span.set(key, n);
+                }
+            }
+            if !r.ok {
+                span.fail(
+                    r.error
+                        .clone()
+                        .unwrap_or_else(|| "the agent call failed".into()),
+                );
+            }
+        }
+        Err(err) => span.fail(format!("{err:#}")),
+    }
+    result
+}
+
+/// [`spawn`] without its span.
+async fn run_agent(
     opts: &SpawnOptions,
     prompt: &str,
     mut cancel: watch::Receiver<bool>,
@@ -500,12 +558,12 @@ pub async fn spawn(
     Ok(result)
 }
 
-/// One finished call's outcome, tokens and cost in the process's metrics.
 /// The model a call's spend is counted under: the one asked for, else the CLI's default.
 pub fn billed_model(opts: &SpawnOptions) -> &str {
     opts.model.as_deref().unwrap_or("claude-code")
 }
 
+/// One finished call's outcome, tokens and cost in the process's metrics.
 fn record_metrics(opts: &SpawnOptions, r: &SpawnResult) {
     use crate::support::metrics;
     let outcome = if r.ok {

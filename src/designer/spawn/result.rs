@@ -48,6 +48,52 @@ pub fn parse_result_object(stdout: &str) -> Option<Value> {
         .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
         .find(is_result)
 }
+/// The cost of a call that printed no result line: each assistant message's `usage` (once per
+/// message id: the CLI repeats it on every content block of the message) priced at its model's
+/// rates, and the summed usage. `(0, None)` when nothing was printed or no price is known.
+pub(super) fn cost_of_unfinished(stdout: &str, asked: Option<&str>) -> (f64, Option<Value>) {
+    let mut by_message: std::collections::BTreeMap<String, (String, crate::llm::Usage)> =
+        Default::default();
+    for (n, line) in stdout.lines().enumerate() {
+        let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
+            continue;
+        };
+        if v.get("type").and_then(Value::as_str) != Some("assistant") {
+            continue;
+        }
+        let Some(usage) = v
+            .pointer("/message/usage")
+            .and_then(|u| serde_json::from_value::<crate::llm::Usage>(u.clone()).ok())
+        else {
+            continue;
+        };
+        let model = v
+            .pointer("/message/model")
+            .and_then(Value::as_str)
+            .or(asked)
+            .unwrap_or_default()
+            .to_string();
+        let id = v
+            .pointer("/message/id")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("line-{n}"), str::to_string);
+        by_message.insert(id, (model, usage));
+    }
+    if by_message.is_empty() {
+        return (0.0, None);
+    }
+    let mut total = crate::llm::Usage::default();
+    let mut usd = 0.0;
+    for (model, u) in by_message.values() {
+        usd += crate::llm::price::cost(model, u).unwrap_or(0.0);
+        total.input_tokens += u.input_tokens;
+        total.output_tokens += u.output_tokens;
+        total.cache_creation_input_tokens += u.cache_creation_input_tokens;
+        total.cache_read_input_tokens += u.cache_read_input_tokens;
+    }
+    (usd, serde_json::to_value(total).ok())
+}
+
 /// Fills the parsed fields, `ok` and `error` from the captured output.
 pub(super) fn fill_result(r: &mut SpawnResult, opts: &SpawnOptions, stdout: &str, stderr: &str) {
     let mut found = true;
@@ -99,7 +145,17 @@ pub(super) fn fill_result(r: &mut SpawnResult, opts: &SpawnOptions, stdout: &str
                         .join("; ");
                 }
             }
-            None => found = false,
+            None => {
+                found = false;
+                // Killed before its result line (a timeout, a stall, too much output): what
+                // the model was paid for is still in the assistant events it printed.
+                let (usd, usage) = cost_of_unfinished(stdout, opts.model.as_deref());
+                r.total_cost_usd = usd;
+                r.cost_estimated = usd > 0.0;
+                if usage.is_some() {
+                    r.usage = usage;
+                }
+            }
         },
     }
     // Where an error explanation lives: stderr normally, the result text for API errors, else stdout.

@@ -71,6 +71,49 @@ fn result_object_shapes() {
 }
 
 #[test]
+fn the_agent_exports_its_spans_only_where_fullsend_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SpawnOptions::new(Agent::Claude("/bin/true".into()), dir.path());
+    let confinement = super::confine::prepare(&opts).unwrap();
+    let env_with = |off: bool| {
+        let parent = move |n: &str| match n {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(OsString::from("http://collector:4318")),
+            "OTEL_EXPORTER_OTLP_HEADERS" => Some(OsString::from("authorization=Bearer t")),
+            "OTEL_RESOURCE_ATTRIBUTES" => Some(OsString::from("team=ops")),
+            "FULLSEND_AGENT_TELEMETRY" if off => Some(OsString::from("false")),
+            _ => None,
+        };
+        child_env(&opts, &confinement, parent)
+    };
+    let env = env_with(false);
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(
+        get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        Some("http://collector:4318".into())
+    );
+    assert_eq!(
+        get("OTEL_EXPORTER_OTLP_HEADERS"),
+        Some("authorization=Bearer t".into())
+    );
+    assert_eq!(get("CLAUDE_CODE_ENABLE_TELEMETRY"), Some("1".into()));
+    assert_eq!(get("OTEL_TRACES_EXPORTER"), Some("otlp".into()));
+    assert_eq!(get("OTEL_SERVICE_NAME"), Some("claude-code".into()));
+    assert_eq!(
+        get("OTEL_RESOURCE_ATTRIBUTES"),
+        None,
+        "only the exporter's settings pass"
+    );
+    let off = env_with(true);
+    assert!(
+        !off.iter()
+            .any(|(n, _)| n.starts_with("OTEL_") || n == "CLAUDE_CODE_ENABLE_TELEMETRY"),
+        "{off:?}"
+    );
+    let none = child_env(&opts, &confinement, |_: &str| None);
+    assert!(!none.iter().any(|(n, _)| n.starts_with("OTEL_")));
+}
+
+#[test]
 fn env_is_an_allow_list() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = SpawnOptions::new(Agent::Claude("/bin/true".into()), dir.path());
@@ -673,4 +716,48 @@ async fn a_silent_stream_is_a_hung_call_and_a_busy_one_is_not() {
     ]);
     let r = spawn(&opts, "go", no_cancel()).await.unwrap();
     assert!(r.ok && !r.stalled, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_call_killed_before_its_result_is_charged_for_what_it_used() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two assistant messages (the first printed twice, as the CLI repeats a message's usage on
+    // each of its content blocks), then silence until the timeout.
+    let event = |id: &str, input: u64, output: u64| {
+        serde_json::json!({"type": "assistant", "message": {"id": id, "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "working"}],
+            "usage": {"input_tokens": input, "output_tokens": output,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})
+        .to_string()
+    };
+    let body = format!(
+        "cat > /dev/null\necho '{}'\necho '{}'\necho '{}'\nexec sleep 30",
+        event("msg_1", 100_000, 1_000),
+        event("msg_1", 100_000, 1_000),
+        event("msg_2", 200_000, 2_000)
+    );
+    let fake = script(dir.path(), "claude", &body);
+    let mut opts = SpawnOptions::new(Agent::Claude(fake), dir.path());
+    opts.timeout = Duration::from_millis(1500);
+    opts.kill_grace = Duration::from_millis(200);
+    let r = spawn(&opts, "x", no_cancel()).await.unwrap();
+    assert!(r.timed_out && !r.result_found, "{r:?}");
+    assert!(r.cost_estimated);
+    let usage = crate::llm::Usage {
+        input_tokens: 300_000,
+        output_tokens: 3_000,
+        cache_creation_input_tokens: 0,
+        cache_read_input_tokens: 0,
+    };
+    let expected = crate::llm::price::cost("claude-sonnet-4-5", &usage).expect("priced");
+    assert!(expected > 0.0);
+    assert!(
+        (r.total_cost_usd - expected).abs() < 1e-9,
+        "{} vs {expected}",
+        r.total_cost_usd
+    );
+    assert_eq!(
+        r.usage.as_ref().and_then(|u| u["input_tokens"].as_u64()),
+        Some(300_000)
+    );
 }
