@@ -495,3 +495,78 @@ fn one_trace_follows_a_request_into_the_agent() {
     );
     assert_eq!(l.stop(), 0);
 }
+
+#[test]
+fn a_redelivered_request_whose_agent_records_the_same_learning_records_it_once() {
+    // The agent records a learning through its real skills server (started from the
+    // `--mcp-config` it was given, as Claude Code would), then, the first time, hangs until it
+    // is stopped as stalled: a transient failure, so the request is delivered again, and the
+    // second run records the same learning and answers the spec.
+    let script = format!(
+        r#"cfg=""
+for a in "${{args[@]}}"; do case "$a" in --mcp-config=*) cfg=${{a#--mcp-config=}} ;; esac; done
+cmd=$(jq -r '.mcpServers.fullsend.command' "$cfg")
+mapfile -t margs < <(jq -r '.mcpServers.fullsend.args[]' "$cfg")
+mapfile -t menv < <(jq -r '(.mcpServers.fullsend.env // {{}}) | to_entries[] | "\(.key)=\(.value)"' "$cfg")
+coproc MCP {{ env "${{menv[@]}}" "$cmd" "${{margs[@]}}"; }}
+printf '%s\n' '{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"fake","version":"1"}}}}}}' >&"${{MCP[1]}}"
+read -r -t 20 line <&"${{MCP[0]}}"
+printf '%s\n' '{{"jsonrpc":"2.0","method":"notifications/initialized"}}' '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"append_learning","arguments":{{"text":"Founders answer on Mondays","idempotency_key":"mondays-answer"}}}}}}' >&"${{MCP[1]}}"
+read -r -t 20 line <&"${{MCP[0]}}"
+printf '%s\n' "$line" >> "$FAKE_DIR/mcp-answers.jsonl"
+exec {{MCP[1]}}>&-
+n=$(cat "$FAKE_DIR/runs" 2>/dev/null || echo 0); echo $((n + 1)) > "$FAKE_DIR/runs"
+if [ "$n" = 0 ]; then exec sleep 60; fi
+emit_result {reply}
+"#,
+        reply = crate::common::fake_claude::sh_quote(&crate::design::spec_reply(
+            "exp_20261203_mondays"
+        )),
+    );
+    let w = World::with_redis()
+        .with_fake_claude(Behavior::Script(script))
+        .set("FULLSEND_DESIGN_MODE", "single")
+        .set("FULLSEND_AGENT_STALL_TIMEOUT", "2");
+    let l = Listener::start(&w, &["fullsend", "--lease", "3"], "l.log");
+    wait_ready(&w, "fullsend", "fullsend:to_fullsend", 1);
+    publish(
+        &w,
+        "fullsend:to_fullsend",
+        &json!({"type": "experiment_request", "request_id": "req_mondays", "idea": "Email founders on Mondays"}),
+    );
+    let mut c = w.conn();
+    eventually(
+        Duration::from_secs(60),
+        "the second delivery's design",
+        || {
+            (!of_type(&mut c, "fullsend:to_orchestrator", "experiment_ready").is_empty())
+                .then_some(())
+        },
+    );
+    let answers = std::fs::read_to_string(w.path("fake/mcp-answers.jsonl")).unwrap_or_default();
+    let answers: Vec<&str> = answers.lines().collect();
+    assert_eq!(answers.len(), 2, "both runs called the skill: {answers:?}");
+    assert!(
+        answers[0].contains(r#"\"recorded\":true"#),
+        "{}",
+        answers[0]
+    );
+    assert!(
+        answers[1].contains("duplicate"),
+        "the second run's call is a duplicate: {}",
+        answers[1]
+    );
+    let learnings: Vec<String> = redis::cmd("KEYS")
+        .arg("learnings:tactical:*")
+        .query::<Vec<String>>(&mut c)
+        .expect("keys")
+        .into_iter()
+        .filter(|k| !k.ends_with(":index"))
+        .collect();
+    assert_eq!(
+        learnings.len(),
+        1,
+        "one learning, not one per delivery: {learnings:?}"
+    );
+    assert_eq!(l.stop(), 0);
+}

@@ -309,8 +309,10 @@ impl Designer {
         }
     }
 
-    /// A run in `work_dir` for `request_id`: a fresh run id for the skills, and a purse with
-    /// the design's budget drawing on the day's spend.
+    /// A run in `work_dir` for `request_id`: the skills' run id, and a purse with the design's
+    /// budget drawing on the day's spend. The run id is the request's own, so a redelivered
+    /// request's agent that records the same learning (the same idempotency key) records it
+    /// once.
     pub(crate) fn run_for(
         &self,
         request_id: &str,
@@ -321,7 +323,10 @@ impl Designer {
         Run {
             mode,
             scope: crate::designer::skills::Scope {
-                run_id: format!("{}-{}", sanitize(request_id), uuid::Uuid::now_v7().simple()),
+                run_id: match sanitize(request_id) {
+                    id if id.is_empty() => uuid::Uuid::now_v7().simple().to_string(),
+                    id => id,
+                },
                 request_id: request_id.to_string(),
                 experiment_id,
                 work_dir: std::fs::canonicalize(work_dir)
