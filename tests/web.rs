@@ -660,6 +660,28 @@ fn every_view_answers_as_json_and_changes_go_through_the_cli_code() {
             .status,
         404
     );
+    // Requeue all: every dead letter back on its stream, once.
+    let mut c = w.conn();
+    for data in ["a", "b"] {
+        let _: String = redis::cmd("XADD")
+            .arg(DLQ)
+            .arg("*")
+            .arg("data")
+            .arg(data)
+            .query(&mut c)
+            .expect("xadd");
+    }
+    let all = web
+        .post("/api/queues/fullsend/requeue", &auth, r#"{"all":true}"#)
+        .json();
+    assert_eq!(all["requeued"].as_array().map(Vec::len), Some(2), "{all}");
+    assert_eq!(
+        stream_data(&w, STREAM),
+        vec!["a".to_string(), "b".to_string()]
+    );
+    assert!(stream_data(&w, DLQ).is_empty());
+    let bad = web.post("/api/queues/fullsend/requeue", &auth, r#"{"ids":["../x"]}"#);
+    assert_eq!(bad.status, 400);
     let metrics = web.get("/metrics", &auth);
     assert!(
         metrics
@@ -750,7 +772,7 @@ fn every_view_answers_as_json_and_changes_go_through_the_cli_code() {
     );
     assert_eq!(
         changes.len(),
-        7,
+        9,
         "every change asked is recorded: {changes:?}"
     );
 }
@@ -805,4 +827,28 @@ fn server_sent_events_send_the_recent_past_then_each_new_message() {
     assert_eq!(live["kind"], "received");
     assert_eq!(live["body"]["content"], "after the page");
     drop(web);
+}
+
+#[test]
+fn the_console_comes_up_without_redis_and_says_so() {
+    let w = World::bare().set("REDIS_URL", "redis://127.0.0.1:1/");
+    std::fs::write(
+        w.context().join("worklist.md"),
+        "# Worklist\n- [ ] still readable\n",
+    )
+    .expect("worklist");
+    let web = Web::start(&w, &[]);
+    let queues = web.get("/api/queues", &[]);
+    assert_eq!(queues.status, 502);
+    assert_eq!(queues.json()["error"], "Redis is unreachable");
+    let trail = web.get("/api/trail", &[]).json();
+    assert_eq!(trail["redis"], false);
+    let context = web.get("/api/context", &[]).json();
+    assert!(
+        context["worklist"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("still readable")
+    );
+    assert_eq!(web.get("/", &[]).status, 200);
 }
