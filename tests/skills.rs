@@ -570,3 +570,43 @@ emit_result {reply}
     );
     assert_eq!(l.stop(), 0);
 }
+
+#[test]
+fn a_ralph_verdict_confirms_only_its_own_task_and_its_learnings_and_spec_path_are_kept() {
+    // The first call also ticks the second task; its verdict speaks for the first only, so the
+    // second is cleared and gets its own call. Every verdict reports a learning; the last
+    // writes the spec under another name and names it in `spec_path`.
+    let spec = crate::common::specs::spec_yaml("exp_20261203_verdicts");
+    let script = format!(
+        "if [ -f TASKS.md ]; then\nFAKE_STRUCTURED=$(python3 - <<'PY'\nimport re, json, os\nt = open('TASKS.md').read()\ncur = re.search(r'^- \\[ \\] (TASK-\\d+)', t, re.M).group(1)\nticks = [cur] + (['TASK-002'] if cur == 'TASK-001' else [])\nfor id in ticks:\n    t = t.replace('- [ ] ' + id, '- [x] ' + id, 1)\nopen('TASKS.md', 'w').write(t)\nverdict = {{'task_done': True, 'summary': 'did ' + cur, 'learnings': ['learned at ' + cur]}}\nif cur == 'TASK-006':\n    os.makedirs('specs', exist_ok=True)\n    open('specs/final.yaml', 'w').write({spec:?})\n    verdict['spec_path'] = 'specs/final.yaml'\nprint(json.dumps(verdict))\nPY\n)\nemit_result '**TASK_DONE**'\nfi\nemit_result 'no tasks'\n"
+    );
+    let w = World::with_redis().with_fake_claude(Behavior::Script(script));
+    let r = w.run(
+        &["design", "--idea", "x", "--mode", "ralph", "--dry-run"],
+        "",
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let out = r.json();
+    assert_eq!(out["status"], "ready", "{out}");
+    assert_eq!(out["spec"]["id"], "exp_20261203_verdicts");
+    let calls = argv_log(&w.path("fake"));
+    assert_eq!(
+        calls.len(),
+        6,
+        "one call per task: the second task's tick in the first call was cleared"
+    );
+    let learnings: Vec<&str> = out["learnings"]
+        .as_array()
+        .expect("learnings")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for n in 1..=6 {
+        let expected = format!("learned at TASK-00{n}");
+        assert_eq!(
+            learnings.iter().filter(|l| **l == expected).count(),
+            1,
+            "{expected} in {learnings:?}"
+        );
+    }
+}

@@ -244,6 +244,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<Exit> {
         "repaired": designed.repaired,
         "work_dir": designed.work_dir,
         "cost_usd": designed.cost_usd,
+        "learnings": designed.learnings,
         "session_ids": designed.session_ids,
         "request_id": request.request_id,
     });

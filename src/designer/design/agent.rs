@@ -144,6 +144,11 @@ impl Designer {
         }
         .map_err(|e| format!("{e:#}"))?;
         designed.cost_usd += summary.cost_usd;
+        for learning in &summary.learnings {
+            if !designed.learnings.contains(learning) {
+                designed.learnings.push(learning.clone());
+            }
+        }
         // The submitted spec counts even when the loop then ran out of time or money.
         if let Some(submitted) = crate::designer::skills::submitted(work_dir) {
             return Ok(submitted);
@@ -159,12 +164,27 @@ impl Designer {
                 summary.reason.unwrap_or_default()
             ));
         }
-        let text = with_output_files(String::new(), work_dir);
+        let mut text = with_output_files(String::new(), work_dir);
+        // A spec the verdict named under another name, inside the work dir.
+        if text.trim().is_empty()
+            && let Some(path) = summary.spec_path.as_deref().filter(|p| is_inside(p))
+            && let Ok(file) = read_output(&work_dir.join(path))
+        {
+            text.push_str(&format!("\n\n```yaml\n{file}\n```\n"));
+        }
         if text.trim().is_empty() {
             return Err("the RALPH loop did not produce experiment_spec.yaml".into());
         }
         Ok(text)
     }
+}
+
+/// A relative path that stays inside the directory it is joined to.
+fn is_inside(path: &str) -> bool {
+    let p = Path::new(path);
+    p.is_relative()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// The answer with the spec files the agent wrote in its work dir appended as YAML blocks.

@@ -54,7 +54,12 @@ pub(super) fn finish(
     tool: Option<Map<String, Value>>,
     output: &str,
 ) -> Designed {
-    designed.learnings = tactical_learnings(output);
+    // Learnings gathered earlier in the run (a RALPH loop's verdicts) are kept.
+    for learning in tactical_learnings(output) {
+        if !designed.learnings.contains(&learning) {
+            designed.learnings.push(learning);
+        }
+    }
     spec.entry("created_at")
         .or_insert_with(|| json!(crate::support::msg::now_iso_seconds()));
     designed.status = "ready";

@@ -64,6 +64,10 @@ struct Runner<'a> {
     /// Attempt that ticked each task in this run.
     ticked_at: BTreeMap<String, u32>,
     last_tasks: Vec<Task>,
+    /// Tactical learnings the confirmed verdicts reported, in order, each once.
+    learnings: Vec<String>,
+    /// The spec file the last confirmed verdict named.
+    spec_path: Option<String>,
 }
 impl Runner<'_> {
     fn tasks_path(&self) -> PathBuf {
@@ -234,6 +238,27 @@ impl Runner<'_> {
         }
         let cut = cut_by_deadline && r.timed_out;
         (r, cut)
+    }
+
+    /// Keeps what a confirmed verdict reported: its learnings and the spec file it names.
+    fn keep_verdict(&mut self, r: &SpawnResult) {
+        let Some(verdict) = r.structured_output.as_ref() else {
+            return;
+        };
+        for learning in verdict["learnings"].as_array().into_iter().flatten() {
+            if let Some(text) = learning.as_str().map(str::trim).filter(|t| !t.is_empty())
+                && !self.learnings.iter().any(|l| l == text)
+            {
+                self.learnings.push(text.to_string());
+            }
+        }
+        if let Some(path) = verdict["spec_path"]
+            .as_str()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            self.spec_path = Some(path.to_string());
+        }
     }
 
     /// Clears a tick the verdict did not confirm, so the task is tried again.
@@ -426,6 +451,10 @@ impl Runner<'_> {
             let n = self.iterations;
             self.progress.iteration(n, &task, attempt);
             let prompt = (self.opts.task_prompt)(&task);
+            let done_before: Vec<String> = self
+                .read_tasks()
+                .map(|ts| ts.into_iter().filter(|t| t.done).map(|t| t.id).collect())
+                .unwrap_or_default();
             let (r, cut) = self
                 .call(
                     format!("task-{}-attempt-{attempt}", task.id),
@@ -446,6 +475,16 @@ impl Runner<'_> {
                     let confirmed = verdict_says_done(&r);
                     if ticked && !confirmed {
                         self.untick(&task.id)?;
+                    }
+                    // A call is about its one task: its verdict confirms no other, so another
+                    // box it ticked is cleared and that task gets its own call.
+                    for other in self.read_tasks().unwrap_or_default() {
+                        if other.done && other.id != task.id && !done_before.contains(&other.id) {
+                            self.untick(&other.id)?;
+                        }
+                    }
+                    if ticked && confirmed {
+                        self.keep_verdict(&r);
                     }
                     ticked && confirmed
                 }
@@ -525,6 +564,8 @@ impl Runner<'_> {
             work_dir: self.work_dir.clone(),
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             reason,
+            learnings: self.learnings.clone(),
+            spec_path: self.spec_path.clone(),
         }
     }
 }
@@ -580,6 +621,8 @@ pub async fn run(
         state: RalphState::default(),
         ticked_at: BTreeMap::new(),
         last_tasks: Vec::new(),
+        learnings: Vec::new(),
+        spec_path: None,
     };
     runner.load_state();
     let (status, reason) = runner.drive().await?;

@@ -74,6 +74,12 @@ pub struct RalphSummary {
     pub elapsed_ms: u64,
     /// Why it ended, when not Complete.
     pub reason: Option<String>,
+    /// Tactical learnings the confirmed task verdicts reported (each once).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub learnings: Vec<String>,
+    /// The spec file the last confirmed verdict named (relative to the work dir).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec_path: Option<String>,
 }
 
 /// Progress reports (the domain code never prints). Order: for a breakdown, `iteration(0, BREAKDOWN, k)` and
