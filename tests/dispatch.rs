@@ -30,6 +30,14 @@ fn dispatch_to_fullsend_emits_one_experiment_request() {
     assert_eq!(m["priority"], "high");
     assert_eq!(m["orchestrator_reasoning"], "worth testing");
     assert_eq!(m["causation_id"], "cause-1");
+    // One hop from its cause, and in its cause's trace.
+    assert_eq!(m["causation_depth"], 1);
+    assert!(
+        m["traceparent"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("00-") && t.ends_with("-01")),
+        "{m}"
+    );
     assert!(m["requested_at"].as_str().unwrap_or("").ends_with("+00:00"));
     assert!(m["request_id"].as_str().is_some() && m["msg_id"].as_str().is_some());
     // The same decision again is recognised and does nothing.

@@ -517,3 +517,23 @@ fn the_spend_limit_stops_new_model_calls() {
         "no model call past the limit"
     );
 }
+
+#[test]
+fn a_message_deep_in_a_causation_chain_is_not_acted_on_and_costs_nothing() {
+    let mock = MockApi::sequence(vec![decision_reply("dispatch_to_fullsend")]);
+    let w = World::bare().mock(mock);
+    let deep = json!({"type": "roundtable_result", "msg_id": "m-deep", "causation_depth": 12,
+                      "result": "let us hold another roundtable"});
+    let r = w.run(&["think", "--no-log"], &deep.to_string());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let d = r.json();
+    assert_eq!(d["action"], "no_action");
+    assert_eq!(d["fallback"], "causation_limit");
+    assert_eq!(w.mock_api().request_count(), 0, "no model call");
+    // One hop less is still decided by the model.
+    let shallow = json!({"type": "roundtable_result", "msg_id": "m-ok", "causation_depth": 11});
+    let r = w.run(&["think", "--no-log"], &shallow.to_string());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["action"], "dispatch_to_fullsend");
+    assert_eq!(w.mock_api().request_count(), 1);
+}

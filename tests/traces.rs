@@ -302,3 +302,35 @@ fn the_real_claude_codes_own_spans_nest_under_the_agent_span() {
         "one of Claude Code's spans is a child of the agent span: {theirs:#?}"
     );
 }
+
+#[test]
+fn a_command_started_with_a_traceparent_joins_that_trace() {
+    // As a `listen --exec` stage is started: `fullsend think` with the message's TRACEPARENT.
+    let collector = Collector::start();
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let w = World::bare()
+        .mock(MockApi::sequence(vec![Reply::text(
+            json!({"action": "no_action", "reasoning": "noted"}).to_string(),
+        )]))
+        .set("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.server.base_url())
+        .set("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .set("TRACEPARENT", parent);
+    let r = w.run(
+        &["think", "--no-log"],
+        &json!({"type": "escalation", "content": "x"}).to_string(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Flushed before the command exits: no waiting for a batch.
+    let spans = collector.spans();
+    let root = spans
+        .iter()
+        .find(|s| s["name"] == "fullsend-think")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(root["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(root["parentSpanId"], "00f067aa0ba902b7");
+    let chat = spans
+        .iter()
+        .find(|s| s["name"] == "chat claude-opus-5-5")
+        .expect("the model call");
+    assert_eq!(chat["parentSpanId"], root["spanId"]);
+}

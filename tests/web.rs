@@ -266,6 +266,11 @@ fn the_live_trail_shows_one_escalation_through_both_listeners_in_a_browser() {
         .query(&mut c)
         .expect("hget");
     assert_eq!(reason.as_deref(), Some("paused from the test"));
+    // The change record is printed once the answer is made, a moment after the write.
+    eventually(Duration::from_secs(10), "the change record", || {
+        (!web.changes().is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
     let changes = web.changes();
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(

@@ -88,8 +88,14 @@ impl Handler for ExecRole {
             fence: fence.clone(),
         };
         let mut env = self.env.clone();
-        env.retain(|(k, _)| k != delivery::ENV);
+        env.retain(|(k, _)| k != delivery::ENV && k != "TRACEPARENT" && k != "TRACESTATE");
         env.push((delivery::ENV.to_string(), delivery.to_env().into()));
+        // The stages' spans (each is a `fullsend` command) join this message's trace.
+        let trace_id = crate::support::msg::trace_id_of(&job.message, Some(&job.identity));
+        env.push((
+            "TRACEPARENT".to_string(),
+            crate::support::msg::traceparent(&trace_id).into(),
+        ));
         let spec = ChildSpec {
             program: self.bash.clone(),
             args: vec!["-c".into(), script(&self.pipeline)],

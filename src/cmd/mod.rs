@@ -70,11 +70,21 @@ where
 {
     let exporting = crate::support::trace::init(service)
         .map_err(|e| crate::support::exit::Fail::usage(format!("{e:#}")))?;
-    let span = crate::support::trace::Span::child(
-        service.to_string(),
-        crate::support::trace::INTERNAL,
-        Vec::new(),
-    );
+    // Started with a `TRACEPARENT` (a `listen --exec` stage, a caller that traces): a part of
+    // that trace; otherwise a trace of its own.
+    let span = match std::env::var("TRACEPARENT")
+        .ok()
+        .and_then(|tp| tp.split('-').nth(1).map(|t| (t.to_string(), tp.clone())))
+    {
+        Some((trace_id, tp)) => {
+            crate::support::trace::Span::message(service.to_string(), &trace_id, Some(&tp), Vec::new())
+        }
+        None => crate::support::trace::Span::child(
+            service.to_string(),
+            crate::support::trace::INTERNAL,
+            Vec::new(),
+        ),
+    };
     let result = span.run(command).await;
     drop(span);
     if let Some(exporting) = exporting {

@@ -17,6 +17,11 @@ pub const STILL_THINKING: &str = "I'm still thinking about this. Will update soo
 /// The follow-up to a "still thinking" message that was finally given up.
 pub const GAVE_UP: &str = "Update: I could not finish thinking about this. I tried several times and the model kept failing or timing out, so I have set the message aside for an operator (it is in the dead-letter queue and can be retried with `fullsend dlq requeue`). Nothing will be done about it until then; if it is urgent, please ask again.";
 
+/// A message this many hops from its origin is not acted on: far deeper than any real chain
+/// (escalation → request → experiment_ready → reply is 3), shallow enough to stop a loop
+/// before it costs much.
+pub const MAX_CAUSATION_DEPTH: u64 = 12;
+
 /// Message types that only report progress: answered by a rule, never the model.
 pub const DEFAULT_STATUS_TYPES: &[&str] = &[
     "fullsend_started",
@@ -148,6 +153,21 @@ impl Orchestrator {
         progress: Option<&ProgressFn>,
     ) -> anyhow::Result<Outcome> {
         let started = Instant::now();
+        let depth = crate::support::msg::causation_depth(msg);
+        if depth >= MAX_CAUSATION_DEPTH {
+            tracing::error!(
+                "a message {depth} hops from its origin: stopping the chain here (limit {MAX_CAUSATION_DEPTH})"
+            );
+            let mut d = Decision::no_action(
+                msg.clone(),
+                format!(
+                    "this message is {depth} hops from the message that started its chain (the limit is {MAX_CAUSATION_DEPTH}): a loop between fullsend's own messages is stopped here, without a model call"
+                ),
+            );
+            d.fallback = Some("causation_limit".into());
+            d.provider = "rule".into();
+            return Ok(Outcome::Decided(d));
+        }
         if self.is_status_notice(msg) {
             let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");
             let mut d = Decision::no_action(

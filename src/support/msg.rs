@@ -70,6 +70,14 @@ pub fn traceparent(trace_id: &str) -> String {
     format!("00-{trace_id}-{span:016x}-01")
 }
 
+/// How many messages lie between `msg` and the one from outside that started its chain (0 for
+/// that one, or for a message from a producer that does not count).
+pub fn causation_depth(msg: &Map<String, Value>) -> u64 {
+    msg.get("causation_depth")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
 /// A message's text field `key`, trimmed; None when absent, not text, or blank.
 pub fn text_field(msg: &Map<String, Value>, key: &str) -> Option<String> {
     msg.get(key)
@@ -96,6 +104,13 @@ pub fn stamp(message: &mut Map<String, Value>, cause: Option<&Map<String, Value>
         message
             .entry("causation_id")
             .or_insert_with(|| Value::String(cause_id.to_string()));
+    }
+    // One hop further from the message that came from outside: a loop between fullsend's own
+    // messages (a roundtable whose result asks for another) is stopped by its depth.
+    if let Some(cause) = cause.filter(|c| !c.is_empty()) {
+        message
+            .entry("causation_depth")
+            .or_insert_with(|| Value::from(causation_depth(cause) + 1));
     }
     // What a message causes is part of its trace: the console groups by it, and the spans of
     // the service that handles the effect join the cause's trace.

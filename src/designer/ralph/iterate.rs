@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use super::tasks::{
     Task, clean_title, ensure_status, parse_tasks, render_tasks, tasks_from_text, untick,
 };
+use super::verdict::{Verdicts, verdict_says_done};
 use super::{Progress, RalphOptions, RalphStatus, RalphSummary, TASKS_FILE, TaskReport};
 use crate::designer::spawn::{self, SpawnResult};
 
@@ -64,10 +65,8 @@ struct Runner<'a> {
     /// Attempt that ticked each task in this run.
     ticked_at: BTreeMap<String, u32>,
     last_tasks: Vec<Task>,
-    /// Tactical learnings the confirmed verdicts reported, in order, each once.
-    learnings: Vec<String>,
-    /// The spec file the last confirmed verdict named.
-    spec_path: Option<String>,
+    /// What the confirmed verdicts reported.
+    verdicts: Verdicts,
 }
 impl Runner<'_> {
     fn tasks_path(&self) -> PathBuf {
@@ -238,27 +237,6 @@ impl Runner<'_> {
         }
         let cut = cut_by_deadline && r.timed_out;
         (r, cut)
-    }
-
-    /// Keeps what a confirmed verdict reported: its learnings and the spec file it names.
-    fn keep_verdict(&mut self, r: &SpawnResult) {
-        let Some(verdict) = r.structured_output.as_ref() else {
-            return;
-        };
-        for learning in verdict["learnings"].as_array().into_iter().flatten() {
-            if let Some(text) = learning.as_str().map(str::trim).filter(|t| !t.is_empty())
-                && !self.learnings.iter().any(|l| l == text)
-            {
-                self.learnings.push(text.to_string());
-            }
-        }
-        if let Some(path) = verdict["spec_path"]
-            .as_str()
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            self.spec_path = Some(path.to_string());
-        }
     }
 
     /// Clears a tick the verdict did not confirm, so the task is tried again.
@@ -484,7 +462,7 @@ impl Runner<'_> {
                         }
                     }
                     if ticked && confirmed {
-                        self.keep_verdict(&r);
+                        self.verdicts.keep(&r);
                     }
                     ticked && confirmed
                 }
@@ -564,34 +542,10 @@ impl Runner<'_> {
             work_dir: self.work_dir.clone(),
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             reason,
-            learnings: self.learnings.clone(),
-            spec_path: self.spec_path.clone(),
+            learnings: self.verdicts.learnings.clone(),
+            spec_path: self.verdicts.spec_path.clone(),
         }
     }
-}
-/// The structured verdict of a task call says the task is done.
-fn verdict_says_done(r: &SpawnResult) -> bool {
-    r.ok && r
-        .structured_output
-        .as_ref()
-        .and_then(|v| v.get("task_done"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false)
-}
-
-/// The verdict each RALPH task call is asked for (`--json-schema`).
-pub fn verdict_schema() -> serde_json::Value {
-    serde_json::json!({
-        "type": "object",
-        "properties": {
-            "task_done": {"type": "boolean", "description": "the task is finished and its box is ticked"},
-            "summary": {"type": "string", "description": "what was done, one or two sentences"},
-            "spec_path": {"type": "string", "description": "the spec file, once it is written"},
-            "learnings": {"type": "array", "items": {"type": "string"}, "description": "tactical learnings found"}
-        },
-        "required": ["task_done", "summary"],
-        "additionalProperties": false
-    })
 }
 
 /// Runs the loop. Progress is decided ONLY by the task's checkbox in TASKS.md after each call. Resumes at the
@@ -621,8 +575,7 @@ pub async fn run(
         state: RalphState::default(),
         ticked_at: BTreeMap::new(),
         last_tasks: Vec::new(),
-        learnings: Vec::new(),
-        spec_path: None,
+        verdicts: Verdicts::default(),
     };
     runner.load_state();
     let (status, reason) = runner.drive().await?;

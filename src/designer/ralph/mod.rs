@@ -10,9 +10,11 @@ mod iterate;
 mod tasks;
 #[cfg(test)]
 mod tests;
+mod verdict;
 
-pub use iterate::{run, verdict_schema};
+pub use iterate::run;
 pub use tasks::{Task, parse_tasks, render_tasks, setup, tasks_from_text};
+pub use verdict::verdict_schema;
 
 /// The task list file in the work dir.
 pub const TASKS_FILE: &str = "TASKS.md";

@@ -53,7 +53,15 @@ pub(super) fn untick(text: &str, id: &str) -> String {
         .lines()
         .map(|line| match parse_task_line(line) {
             Some(t) if t.done && t.id == id => {
-                line.replacen("[x]", "[ ]", 1).replacen("[X]", "[ ]", 1)
+                // Only the checkbox, the first `[x]`/`[X]`: a title may hold one too.
+                let at = match (line.find("[x]"), line.find("[X]")) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                match at {
+                    Some(at) => format!("{}[ ]{}", &line[..at], &line[at + 3..]),
+                    None => line.to_owned(),
+                }
             }
             _ => line.to_owned(),
         })

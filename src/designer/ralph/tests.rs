@@ -121,6 +121,19 @@ fn parse_and_render() {
 }
 
 #[test]
+fn untick_clears_only_the_checkbox_of_that_task() {
+    let text = "- [x] TASK-001: keep [X] and [x] in the title\n- [X] TASK-002: other\n";
+    assert_eq!(
+        super::tasks::untick(text, "TASK-001"),
+        "- [ ] TASK-001: keep [X] and [x] in the title\n- [X] TASK-002: other\n"
+    );
+    assert_eq!(
+        super::tasks::untick(text, "TASK-002"),
+        "- [x] TASK-001: keep [X] and [x] in the title\n- [ ] TASK-002: other\n"
+    );
+}
+
+#[test]
 fn titles_from_answers() {
     assert_eq!(
         tasks_from_text("Plan:\n- [ ] TASK-001: a\n- [ ] TASK-002: b\n- other"),

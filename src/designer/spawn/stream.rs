@@ -75,7 +75,9 @@ pub(super) fn events_of(line: &str) -> Vec<AgentEvent> {
                 .filter_map(|s| {
                     let name = s.get("name").and_then(Value::as_str)?;
                     let status = s.get("status").and_then(Value::as_str).unwrap_or("unknown");
-                    (status != "connected").then(|| format!("{name}: {status}"))
+                    // `pending` is still connecting (the first tool call waits for it).
+                    (!matches!(status, "connected" | "pending"))
+                        .then(|| format!("{name}: {status}"))
                 })
                 .collect();
             failed.extend(
@@ -210,7 +212,7 @@ mod tests {
 
     #[test]
     fn the_cli_events_become_progress() {
-        let init = r#"{"type":"system","subtype":"init","session_id":"s1","mcp_servers":[{"name":"fullsend","status":"failed"},{"name":"x","status":"connected"}]}"#;
+        let init = r#"{"type":"system","subtype":"init","session_id":"s1","mcp_servers":[{"name":"fullsend","status":"failed"},{"name":"x","status":"connected"},{"name":"slow","status":"pending"}]}"#;
         assert_eq!(
             events_of(init),
             [AgentEvent::Started {
