@@ -147,9 +147,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         // Parsing needs no runtime, configuration or network: keep it instant.
         Command::Think(args) if args.parse => cmd::think::parse(args, g),
-        Command::Think(args) => {
-            cmd::block_on(false, cmd::traced("fullsend-think", cmd::think::run(args, g)))
-        }
+        Command::Think(args) => cmd::block_on(
+            false,
+            cmd::traced("fullsend-think", cmd::think::run(args, g)),
+        ),
         Command::Dispatch(args) => cmd::block_on(
             false,
             cmd::traced("fullsend-dispatch", cmd::dispatch::run(args, g)),

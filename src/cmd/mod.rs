@@ -76,9 +76,12 @@ where
         .ok()
         .and_then(|tp| tp.split('-').nth(1).map(|t| (t.to_string(), tp.clone())))
     {
-        Some((trace_id, tp)) => {
-            crate::support::trace::Span::message(service.to_string(), &trace_id, Some(&tp), Vec::new())
-        }
+        Some((trace_id, tp)) => crate::support::trace::Span::message(
+            service.to_string(),
+            &trace_id,
+            Some(&tp),
+            Vec::new(),
+        ),
         None => crate::support::trace::Span::child(
             service.to_string(),
             crate::support::trace::INTERNAL,
