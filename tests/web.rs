@@ -449,8 +449,33 @@ fn without_the_token_the_page_asks_for_it_and_every_request_is_refused() {
         &requeue,
     );
     assert_eq!(wrong.status, 401);
+    // The token itself is no cookie: a login gives a session id (never the token), which
+    // other servers on localhost may see but which dies with this process.
+    let raw = format!("fullsend_token={token}");
+    assert_eq!(web.get("/api/queues", &[("Cookie", &raw)]).status, 401);
+    let started = std::time::Instant::now();
+    let guess = web.post(
+        "/api/login",
+        &[],
+        r#"{"token":"console-token-guess-00000"}"#,
+    );
+    assert_eq!(guess.status, 401);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "a wrong token costs a second"
+    );
+    let login = web.post("/api/login", &[], &json!({"token": token}).to_string());
+    assert_eq!(login.status, 200);
+    let set_cookie = login.header("set-cookie").expect("a cookie").to_string();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
+    assert!(!set_cookie.contains(token), "{set_cookie}");
+    let cookie = set_cookie
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_string();
+    assert_eq!(web.get("/api/queues", &[("Cookie", &cookie)]).status, 200);
     // The cookie alone is not enough for a change: a page on another site could send it.
-    let cookie = format!("fullsend_token={token}");
     let no_csrf = web.post(
         "/api/queues/fullsend/requeue",
         &[("Cookie", &cookie)],

@@ -30,10 +30,11 @@ pub async fn add(conn: &mut Conn, usd: f64, role: &str, model: &str) -> anyhow::
     if usd <= 0.0 || !usd.is_finite() {
         return spent_today(conn).await;
     }
-    let key = day_key(&today());
+    let day = today();
+    let key = day_key(&day);
     let mut pipe = redis::pipe();
     pipe.cmd("INCRBYFLOAT").arg(&key).arg(usd);
-    add_breakdown(&mut pipe, usd, role, model);
+    add_breakdown(&mut pipe, &day, usd, role, model);
     pipe.cmd("EXPIRE").arg(&key).arg(KEEP_DAYS_SECS).ignore();
     let (total,): (f64,) = pipe.query_async(conn).await?;
     Ok(total)
@@ -45,7 +46,9 @@ pub fn add_to(pipe: &mut redis::Pipeline, usd: f64, role: &str, model: &str) {
     if usd <= 0.0 || !usd.is_finite() {
         return;
     }
-    let key = day_key(&today());
+    // One day for both keys, even at midnight.
+    let day = today();
+    let key = day_key(&day);
     pipe.cmd("INCRBYFLOAT")
         .arg(&key)
         .arg(usd)
@@ -54,11 +57,11 @@ pub fn add_to(pipe: &mut redis::Pipeline, usd: f64, role: &str, model: &str) {
         .arg(&key)
         .arg(KEEP_DAYS_SECS)
         .ignore();
-    add_breakdown(pipe, usd, role, model);
+    add_breakdown(pipe, &day, usd, role, model);
 }
 
-fn add_breakdown(pipe: &mut redis::Pipeline, usd: f64, role: &str, model: &str) {
-    let key = day_breakdown_key(&today());
+fn add_breakdown(pipe: &mut redis::Pipeline, day: &str, usd: f64, role: &str, model: &str) {
+    let key = day_breakdown_key(day);
     let model = if model.is_empty() { "unknown" } else { model };
     pipe.cmd("HINCRBYFLOAT")
         .arg(&key)

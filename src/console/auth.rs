@@ -42,6 +42,10 @@ pub enum Refusal {
 #[derive(Debug, Clone)]
 pub struct Auth {
     token: String,
+    /// What the cookie holds: a random id made at start, never the token itself (cookies are
+    /// not kept apart by port, so another server on localhost may see it; it is worth nothing
+    /// after a restart).
+    session: String,
     csrf: String,
     /// Reads need the token too (a configured token, or a non-loopback address).
     pub reads_need_token: bool,
@@ -54,20 +58,29 @@ impl Auth {
     /// without a token is refused.
     pub fn new(addr: std::net::SocketAddr, configured: Option<String>) -> Result<Auth, String> {
         let loopback = addr.ip().is_loopback();
-        let configured = configured.filter(|t| !t.trim().is_empty());
+        let configured = configured
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
         if !loopback && configured.is_none() {
             return Err(format!(
                 "{addr} is not a loopback address: set FULLSEND_WEB_TOKEN (the console then asks for it)"
             ));
         }
-        if let Some(t) = &configured
-            && t.len() < 16
-        {
-            return Err("FULLSEND_WEB_TOKEN is shorter than 16 characters".into());
+        if let Some(t) = &configured {
+            if t.len() < 16 {
+                return Err("FULLSEND_WEB_TOKEN is shorter than 16 characters".into());
+            }
+            if !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b))
+            {
+                return Err("FULLSEND_WEB_TOKEN may hold letters, digits and ._~+/=- only".into());
+            }
         }
         Ok(Auth {
             reads_need_token: configured.is_some(),
             token: configured.unwrap_or_else(random_token),
+            session: random_token(),
             csrf: random_token(),
             loopback_only: loopback,
         })
@@ -103,7 +116,7 @@ impl Auth {
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().split_once('='));
         for (name, value) in cookies {
-            if name == COOKIE_NAME && self.is_token(value) {
+            if name == COOKIE_NAME && constant_time_eq(value.as_bytes(), self.session.as_bytes()) {
                 return Proof::Cookie;
             }
         }
@@ -173,12 +186,25 @@ impl Auth {
         }
     }
 
-    /// The `Set-Cookie` value that keeps the token in the browser.
+    /// The `Set-Cookie` value that logs a browser in: the session id (not the token), for as
+    /// long as the browser runs.
     pub fn cookie(&self) -> String {
         format!(
-            "{COOKIE_NAME}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000",
-            self.token
+            "{COOKIE_NAME}={}; HttpOnly; SameSite=Strict; Path=/",
+            self.session
         )
+    }
+
+    /// True when the request offered a token (bearer or `?token=`) that is wrong: a guess,
+    /// which the caller slows down.
+    pub fn offered_a_wrong_token(&self, headers: &HeaderMap, query_token: Option<&str>) -> bool {
+        let bearer = header(headers, AUTHORIZATION.as_str())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        [bearer, query_token]
+            .into_iter()
+            .flatten()
+            .any(|t| !self.is_token(t))
     }
 }
 
@@ -219,6 +245,10 @@ mod tests {
         let public: std::net::SocketAddr = "0.0.0.0:8765".parse().expect("addr");
         assert!(Auth::new(public, None).is_err());
         assert!(Auth::new(public, Some("short".into())).is_err());
+        assert!(Auth::new(public, Some("a long token; with a space".into())).is_err());
+        let trimmed =
+            Auth::new(public, Some(" a-long-enough-token-0123\r\n".into())).expect("auth");
+        assert!(trimmed.is_token("a-long-enough-token-0123"));
         let auth = Auth::new(public, Some("a-long-enough-token-0123".into())).expect("auth");
         assert!(auth.reads_need_token);
         assert_eq!(
@@ -241,7 +271,14 @@ mod tests {
             auth.check_write(&headers(&[])),
             Err(Refusal::Unauthenticated)
         );
-        let cookie = format!("other=1; {COOKIE_NAME}={}", auth.token());
+        let cookie = format!("other=1; {COOKIE_NAME}={}", auth.session);
+        // The token itself in the cookie is not a session.
+        let token_cookie = format!("{COOKIE_NAME}={}", auth.token());
+        assert_eq!(
+            auth.proof(&headers(&[("cookie", &token_cookie)])),
+            Proof::None
+        );
+        assert!(!auth.cookie().contains(auth.token()));
         assert!(matches!(
             auth.check_write(&headers(&[("cookie", &cookie)])),
             Err(Refusal::Forbidden(_))

@@ -26,6 +26,9 @@ use crate::support::config::Config;
 pub struct Redis {
     url: String,
     conn: Arc<tokio::sync::Mutex<Option<Conn>>>,
+    /// When the last attempt failed: the next waits a while, so requests do not queue up
+    /// behind one 3 s attempt each while Redis is down.
+    failed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Redis {
@@ -34,18 +37,43 @@ impl Redis {
         Redis {
             url,
             conn: Arc::new(tokio::sync::Mutex::new(None)),
+            failed_at: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
-    /// The connection, connecting (for at most 3 s) when there is none yet.
+    /// The connection, connecting (for at most 3 s) when there is none yet; None at once
+    /// within 2 s of a failed attempt.
     pub async fn get(&self) -> Option<Conn> {
+        let recently_failed = || {
+            self.failed_at
+                .lock()
+                .ok()
+                .and_then(|f| *f)
+                .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(2))
+        };
+        if recently_failed() {
+            return self.conn.try_lock().ok().and_then(|slot| slot.clone());
+        }
         let mut slot = self.conn.lock().await;
-        if slot.is_none() {
+        if slot.is_none() && !recently_failed() {
             let connect = crate::bus::store::connect(&self.url);
-            match tokio::time::timeout(std::time::Duration::from_secs(3), connect).await {
-                Ok(Ok(conn)) => *slot = Some(conn),
-                Ok(Err(err)) => tracing::debug!("console: Redis unavailable: {err:#}"),
-                Err(_) => tracing::debug!("console: connecting to Redis timed out"),
+            let failed =
+                match tokio::time::timeout(std::time::Duration::from_secs(3), connect).await {
+                    Ok(Ok(conn)) => {
+                        *slot = Some(conn);
+                        false
+                    }
+                    Ok(Err(err)) => {
+                        tracing::debug!("console: Redis unavailable: {err:#}");
+                        true
+                    }
+                    Err(_) => {
+                        tracing::debug!("console: connecting to Redis timed out");
+                        true
+                    }
+                };
+            if let Ok(mut at) = self.failed_at.lock() {
+                *at = failed.then(std::time::Instant::now);
             }
         }
         slot.clone()
@@ -59,7 +87,11 @@ pub struct Console {
     redis: Redis,
     auth: auth::Auth,
     feed: trail::Feed,
-    audit: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+    audit: tokio::sync::mpsc::Sender<serde_json::Value>,
+    /// Wrong tokens wait their turn (see `routes::slow_down_a_guess`).
+    guesses: tokio::sync::Mutex<()>,
+    /// Trail snapshots built at once.
+    snapshots: tokio::sync::Semaphore,
 }
 
 impl Console {
@@ -76,7 +108,15 @@ impl Console {
             "outcome": outcome,
         });
         tracing::info!(who, what, status, "console change");
-        let _ = self.audit.send(record);
+        // Bounded: a stdout that stalls must not grow the process without end.
+        if self.audit.try_send(record).is_err() {
+            tracing::warn!(
+                who,
+                what,
+                status,
+                "console change record dropped (stdout is not keeping up)"
+            );
+        }
     }
 }
 
@@ -92,7 +132,7 @@ pub struct Started {
     /// True when the token was made at start (no `FULLSEND_WEB_TOKEN`).
     pub token_generated: bool,
     /// One record per change asked (done or refused), as it happens.
-    pub changes: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    pub changes: tokio::sync::mpsc::Receiver<serde_json::Value>,
 }
 
 /// How often the trail looks for new messages and decisions while a page watches.
@@ -120,13 +160,15 @@ pub async fn start(
     .await;
     let url = format!("http://{addr}/");
     let login_url = format!("{url}?token={}", auth.token());
-    let (audit, changes) = tokio::sync::mpsc::unbounded_channel();
+    let (audit, changes) = tokio::sync::mpsc::channel(4096);
     let console = Arc::new(Console {
         config,
         redis,
         auth,
         feed,
         audit,
+        guesses: tokio::sync::Mutex::new(()),
+        snapshots: tokio::sync::Semaphore::new(4),
     });
     crate::support::http_serve::serve(listener, move |req, peer| {
         routes::answer(console.clone(), req, peer)

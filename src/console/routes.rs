@@ -104,6 +104,13 @@ async fn route(console: &Console, req: Request<Incoming>, peer: SocketAddr) -> R
     if let Err(r) = console.auth.check_host(req.headers()) {
         return refused(r);
     }
+    let query_token = query_param(&req, "token");
+    if console
+        .auth
+        .offered_a_wrong_token(req.headers(), query_token.as_deref())
+    {
+        slow_down_a_guess(console, peer).await;
+    }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (&method, path.as_str()) {
@@ -174,15 +181,21 @@ fn page_shell(console: &Console, req: &Request<Incoming>, page: &str) -> Respons
     reply(200, "text/html; charset=utf-8", INDEX_HTML)
 }
 
+/// A wrong token costs a second, one guess at a time whoever makes them: the token cannot be
+/// guessed at speed, in parallel or not.
+async fn slow_down_a_guess(console: &Console, peer: SocketAddr) {
+    tracing::warn!(peer = %peer, "console: a wrong token");
+    let _one_at_a_time = console.guesses.lock().await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+}
+
 async fn login(console: &Console, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let Ok(body) = read_json(req).await else {
         return error(400, "send {\"token\": \"…\"}");
     };
-    let token = body["token"].as_str().unwrap_or_default();
+    let token = body["token"].as_str().unwrap_or_default().trim();
     if !console.auth.is_token(token) {
-        tracing::warn!(peer = %peer, "console: a login with a wrong token");
-        // A wrong guess costs a second: the token cannot be guessed at speed.
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        slow_down_a_guess(console, peer).await;
         return error(401, "wrong token");
     }
     tracing::info!(peer = %peer, "console: logged in");
@@ -282,6 +295,8 @@ async fn read_view(console: &Console, req: &Request<Incoming>, path: &str) -> Re
 
 /// The trail's recent past: the last 200 entries of each channel and decisions.
 async fn recent(console: &Console, conn: Option<&mut crate::bus::store::Conn>) -> Vec<trail::Item> {
+    // A few at a time: each reads up to 4 MiB of the decision log and 1,000 stream entries.
+    let _slot = console.snapshots.acquire().await;
     let config = &console.config;
     trail::snapshot(conn, &config.channels(), &config.decision_log(), 200).await
 }
@@ -313,7 +328,13 @@ async fn events(console: &Console, mut conn: Option<crate::bus::store::Conn>) ->
                 },
                 () = tokio::time::sleep(std::time::Duration::from_secs(15)) => ": ping\n\n".into(),
             };
-            if tx.send(Bytes::from(chunk)).await.is_err() {
+            // A page that stops reading without closing is let go after 30 s.
+            let sent = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                tx.send(Bytes::from(chunk)),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
                 break; // the page went away
             }
         }

@@ -180,12 +180,14 @@ fn tail_lines(path: &Path, window: u64, count: usize) -> (Vec<String>, u64) {
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(window);
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     if file.seek(SeekFrom::Start(start)).is_err()
-        || file.take(len - start).read_to_string(&mut text).is_err()
+        || file.take(len - start).read_to_end(&mut bytes).is_err()
     {
         return (Vec::new(), len);
     }
+    // The window may start inside a character; that first line is dropped below anyway.
+    let text = String::from_utf8_lossy(&bytes);
     let mut lines: Vec<&str> = text.lines().collect();
     if start > 0 && !lines.is_empty() {
         lines.remove(0); // cut in the middle
@@ -211,26 +213,27 @@ impl Feed {
         let (sender, _) = tokio::sync::broadcast::channel(1024);
         let tx = sender.clone();
         let mut follow = Follow::new(channels, decision_log);
-        let mut started = false;
-        if let Some(mut c) = conn.get().await {
-            follow.start_at_end(&mut c).await;
-            started = true;
-        }
+        follow.skip_logged();
+        let mut started = match conn.get().await {
+            Some(mut c) => follow.start_at_end(&mut c).await,
+            None => false,
+        };
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let Some(mut c) = conn.get().await else {
-                    continue;
-                };
-                if !started {
-                    // From the console's start (or Redis's first answer) on; what came before
-                    // is in each page's snapshot. Following does not wait for a first page: a
-                    // page's snapshot and the items broadcast after it must leave no gap.
-                    follow.start_at_end(&mut c).await;
-                    started = true;
-                    continue;
+                let mut items = follow.new_decisions();
+                if let Some(mut c) = conn.get().await {
+                    if started {
+                        items.extend(follow.poll(&mut c).await);
+                    } else {
+                        // From Redis's first answer on; what came before is in each page's
+                        // snapshot. Following does not wait for a first page: a page's
+                        // snapshot and the items broadcast after it must leave no gap.
+                        started = follow.start_at_end(&mut c).await;
+                    }
                 }
-                for item in follow.poll(&mut c).await {
+                items.sort_by_key(|i| i.at_ms);
+                for item in items {
                     // No page watching is not an error.
                     let _ = tx.send(item);
                 }
@@ -264,25 +267,40 @@ impl Follow {
         }
     }
 
-    async fn start_at_end(&mut self, conn: &mut Conn) {
-        for (i, channel) in watched(&self.channels).iter().enumerate() {
-            let last: Result<Entries, _> = redis::cmd("XREVRANGE")
-                .arg(ChannelKeys::new(channel).stream())
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(conn)
-                .await;
-            self.last_ids[i] = last
-                .ok()
-                .and_then(|e| e.into_iter().next())
-                .map(|(id, _)| id)
-                .unwrap_or_else(|| "0-0".into());
-        }
+    /// Starts the decision log at its end (what is in it already is in the snapshots).
+    fn skip_logged(&mut self) {
         self.log_offset = std::fs::metadata(&self.decision_log)
             .map(|m| m.len())
             .unwrap_or(0);
+    }
+
+    /// Starts every stream at its last entry; false (try again) when Redis did not answer.
+    async fn start_at_end(&mut self, conn: &mut Conn) -> bool {
+        let mut pipe = redis::pipe();
+        for channel in watched(&self.channels) {
+            pipe.cmd("XREVRANGE")
+                .arg(ChannelKeys::new(&channel).stream())
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        match pipe.query_async::<Vec<Entries>>(conn).await {
+            Ok(all) => {
+                for (i, last) in all.into_iter().enumerate() {
+                    self.last_ids[i] = last
+                        .into_iter()
+                        .next()
+                        .map(|(id, _)| id)
+                        .unwrap_or_else(|| "0-0".into());
+                }
+                true
+            }
+            Err(err) => {
+                tracing::debug!("trail: finding the streams' ends: {err:#}");
+                false
+            }
+        }
     }
 
     async fn poll(&mut self, conn: &mut Conn) -> Vec<Item> {
@@ -309,8 +327,6 @@ impl Follow {
             }
             Err(err) => tracing::debug!("trail: following the streams: {err:#}"),
         }
-        items.extend(self.new_decisions());
-        items.sort_by_key(|i| i.at_ms);
         items
     }
 
@@ -326,18 +342,21 @@ impl Follow {
         if len == self.log_offset || file.seek(SeekFrom::Start(self.log_offset)).is_err() {
             return Vec::new();
         }
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         if file
             .take(len - self.log_offset)
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .is_err()
         {
             return Vec::new();
         }
         // Only whole lines: a line being written is read at the next poll.
-        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         self.log_offset += complete as u64;
-        text[..complete].lines().filter_map(decision_item).collect()
+        String::from_utf8_lossy(&bytes[..complete])
+            .lines()
+            .filter_map(decision_item)
+            .collect()
     }
 }
 
@@ -369,6 +388,18 @@ mod tests {
         let text = cut["reasoning"].as_str().expect("text");
         assert!(text.len() < MAX_TEXT + 64, "{}", text.len());
         assert!(text.ends_with("bytes]"));
+    }
+
+    #[test]
+    fn the_tail_of_a_log_survives_a_window_that_starts_inside_a_character() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("decisions.jsonl");
+        let line = format!("{}\n", "é".repeat(50));
+        std::fs::write(&path, line.repeat(10)).expect("write");
+        // 101 bytes per line: a window of 151 starts in the middle of an `é`.
+        let (lines, len) = tail_lines(&path, 151, 5);
+        assert_eq!(len, 1010);
+        assert_eq!(lines, vec!["é".repeat(50)]);
     }
 
     #[test]

@@ -10,6 +10,9 @@ use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 512;
+
 /// A response body: whole, or a stream of chunks.
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -48,8 +51,13 @@ where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    // At most this many connections at once; the next wait to be accepted.
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let Ok((stream, peer)) = listener.accept().await else {
                 // Out of file descriptors, say: wait instead of spinning.
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -61,9 +69,13 @@ where
                     let answer = handler(req, peer);
                     async move { Ok::<_, Infallible>(answer.await) }
                 });
+                // Headers must arrive within 10 s (no slow-header hold of a connection).
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                drop(permit);
             });
         }
     });

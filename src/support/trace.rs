@@ -150,9 +150,13 @@ pub fn init(service: &str) -> anyhow::Result<Option<Exporting>> {
     let protocol = match protocol.trim() {
         "http/json" => Protocol::HttpJson,
         "" | "http/protobuf" => Protocol::HttpBinary,
-        other => anyhow::bail!(
-            "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported: use http/protobuf or http/json"
-        ),
+        other => {
+            // Tracing is for watching the work, never a reason to stop it.
+            tracing::warn!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported (http/protobuf or http/json): no traces are exported"
+            );
+            return Ok(None);
+        }
     };
     let client = Client {
         http: reqwest::Client::builder()
@@ -162,11 +166,18 @@ pub fn init(service: &str) -> anyhow::Result<Option<Exporting>> {
     };
     // The endpoint comes from the standard variables, read by the exporter itself
     // (`…_ENDPOINT` gets `/v1/traces` appended, `…_TRACES_ENDPOINT` is used as it is).
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(client)
         .with_protocol(protocol)
-        .build()?;
+        .build()
+    {
+        Ok(exporter) => exporter,
+        Err(err) => {
+            tracing::warn!("the OTLP exporter cannot start ({err}): no traces are exported");
+            return Ok(None);
+        }
+    };
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service.to_string())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))

@@ -144,7 +144,18 @@ function addItem(item) {
   if (list) {
     const newer = [...list.children].find((c) => Number(c.dataset.last) < Number(card.dataset.last) && c !== card);
     list.insertBefore(card, newer || null);
+    // A page left open for days keeps the newest cards only.
+    while (list.children.length > MAX_CARDS) forget(list.lastElementChild);
   }
+}
+
+const MAX_CARDS = 300;
+
+function forget(card) {
+  const id = card.dataset.trace;
+  for (const [key, item] of trail.items) if (item.trace_id === id) trail.items.delete(key);
+  trail.cards.delete(id);
+  card.remove();
 }
 
 function pageTrail() {
