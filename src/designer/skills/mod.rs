@@ -140,16 +140,26 @@ impl Skills {
                     .into(),
             )),
             "append_learning" => {
-                take_slot(&self.learnings_written, MAX_LEARNINGS_PER_CALL, "learnings")?;
-                write::append_learning(&mut redis()?, &self.scope, args).await
+                let slots = &self.learnings_written;
+                take_slot(slots, MAX_LEARNINGS_PER_CALL, "learnings")?;
+                let written = match redis() {
+                    Ok(mut conn) => write::append_learning(&mut conn, &self.scope, args).await,
+                    Err(e) => Err(e),
+                };
+                // Only what was recorded uses a slot: a refusal or a duplicate gives it back.
+                if !matches!(&written, Ok(v) if v["recorded"] == true) {
+                    give_back(slots);
+                }
+                written
             }
             "request_tool" => {
-                take_slot(
-                    &self.tool_requests_written,
-                    MAX_TOOL_REQUESTS_PER_CALL,
-                    "tool requests",
-                )?;
-                write::request_tool(&self.scope, args)
+                let slots = &self.tool_requests_written;
+                take_slot(slots, MAX_TOOL_REQUESTS_PER_CALL, "tool requests")?;
+                let staged = write::request_tool(&self.scope, args);
+                if staged.is_err() {
+                    give_back(slots);
+                }
+                staged
             }
             "submit_spec" => write::submit_spec(&self.scope, args),
             "web_fetch" => match &self.research {
@@ -163,13 +173,23 @@ impl Skills {
 
 /// Counts one more write of a kind, refusing past its limit.
 fn take_slot(counter: &AtomicU32, limit: u32, what: &str) -> Result<(), ToolError> {
-    let used = counter.fetch_add(1, Ordering::SeqCst);
-    if used >= limit {
-        return Err(ToolError::Refused(format!(
-            "this run may record at most {limit} {what}; keep the most important ones"
-        )));
-    }
-    Ok(())
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+            (used < limit).then_some(used + 1)
+        })
+        .map(|_| ())
+        .map_err(|_| {
+            ToolError::Refused(format!(
+                "this run may record at most {limit} {what}; keep the most important ones"
+            ))
+        })
+}
+
+/// Returns a slot that a write did not use.
+fn give_back(counter: &AtomicU32) {
+    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+        used.checked_sub(1)
+    });
 }
 
 /// An optional text argument, trimmed; empty means absent.
@@ -264,5 +284,15 @@ mod tests {
             take_slot(&counter, 2, "x"),
             Err(ToolError::Refused(_))
         ));
+        assert_eq!(counter.load(Ordering::SeqCst), 2, "a refusal takes no slot");
+        give_back(&counter);
+        assert!(
+            take_slot(&counter, 2, "x").is_ok(),
+            "a slot given back is free again"
+        );
+        give_back(&counter);
+        give_back(&counter);
+        give_back(&counter);
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
     }
 }
