@@ -329,7 +329,9 @@ pub fn complete_in_section(
 }
 
 /// `text` with every line of the `section` that names one of `keys` carrying `note` after a
-/// ` · ` (replacing the note it had): where running work has got to. None when nothing changes.
+/// ` · ` (replacing the note of the same kind it had, the one starting with the same word):
+/// where running work has got to. A ` · ` a person wrote in the line stays. None when nothing
+/// changes.
 pub fn note_in_section(text: &str, section: &str, keys: &[String], note: &str) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines
@@ -346,7 +348,11 @@ pub fn note_in_section(text: &str, section: &str, keys: &[String], note: &str) -
         .map(|(i, line)| {
             if i > start && i < end && line.trim_start().starts_with("- ") && names_any(line, keys)
             {
-                let base = line.split(" · ").next().unwrap_or(line);
+                let kind = note.split_whitespace().next().unwrap_or_default();
+                let base = match line.rsplit_once(" · ") {
+                    Some((before, old)) if !kind.is_empty() && old.starts_with(kind) => before,
+                    _ => line,
+                };
                 let noted = format!("{base} · {note}");
                 if noted != *line {
                     changed = true;
@@ -446,6 +452,26 @@ pub fn read_no_follow(path: &Path, max: u64) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::note_in_section;
+
+    #[test]
+    fn a_note_replaces_its_own_kind_and_keeps_what_a_person_wrote() {
+        let text =
+            "## Active (In Progress)\n- [ ] **req_1** · owner: jake · RALPH 1/6 tasks done\n";
+        let keys = vec!["req_1".to_string()];
+        let noted =
+            note_in_section(text, "## Active", &keys, "RALPH 2/6 tasks done").expect("changed");
+        assert_eq!(
+            noted,
+            "## Active (In Progress)\n- [ ] **req_1** · owner: jake · RALPH 2/6 tasks done\n"
+        );
+        let first = "## Active (In Progress)\n- [ ] **req_1** · owner: jake\n";
+        assert_eq!(
+            note_in_section(first, "## Active", &keys, "RALPH 1/6 tasks done").expect("changed"),
+            "## Active (In Progress)\n- [ ] **req_1** · owner: jake · RALPH 1/6 tasks done\n"
+        );
+    }
+
     use super::*;
 
     #[test]
