@@ -363,8 +363,21 @@ fn writes_are_scoped_idempotent_and_counted_once() {
     let tool = json!({"name": "gh_stargazers", "description": "Lists a repo's stargazers", "inputs": {"repo": "string"}, "idempotency_key": "tool-1"});
     let (err, staged) = c.call("request_tool", tool.clone());
     assert!(!err, "{staged}");
-    let (err, _) = c.call("request_tool", tool);
+    let (err, again) = c.call("request_tool", tool);
     assert!(!err);
+    assert!(
+        again.get("replaced").is_none(),
+        "the same tool again replaces nothing: {again}"
+    );
+    // Another tool replaces it, and says which (a design carries one tool request).
+    let other = json!({"name": "hn_hiring_posts", "description": "Reads HN hiring threads", "idempotency_key": "tool-2"});
+    let (err, replaced) = c.call("request_tool", other);
+    assert!(!err, "{replaced}");
+    assert_eq!(replaced["replaced"], "gh_stargazers");
+    let tool = json!({"name": "gh_stargazers", "description": "Lists a repo's stargazers", "inputs": {"repo": "string"}, "idempotency_key": "tool-3"});
+    let (err, back) = c.call("request_tool", tool);
+    assert!(!err);
+    assert_eq!(back["replaced"], "hn_hiring_posts");
     let staged_file = w.path("wd/.fullsend/submitted/tool_request.yaml");
     let text = std::fs::read_to_string(&staged_file).expect("staged tool request");
     assert!(

@@ -100,7 +100,7 @@ pub fn catalogue(research: bool) -> Vec<ToolSpec> {
         },
         ToolSpec {
             name: "request_tool",
-            description: "Ask the Builder for a tool the experiment needs and the registry lacks. Sent with the spec when the design is saved.",
+            description: "Ask the Builder for a tool the experiment needs and the registry lacks. Sent with the spec when the design is saved. One per design: a later request replaces the earlier one.",
             input_schema: schema(
                 json!({"name": text("snake_case tool name"), "description": text("what it does"), "inputs": {"type": "object"}, "outputs": {"type": "object"}, "idempotency_key": idempotency_key()}),
                 &["name", "description", "idempotency_key"],

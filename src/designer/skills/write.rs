@@ -129,12 +129,19 @@ pub(super) fn request_tool(scope: &Scope, args: &Map<String, Value>) -> Result<V
     request.insert("idempotency_key".into(), json!(key));
     let yaml = serde_yaml_ng::to_string(&json!({ "tool_request": request }))
         .map_err(|e| ToolError::Failed(format!("the request cannot be written: {e}")))?;
+    // A design carries one tool request: a later one replaces the earlier, and says so.
+    let earlier = staged_tool_name(&scope.work_dir)
+        .filter(|n| Some(n.as_str()) != request.get("name").and_then(Value::as_str));
     stage(&scope.work_dir, super::wiring::TOOL_REQUEST_FILE, &yaml)?;
-    Ok(json!({
+    let mut answer = json!({
         "staged": true,
         "tool": request.get("name"),
-        "note": "the Builder is asked for it when the design is saved",
-    }))
+        "note": "the Builder is asked for it when the design is saved (one tool request per design: a later request replaces this one)",
+    });
+    if let Some(name) = earlier {
+        answer["replaced"] = json!(name);
+    }
+    Ok(answer)
 }
 
 /// `submit_spec`: validated like `design --parse`; valid specs are staged, invalid ones come
@@ -169,6 +176,14 @@ fn violation_lines(violations: &[crate::designer::spec::Violation]) -> String {
 }
 
 /// Writes `name` in the run's staging dir, whole or not at all (temp file, fsync, rename).
+/// The name of the tool request staged so far, if any.
+fn staged_tool_name(work_dir: &Path) -> Option<String> {
+    let path = super::wiring::submitted_dir(work_dir).join(super::wiring::TOOL_REQUEST_FILE);
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: Value = serde_yaml_ng::from_str(&text).ok()?;
+    v["tool_request"]["name"].as_str().map(str::to_string)
+}
+
 fn stage(work_dir: &Path, name: &str, content: &str) -> Result<PathBuf, ToolError> {
     let failed = |e: std::io::Error| ToolError::Failed(format!("staging {name} failed: {e}"));
     let dir = super::wiring::submitted_dir(work_dir);
