@@ -90,11 +90,9 @@ impl Handler for FullsendRole {
             .await
             .map_err(JobError::Transient)?;
         if let CommitStatus::Precondition(why) = &commit.status {
-            // The id was taken between planning and commit: forget the memo and retry.
-            let _: Result<i64, _> = redis::cmd("DEL")
-                .arg(self.keys.memo(&self.group, &job.identity))
-                .query_async(&mut conn)
-                .await;
+            // What the plan relied on changed before the commit (the experiment id was taken
+            // meanwhile, a draft was released): plan again. The design memo stays, so the
+            // retry picks a free id for the same spec without designing (and paying) again.
             return Err(JobError::Transient(anyhow::anyhow!(
                 "commit refused: {why}"
             )));
