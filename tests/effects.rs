@@ -90,8 +90,10 @@ fn client_kill(w: &World, kind: &str) {
 #[test]
 fn mixed_traffic_through_every_fault_causes_each_effect_exactly_once() {
     let mut w = mixed_world();
-    let inputs = traffic::mixed("m", 0, 45);
+    // Five of each of the ten kinds.
+    let inputs = traffic::mixed("m", 0, 50);
     traffic::seed(&mut w.conn(), &inputs).expect("seed");
+    traffic::seed_worklist(&w.context(), &inputs).expect("seed the worklist");
     let lease = ["--lease", "3", "--concurrency", "2"];
     let role = |name: &'static str| {
         let mut a = vec![name];
@@ -151,7 +153,7 @@ fn mixed_traffic_through_every_fault_causes_each_effect_exactly_once() {
     signal(b.pid(), libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(9500));
     let c = Listener::start(&w, &role("orchestrator"), "c.log");
-    send(&w, &inputs[36..45]);
+    send(&w, &inputs[36..50]);
     std::thread::sleep(Duration::from_secs(1));
     signal(b.pid(), libc::SIGCONT);
 
@@ -172,6 +174,7 @@ fn mixed_traffic_through_every_fault_causes_each_effect_exactly_once() {
         "design_failed",
         "learning",
         "worklist_line",
+        "worklist_note",
         "hash_state",
         "roundtable_run",
     ] {
@@ -361,6 +364,7 @@ fn an_os_crash_that_loses_the_aof_tail_redoes_the_lost_commits_once() {
         })
         .collect();
     traffic::seed(&mut w.conn(), &inputs).expect("seed");
+    traffic::seed_worklist(&w.context(), &inputs).expect("seed the worklist");
     send(&w, &inputs);
     let l = Listener::start(
         &w,

@@ -214,6 +214,7 @@ fn the_think_dispatch_pipeline_causes_each_effect_once_through_sigkills() {
         .filter(|i| !matches!(i.kind, Kind::Design | Kind::DesignFails | Kind::ToolBuilt))
         .collect();
     traffic::seed(&mut w.conn(), &inputs).expect("seed");
+    traffic::seed_worklist(&w.context(), &inputs).expect("seed the worklist");
     for i in &inputs {
         xadd(&w, i.channel(), &i.json());
     }
@@ -317,7 +318,7 @@ fn bin_path() -> String {
 
 #[test]
 fn the_shipped_pipelines_cause_each_effect_once_through_sigkills_of_their_stages() {
-    // Both daemons as `commands/orchestrator.sh` and `commands/fullsend.sh` run them, all nine
+    // Both daemons as `commands/orchestrator.sh` and `commands/fullsend.sh` run them, all ten
     // message kinds, with a think stage, a design stage and the Orchestrator's listener
     // SIGKILLed mid-message.
     let mock = MockApi::start(|r, _| {
@@ -330,6 +331,7 @@ fn the_shipped_pipelines_cause_each_effect_once_through_sigkills_of_their_stages
         .set("FULLSEND_ENGINE", "api");
     let inputs = traffic::mixed("s", 0, 36);
     traffic::seed(&mut w.conn(), &inputs).expect("seed");
+    traffic::seed_worklist(&w.context(), &inputs).expect("seed the worklist");
     for i in &inputs {
         xadd(&w, i.channel(), &i.json());
     }

@@ -2248,6 +2248,9 @@ fn mixed_in(cfg: &Cfg, rng: &mut Rng, exec: bool) -> Vec<Row> {
             if let Err(e) = traffic::seed(&mut c, &inputs) {
                 checks.fail(format!("seeding: {e}"));
             }
+            if let Err(e) = traffic::seed_worklist(&rig.env.root.join("context"), &inputs) {
+                checks.fail(format!("seeding the worklist: {e}"));
+            }
         }
         None => checks.fail("no connection for seeding"),
     }

@@ -130,6 +130,10 @@ pub fn read(
             request_roots.get(rid).cloned()
         };
         ledger.add("worklist_line", root.as_deref(), || line.to_string());
+        // A design's progress note: once on its line however often the notice was delivered.
+        for _ in line.matches(" · RALPH ") {
+            ledger.add("worklist_note", root.as_deref(), || line.to_string());
+        }
     }
 
     let runs = std::fs::read_to_string(sources.runs).unwrap_or_default();

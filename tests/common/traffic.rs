@@ -42,11 +42,14 @@ pub enum Kind {
     Started,
     /// `tool_built` to FULLSEND for a seeded `draft` experiment waiting on that tool.
     ToolBuilt,
+    /// `design_progress` for a seeded Active worklist line → one note on that line, no model
+    /// call.
+    Progress,
 }
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Design,
         Kind::DesignFails,
         Kind::Learn,
@@ -56,6 +59,7 @@ impl Kind {
         Kind::Roundtable,
         Kind::Started,
         Kind::ToolBuilt,
+        Kind::Progress,
     ];
 
     /// The word the scripted model routes on.
@@ -70,6 +74,7 @@ impl Kind {
             Kind::Roundtable => "roundtable",
             Kind::Started => "started",
             Kind::ToolBuilt => "toolbuilt",
+            Kind::Progress => "progress",
         }
     }
 
@@ -103,6 +108,7 @@ impl Kind {
             Kind::Roundtable => &["roundtable_request", "roundtable_run", "roundtable_result"],
             Kind::Started => &["worklist_line"],
             Kind::ToolBuilt => &["execute_now", "hash_state"],
+            Kind::Progress => &["worklist_line", "worklist_note"],
         }
     }
 }
@@ -148,6 +154,11 @@ impl Input {
             Kind::ToolBuilt => json!({
                 "type": "tool_built", "source": "builder",
                 "msg_id": self.id, "tool_name": self.tool(), "status": "active",
+            }),
+            Kind::Progress => json!({
+                "type": "design_progress", "source": "fullsend_listener",
+                "msg_id": self.id, "request_id": self.id,
+                "tasks_done": 2, "tasks_total": 6, "task_title": "chaos task",
             }),
             Kind::Respond => json!({
                 "type": "escalation", "source": "watcher", "priority": "high", "msg_id": self.id,
@@ -204,6 +215,32 @@ pub fn seed(conn: &mut redis::Connection, inputs: &[Input]) -> redis::RedisResul
         }
     }
     Ok(())
+}
+
+/// The worklist the inputs act on: an Active line per `design_progress` input, for its note.
+pub fn seed_worklist(context: &Path, inputs: &[Input]) -> std::io::Result<()> {
+    let path = context.join("worklist.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Fullsend Worklist\n\n## Active (In Progress)\n\n## Completed This Week\n".into()
+    });
+    let lines: String = inputs
+        .iter()
+        .filter(|i| i.kind == Kind::Progress)
+        .map(|i| {
+            format!(
+                "- [ ] **Experiment design {}** - FULLSEND designing\n",
+                i.id
+            )
+        })
+        .collect();
+    let out = match text.find("## Active (In Progress)\n") {
+        Some(at) => {
+            let end = at + "## Active (In Progress)\n".len();
+            format!("{}{lines}{}", &text[..end], &text[end..])
+        }
+        None => format!("{text}\n## Active (In Progress)\n{lines}"),
+    };
+    std::fs::write(path, out)
 }
 
 /// Writes the roundtable command into `dir`: it logs the id of the message it was started for to
@@ -270,7 +307,7 @@ pub fn decision(id: &str, kind: Kind) -> Value {
             "action": "initiate_roundtable", "reasoning": "needs several views",
             "payload": {"prompt": format!("roundtable-for {id}: where next?")},
         }),
-        Kind::Started | Kind::ToolBuilt => {
+        Kind::Started | Kind::ToolBuilt | Kind::Progress => {
             json!({"action": "no_action", "reasoning": "not a decision for the model"})
         }
     }
