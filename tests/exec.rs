@@ -202,14 +202,15 @@ fn every_exit_code_has_its_outcome() {
 }
 
 #[test]
-fn the_think_dispatch_pipeline_causes_each_effect_once_through_sigkills() {
+fn the_think_dispatch_pipeline_causes_each_effect_once_through_sigkills_and_a_lost_lease() {
     let mock = MockApi::start(|r, _| {
         Reply::Delay(Duration::from_millis(500), Box::new(traffic::answer(r)))
     });
     let w = World::with_redis().mock(mock);
     let command = traffic::roundtable_command(&w.path(""), &w.path("roundtable-runs.log"));
     let w = w.set("FULLSEND_ROUNDTABLE_CMD", command.to_str().expect("utf8"));
-    let inputs: Vec<Input> = traffic::mixed("p", 0, 36)
+    // Enough work to be in flight through every fault below (42 messages).
+    let inputs: Vec<Input> = traffic::mixed("p", 0, 60)
         .into_iter()
         .filter(|i| !matches!(i.kind, Kind::Design | Kind::DesignFails | Kind::ToolBuilt))
         .collect();
@@ -244,6 +245,16 @@ fn the_think_dispatch_pipeline_causes_each_effect_once_through_sigkills() {
     });
     a.kill();
     let b = start("b.log");
+    // The listener stopped past its lease with its pipelines running: they finish, but their
+    // dispatch stage's commit is fenced off (the delivery is another's now), and the listener
+    // that took the entries over carries each out once.
+    eventually(Duration::from_secs(20), "b's stages thinking", || {
+        (!processes_of(&w, "\0think\0").is_empty()).then_some(())
+    });
+    crate::support::signal(b.pid(), libc::SIGSTOP);
+    let c = start("c.log");
+    std::thread::sleep(Duration::from_secs(8));
+    crate::support::signal(b.pid(), libc::SIGCONT);
     // A stage SIGKILLed mid-message: a failed delivery, retried.
     for _ in 0..3 {
         let victims = eventually(Duration::from_secs(20), "a stage to kill", || {
@@ -276,7 +287,12 @@ fn the_think_dispatch_pipeline_causes_each_effect_once_through_sigkills() {
         failures.join("\n")
     );
     assert_eq!(xlen(&w, "fullsend:{to_orchestrator}:dlq"), 0);
+    assert!(
+        !c.lines().is_empty(),
+        "the second listener took work over while the first was stopped"
+    );
     assert_eq!(b.stop(), 0);
+    assert_eq!(c.stop(), 0);
     assert!(
         processes_of(&w, "\0think\0").is_empty(),
         "no stage outlives the listener"
