@@ -70,6 +70,21 @@ pub async fn connect(url: &str) -> anyhow::Result<Conn> {
     Ok(conn)
 }
 
+/// One connection attempt, no retries: whether Redis answers at `url` now. For commands where
+/// Redis is optional, so a server that is not there costs one refused connect, not the
+/// connection manager's retries.
+pub async fn answers(url: &str) -> anyhow::Result<()> {
+    let client = check_url(url)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(3)));
+    // Connecting authenticates and selects the database: that is the answer wanted.
+    let _conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    Ok(())
+}
+
 /// A dedicated connection for blocking reads (XREADGROUP BLOCK), whose
 /// response timeout must outlast the block time (redis-rs defaults to 500 ms).
 pub async fn connect_blocking(

@@ -124,6 +124,14 @@ pub async fn optional_redis(config: &Config) -> Option<crate::bus::store::Conn> 
 /// [`optional_redis`] for a URL.
 pub async fn optional_redis_url(url: &str) -> Option<crate::bus::store::Conn> {
     let url = url.to_string();
+    // A Redis that is not there is known from one refused connect.
+    if let Err(err) = crate::bus::store::answers(&url).await {
+        tracing::warn!(
+            "Redis unavailable ({}); continuing without it: {err:#}",
+            crate::support::config::redacted_url(&url)
+        );
+        return None;
+    }
     match tokio::time::timeout(
         std::time::Duration::from_secs(5),
         crate::bus::store::connect(&url),
