@@ -156,6 +156,9 @@ pub async fn dispatch_stage(
 /// commit that carried it went through.
 fn effect_spans(report: &dispatch::Report) {
     use crate::support::trace::{self, kv};
+    if !trace::enabled() {
+        return; // each effect is serialized to name it: not for no-op spans
+    }
     let committed = report.commit.as_ref().map_or("none", |c| match c.status {
         CommitStatus::Ok => "ok",
         _ => "not committed",

@@ -64,6 +64,15 @@ pub const AGENT_LABEL: &str = "fullsend.agent.label";
 /// The experiment a span is about.
 pub const EXPERIMENT_ID: &str = "fullsend.experiment.id";
 
+/// Set once an exporter runs: spans whose attributes cost something to build are skipped
+/// without it.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when spans are exported (an OTLP endpoint is configured and the exporter started).
+pub fn enabled() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 thread_local! {
     /// The trace id the next root span must have (see [`Ids`]).
     static NEXT_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
@@ -188,6 +197,7 @@ pub fn init(service: &str) -> anyhow::Result<Option<Exporting>> {
         .with_resource(resource)
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("exporting traces over OTLP/HTTP ({protocol:?})");
     Ok(Some(Exporting { provider }))
 }
