@@ -83,6 +83,59 @@ fn bounded(value: Value) -> Value {
     }
 }
 
+/// Largest item sent whole (a snapshot holds up to a thousand).
+const MAX_ITEM: usize = 64 * 1024;
+
+/// The fields a page shows, kept when an item is too large to send whole.
+const SHOWN: &[&str] = &[
+    "type",
+    "action",
+    "reasoning",
+    "priority",
+    "model",
+    "provider",
+    "usage",
+    "cost_usd",
+    "experiment_id",
+    "request_id",
+    "msg_id",
+    "content",
+    "idea",
+    "summary",
+    "traceparent",
+];
+
+/// `body` itself when it serializes to at most [`MAX_ITEM`] bytes; else only the fields the
+/// page shows, each at most 4 KiB, and a `cut` saying how large the whole was (it is still in
+/// its stream or the decision log).
+fn capped(body: Value) -> Value {
+    let size = serde_json::to_string(&body).map_or(0, |s| s.len());
+    if size <= MAX_ITEM {
+        return body;
+    }
+    let mut kept = Map::new();
+    for key in SHOWN {
+        if let Some(v) = body.get(*key) {
+            let text = v.to_string();
+            let v = if text.len() > 4096 {
+                let mut end = 4096;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Value::String(format!("{}…", &text[..end]))
+            } else {
+                v.clone()
+            };
+            kept.insert((*key).to_string(), v);
+        }
+    }
+    kept.insert(
+        "cut".into(),
+        json!(format!("{size} bytes: only the main fields are shown; the whole is in its stream or the decision log")),
+    );
+    Value::Object(kept)
+}
+
 fn stream_item(channel: &str, channels: &Channels, id: &str, data: &str) -> Item {
     let msg: Map<String, Value> = match serde_json::from_str(data) {
         Ok(Value::Object(m)) => m,
@@ -103,7 +156,7 @@ fn stream_item(channel: &str, channels: &Channels, id: &str, data: &str) -> Item
         at_ms,
         kind: kind_of(channel, channels, &msg).into(),
         channel: Some(channel.to_string()),
-        body: bounded(Value::Object(msg)),
+        body: capped(bounded(Value::Object(msg))),
     }
 }
 
@@ -130,7 +183,7 @@ fn decision_item(line: &str) -> Option<Item> {
         at_ms,
         kind: "decided".into(),
         channel: None,
-        body: bounded(decision),
+        body: capped(bounded(decision)),
     })
 }
 
@@ -380,6 +433,22 @@ pub fn as_json(items: &[Item]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_item_too_large_to_send_keeps_its_main_fields_only() {
+        let many: Vec<String> = (0..100)
+            .map(|i| format!("{i} {}", "x".repeat(2000)))
+            .collect();
+        let body = bounded(json!({"type": "escalation", "content": "hello", "extra": many}));
+        let cut = capped(body);
+        assert_eq!(cut["type"], "escalation");
+        assert_eq!(cut["content"], "hello");
+        assert!(cut.get("extra").is_none());
+        assert!(cut["cut"].as_str().is_some_and(|c| c.contains("bytes")));
+        assert!(serde_json::to_string(&cut).expect("json").len() < MAX_ITEM);
+        let small = json!({"type": "escalation", "extra": [1, 2]});
+        assert_eq!(capped(small.clone()), small);
+    }
 
     #[test]
     fn long_texts_are_cut_on_a_character_boundary() {
