@@ -493,6 +493,13 @@ fn message_span(
     trace_id: &str,
 ) -> crate::support::trace::Span {
     use crate::support::trace::{self, kv};
+    let name = format!("process {}", opts.channel);
+    let traceparent = job.message.get("traceparent").and_then(Value::as_str);
+    if !trace::enabled() {
+        // No exporter: the span only carries the trace context; its attributes would be
+        // built for nothing on every message.
+        return trace::Span::message(name, trace_id, traceparent, Vec::new());
+    }
     let msg_type = job
         .message
         .get("type")
@@ -500,9 +507,9 @@ fn message_span(
         .unwrap_or("unknown")
         .to_string();
     trace::Span::message(
-        format!("process {}", opts.channel),
+        name,
         trace_id,
-        job.message.get("traceparent").and_then(Value::as_str),
+        traceparent,
         vec![
             kv(trace::MESSAGING_SYSTEM, "redis"),
             kv(trace::MESSAGING_DESTINATION, opts.channel.clone()),
